@@ -1,0 +1,129 @@
+//! One running command: its event stream, and a control handle for stdin and Ctrl-C.
+
+use crate::{ClientError, Paths, Reader, Writer, open, read_hello};
+use tether_proto::{ExitInfo, InvokeSpec, Request, Response, Stream};
+use tokio::sync::mpsc;
+
+/// What an invocation produces, in order; `Exit` is always last.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Output { stream: Stream, data: Vec<u8> },
+    Exit(ExitInfo),
+}
+
+/// Everything a finished command produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit: ExitInfo,
+}
+
+enum Control {
+    Stdin(Vec<u8>),
+    Eof,
+    Cancel,
+}
+
+/// Sends stdin and Ctrl-C to a running invocation; cheap to clone.
+#[derive(Clone)]
+pub struct InvocationControl {
+    tx: mpsc::Sender<Control>,
+}
+
+impl InvocationControl {
+    /// Queues standard input for the command (waits when the command is not reading).
+    pub async fn stdin(&self, data: Vec<u8>) -> bool {
+        self.tx.send(Control::Stdin(data)).await.is_ok()
+    }
+    /// Ends the command's standard input.
+    pub async fn eof(&self) -> bool {
+        self.tx.send(Control::Eof).await.is_ok()
+    }
+    /// Stops the command and everything it started; the session survives.
+    pub async fn cancel(&self) -> bool {
+        self.tx.send(Control::Cancel).await.is_ok()
+    }
+}
+
+/// A running command.
+pub struct Invocation {
+    reader: Reader,
+    control: InvocationControl,
+    /// Invocation number within its session.
+    pub id: u64,
+}
+
+impl Invocation {
+    pub(crate) async fn start(paths: &Paths, spec: InvokeSpec) -> Result<Invocation, ClientError> {
+        let (mut reader, mut writer) = open(paths).await?;
+        writer.send(&Request::Invoke(spec)).await?;
+        read_hello(&mut reader).await?;
+        let id = match reader.read::<Response>().await? {
+            Some(Response::Started { invocation }) => invocation,
+            Some(Response::Error(e)) => return Err(e.into()),
+            Some(other) => return Err(ClientError::Protocol(format!("{other:?}"))),
+            None => return Err(ClientError::Lost("the daemon closed the connection".into())),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(pump_control(writer, rx));
+        Ok(Invocation {
+            reader,
+            control: InvocationControl { tx },
+            id,
+        })
+    }
+
+    /// A handle for stdin and cancellation, usable from another task.
+    pub fn control(&self) -> InvocationControl {
+        self.control.clone()
+    }
+
+    /// The next event; after `Exit` the stream is over.
+    pub async fn next(&mut self) -> Result<Event, ClientError> {
+        match self.reader.read::<Response>().await? {
+            Some(Response::Output { stream, data }) => Ok(Event::Output { stream, data }),
+            Some(Response::Exit(e)) => Ok(Event::Exit(e)),
+            Some(Response::Error(e)) => Err(e.into()),
+            Some(other) => Err(ClientError::Protocol(format!("{other:?}"))),
+            None => Err(ClientError::Lost(
+                "the connection ended before the command's exit status arrived".into(),
+            )),
+        }
+    }
+
+    /// Reads every event until the exit.
+    pub async fn collect(mut self) -> Result<Output, ClientError> {
+        let _ = self.control.eof().await;
+        let mut out = Output::default();
+        loop {
+            match self.next().await? {
+                Event::Output {
+                    stream: Stream::Stdout,
+                    data,
+                } => out.stdout.extend_from_slice(&data),
+                Event::Output {
+                    stream: Stream::Stderr,
+                    data,
+                } => out.stderr.extend_from_slice(&data),
+                Event::Exit(e) => {
+                    out.exit = e;
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}
+
+async fn pump_control(mut writer: Writer, mut rx: mpsc::Receiver<Control>) {
+    while let Some(c) = rx.recv().await {
+        let msg = match c {
+            Control::Stdin(d) => Request::Stdin(d),
+            Control::Eof => Request::StdinEof,
+            Control::Cancel => Request::Cancel,
+        };
+        if writer.send(&msg).await.is_err() {
+            return;
+        }
+    }
+}

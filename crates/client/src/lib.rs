@@ -1,0 +1,223 @@
+//! tether's client library: talk to the per-user daemon without the CLI.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tether_client::ClientError> {
+//! use tether_client::{Client, InvokeSpec, NewSession};
+//! let mut client = Client::connect_or_start(&tether_client::Paths::from_env()?).await?;
+//! let s = client.new_session(NewSession { name: Some("web".into()), ..Default::default() }).await?;
+//! let out = client.run(InvokeSpec { session: s[0].name.clone(), script: "echo hi".into(),
+//!                                   ..Default::default() }).await?;
+//! assert_eq!(out.stdout, b"hi\n");
+//! # Ok(()) }
+//! ```
+//!
+//! A [`Client`] holds one control connection for requests (`new`, `get`, `remove`, …). Each
+//! invocation gets a connection of its own ([`Client::invoke`]), so several can stream at once and
+//! a slow reader of one never stalls another.
+
+mod invocation;
+
+pub use invocation::{Event, Invocation, InvocationControl, Output};
+pub use tether_proto::{
+    Availability, DaemonStatus, ErrorInfo, ErrorKind, ExitInfo, InvokeSpec, NewSession, RemoveSpec,
+    SessionFilter, SessionInfo, State, Stream,
+};
+pub use tether_transport::paths::Paths;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tether_proto::{PROTOCOL_VERSION, Request, Response};
+use tether_transport::{FrameReader, FrameWriter, TransportError};
+use tokio::net::UnixStream;
+
+/// Errors from the client library. `Remote` carries the daemon's own error kind and message.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Remote(#[from] ErrorInfo),
+    #[error("cannot reach the tether daemon at {path}: {err}")]
+    Connect { path: PathBuf, err: std::io::Error },
+    #[error("cannot start the tether daemon: {0}")]
+    Start(String),
+    #[error("connection to the tether daemon lost: {0}")]
+    Lost(String),
+    #[error("unexpected reply from the tether daemon: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// The CLI exit status for this error (SPEC §2).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Remote(e) => e.kind,
+            ClientError::Connect { .. } | ClientError::Start(_) => ErrorKind::Connection,
+            ClientError::Lost(_) => ErrorKind::Lost,
+            ClientError::Protocol(_) | ClientError::Io(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<TransportError> for ClientError {
+    fn from(e: TransportError) -> Self {
+        ClientError::Lost(e.to_string())
+    }
+}
+
+type Reader = FrameReader<tokio::net::unix::OwnedReadHalf>;
+type Writer = FrameWriter<tokio::net::unix::OwnedWriteHalf>;
+
+/// A connection to the daemon for one `TETHER_HOME`.
+pub struct Client {
+    paths: Paths,
+    reader: Reader,
+    writer: Writer,
+}
+
+/// Opens a connection and sends `Hello` without waiting for the reply (it is read before the
+/// first response, saving a round trip).
+async fn open(paths: &Paths) -> Result<(Reader, Writer), ClientError> {
+    let path = paths.daemon_socket();
+    let stream = UnixStream::connect(&path)
+        .await
+        .map_err(|err| ClientError::Connect { path, err })?;
+    let (r, w) = stream.into_split();
+    let mut writer = FrameWriter::new(w);
+    writer
+        .feed(&Request::Hello {
+            version: PROTOCOL_VERSION,
+            agent: format!("tether-client/{}", env!("CARGO_PKG_VERSION")),
+        })
+        .await?;
+    Ok((FrameReader::new(r), writer))
+}
+
+async fn read_hello(reader: &mut Reader) -> Result<(), ClientError> {
+    match reader.read::<Response>().await? {
+        Some(Response::Hello { .. }) => Ok(()),
+        Some(Response::Error(e)) => Err(e.into()),
+        Some(other) => Err(ClientError::Protocol(format!("{other:?}"))),
+        None => Err(ClientError::Lost("the daemon closed the connection".into())),
+    }
+}
+
+impl Client {
+    /// Connects to a running daemon.
+    pub async fn connect(paths: &Paths) -> Result<Client, ClientError> {
+        let (mut reader, mut writer) = open(paths).await?;
+        writer.flush().await?;
+        read_hello(&mut reader).await?;
+        Ok(Client {
+            paths: paths.clone(),
+            reader,
+            writer,
+        })
+    }
+
+    /// Connects, starting the daemon first if none is running. The daemon is started by running
+    /// `tether daemon start` (the program in `TETHER_EXE`, else the current executable if it is
+    /// tether, else `tether` on PATH), which detaches it from this process.
+    pub async fn connect_or_start(paths: &Paths) -> Result<Client, ClientError> {
+        match Client::connect(paths).await {
+            Ok(c) => return Ok(c),
+            Err(ClientError::Connect { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let exe = tether_exe();
+        let status = tokio::process::Command::new(&exe)
+            .args(["daemon", "start", "--quiet"])
+            .env("TETHER_HOME", &paths.home)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|e| ClientError::Start(format!("{}: {e}", exe.display())))?;
+        if !status.success() {
+            return Err(ClientError::Start(format!(
+                "'{} daemon start' failed",
+                exe.display()
+            )));
+        }
+        // Another starter may have won the race; its daemon is coming up.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Client::connect(paths).await {
+                Ok(c) => return Ok(c),
+                Err(e @ ClientError::Connect { .. }) if Instant::now() > deadline => return Err(e),
+                Err(ClientError::Connect { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    async fn call(&mut self, req: Request) -> Result<Response, ClientError> {
+        self.writer.send(&req).await?;
+        match self.reader.read::<Response>().await? {
+            Some(Response::Error(e)) => Err(e.into()),
+            Some(r) => Ok(r),
+            None => Err(ClientError::Lost("the daemon closed the connection".into())),
+        }
+    }
+
+    async fn sessions(&mut self, req: Request) -> Result<Vec<SessionInfo>, ClientError> {
+        match self.call(req).await? {
+            Response::Sessions(v) => Ok(v),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Creates a session (`tether new`).
+    pub async fn new_session(&mut self, spec: NewSession) -> Result<Vec<SessionInfo>, ClientError> {
+        self.sessions(Request::New(spec)).await
+    }
+
+    /// Lists sessions (`tether get`).
+    pub async fn get(&mut self, filter: SessionFilter) -> Result<Vec<SessionInfo>, ClientError> {
+        self.sessions(Request::Get(filter)).await
+    }
+
+    /// Closes sessions and forgets their handles (`tether remove`).
+    pub async fn remove(&mut self, spec: RemoveSpec) -> Result<Vec<SessionInfo>, ClientError> {
+        self.sessions(Request::Remove(spec)).await
+    }
+
+    pub async fn status(&mut self) -> Result<DaemonStatus, ClientError> {
+        match self.call(Request::DaemonStatus).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks the daemon to exit (idle sessions close; busy ones go on).
+    pub async fn stop(mut self) -> Result<(), ClientError> {
+        self.call(Request::DaemonStop).await.map(|_| ())
+    }
+
+    /// Starts an invocation on its own connection. The stream of events ends with
+    /// [`Event::Exit`]; errors such as "not found" or "busy" come back as `Err`.
+    pub async fn invoke(&self, spec: InvokeSpec) -> Result<Invocation, ClientError> {
+        Invocation::start(&self.paths, spec).await
+    }
+
+    /// Runs a command to completion and collects its output (no stdin).
+    pub async fn run(&self, spec: InvokeSpec) -> Result<Output, ClientError> {
+        self.invoke(spec).await?.collect().await
+    }
+}
+
+/// The tether program used to start a daemon.
+pub fn tether_exe() -> PathBuf {
+    if let Some(p) = std::env::var_os("TETHER_EXE") {
+        return PathBuf::from(p);
+    }
+    match std::env::current_exe() {
+        Ok(p) if p.file_name().is_some_and(|n| n == "tether") => p,
+        _ => PathBuf::from("tether"),
+    }
+}

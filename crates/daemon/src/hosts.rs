@@ -1,0 +1,162 @@
+//! Starting session hosts and talking to them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use tether_engine::{HostMeta, HostSpec};
+use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, Request, Response, SessionInfo};
+use tether_transport::paths::Paths;
+use tether_transport::{FrameReader, FrameWriter};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::UnixStream;
+
+/// How long a new host may take to bind its socket.
+const HOST_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a host may take to answer a status question before we call it unresponsive.
+const HOST_INFO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The program to run as a session host: ourselves (`tether __host`).
+pub fn host_program() -> PathBuf {
+    std::env::var_os("TETHER_HOST_EXE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| PathBuf::from("tether"))
+}
+
+/// Starts a host for `spec` and waits until it serves. The host runs in its own session
+/// (setsid), so neither a signal to the daemon's process group nor the daemon's death reaches it.
+pub async fn spawn_host(paths: &Paths, spec: &HostSpec) -> Result<HostMeta, ErrorInfo> {
+    let fail = |e: String| {
+        ErrorInfo::new(
+            ErrorKind::Internal,
+            format!("cannot start session {}: {e}", spec.name),
+        )
+    };
+    let mut cmd = tokio::process::Command::new(host_program());
+    cmd.arg("__host")
+        .env("TETHER_HOME", &paths.home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
+    let line = serde_json::to_string(spec).map_err(|e| fail(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no stdout".into()))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(HOST_START_TIMEOUT, lines.next_line()).await;
+    // Reap the host whenever it ends, so it never lingers as a zombie of a live daemon.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    match ready {
+        Ok(Ok(Some(l))) if l.starts_with("ready ") => {}
+        Ok(_) => return Err(fail("the session host exited during start-up".into())),
+        Err(_) => return Err(fail("the session host did not start in time".into())),
+    }
+    HostMeta::load(&paths.host_meta(&spec.instance_id)).map_err(|e| fail(e.to_string()))
+}
+
+/// A connection to one host after the version handshake.
+pub struct HostConn {
+    pub reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
+    pub writer: FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+}
+
+/// Connects to a host and sends `Hello` (the reply is left for the caller to read, so the first
+/// request can travel in the same write).
+pub async fn connect(paths: &Paths, instance_id: &str) -> std::io::Result<HostConn> {
+    let stream = UnixStream::connect(paths.host_socket(instance_id)).await?;
+    let (r, w) = stream.into_split();
+    let mut writer = FrameWriter::new(w);
+    writer
+        .feed(&Request::Hello {
+            version: PROTOCOL_VERSION,
+            agent: "daemon".into(),
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(HostConn {
+        reader: FrameReader::new(r),
+        writer,
+    })
+}
+
+impl HostConn {
+    /// Reads the host's `Hello` reply.
+    pub async fn expect_hello(&mut self) -> Result<(), ErrorInfo> {
+        match self.reader.read::<Response>().await {
+            Ok(Some(Response::Hello { .. })) => Ok(()),
+            Ok(Some(Response::Error(e))) => Err(e),
+            _ => Err(ErrorInfo::new(
+                ErrorKind::Internal,
+                "session host did not complete the handshake",
+            )),
+        }
+    }
+
+    async fn call(&mut self, req: &Request) -> Result<Response, ErrorInfo> {
+        let broken = |e: String| ErrorInfo::new(ErrorKind::Internal, e);
+        self.writer
+            .send(req)
+            .await
+            .map_err(|e| broken(e.to_string()))?;
+        self.expect_hello().await?;
+        match self.reader.read::<Response>().await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(broken("session host closed the connection".into())),
+            Err(e) => Err(broken(e.to_string())),
+        }
+    }
+}
+
+/// Live information from a host, or `None` if it does not answer (gone or hung).
+pub async fn info(paths: &Paths, instance_id: &str) -> Option<SessionInfo> {
+    let fut = async {
+        let mut conn = connect(paths, instance_id).await.ok()?;
+        match conn.call(&Request::HostInfo).await.ok()? {
+            Response::Sessions(mut v) if v.len() == 1 => v.pop(),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(HOST_INFO_TIMEOUT, fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Asks a host to end its shell and exit. A host that is already gone counts as closed.
+pub async fn close(paths: &Paths, instance_id: &str) -> Result<(), ErrorInfo> {
+    let fut = async {
+        let Ok(mut conn) = connect(paths, instance_id).await else {
+            return Ok(());
+        };
+        match conn.call(&Request::HostClose).await {
+            Ok(Response::Ok) | Err(_) => Ok(()),
+            Ok(Response::Error(e)) => Err(e),
+            Ok(_) => Ok(()),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ErrorInfo::new(
+                ErrorKind::Internal,
+                "the session host did not close in time",
+            ))
+        })
+}

@@ -1,0 +1,209 @@
+//! The per-user daemon: owns the table of session handles, starts session hosts, and serves
+//! clients on a private unix socket.
+//!
+//! Start-up is [`start_detached`]: a classic double fork with `setsid`, so the daemon is
+//! re-parented away from whoever started it and survives their exit. A lock file held with
+//! `flock` for the daemon's lifetime makes "is a daemon running?" race-free, and a killed daemon
+//! releases it automatically, so stale socket or pid files never block the next start.
+
+mod hosts;
+mod registry;
+mod server;
+
+pub use registry::glob_match;
+pub use server::{DEFAULT_IDLE_TIMEOUT_S, MIN_IDLE_TIMEOUT_S};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::{ForkResult, fork, setsid};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+use tether_transport::paths::Paths;
+
+/// Errors starting a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon did not start: {0}")]
+    Start(String),
+}
+
+/// What [`start_detached`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Started {
+    /// We started a daemon with this pid.
+    New(u32),
+    /// Another daemon holds the lock (already running, or starting right now).
+    AlreadyRunning,
+}
+
+/// Starts a daemon for `paths` in the background and waits until its socket accepts.
+///
+/// Must be called before any threads exist (it forks). The CLI calls it from `tether daemon
+/// start`; every other caller runs that command as a child process.
+pub fn start_detached(paths: &Paths) -> Result<Started, DaemonError> {
+    paths.ensure_dirs()?;
+    let (rd, wr) = nix::unistd::pipe().map_err(std::io::Error::from)?;
+    // SAFETY: the caller guarantees a single-threaded process; the child only calls
+    // async-signal-safe functions until it forks again and execs nothing.
+    match unsafe { fork() }.map_err(std::io::Error::from)? {
+        ForkResult::Parent { child } => {
+            drop(wr);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let mut reader = std::fs::File::from(rd);
+            let mut answer = String::new();
+            let _ = reader.read_to_string(&mut answer);
+            let answer = answer.trim();
+            if let Some(pid) = answer.strip_prefix("ready ") {
+                Ok(Started::New(pid.parse().unwrap_or(0)))
+            } else if answer == "locked" {
+                Ok(Started::AlreadyRunning)
+            } else if answer.is_empty() {
+                Err(DaemonError::Start(format!(
+                    "it exited during start-up; see {}",
+                    paths.log_file().display()
+                )))
+            } else {
+                Err(DaemonError::Start(answer.to_string()))
+            }
+        }
+        ForkResult::Child => {
+            drop(rd);
+            let _ = setsid();
+            // SAFETY: as above; the intermediate child exits at once.
+            match unsafe { fork() } {
+                Ok(ForkResult::Parent { .. }) | Err(_) => unsafe { libc::_exit(0) },
+                Ok(ForkResult::Child) => {}
+            }
+            let mut ready = Some(std::fs::File::from(wr));
+            let code = match daemon_main(paths, &mut ready) {
+                Ok(()) => 0,
+                Err(e) => {
+                    if let Some(r) = ready.as_mut() {
+                        let _ = writeln!(r, "{e}");
+                    }
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The daemon process proper, after detaching.
+fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), DaemonError> {
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(paths.lock_file())?;
+    let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err(_) => {
+            if let Some(r) = ready.as_mut() {
+                let _ = writeln!(r, "locked");
+            }
+            return Ok(());
+        }
+    };
+    close_inherited_fds(&[
+        _lock.as_raw_fd(),
+        ready.as_ref().map_or(-1, |r| r.as_raw_fd()),
+    ]);
+    redirect_stdio(paths)?;
+    std::env::set_current_dir("/")?;
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tether_transport::unix::bind_private(&paths.daemon_socket())?;
+        std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))?;
+        if let Some(mut r) = ready.take() {
+            // Closing our end after this line is what tells the starter we are up.
+            let _ = writeln!(r, "ready {}", std::process::id());
+        }
+        tracing::info!(
+            "daemon {} serving {}",
+            std::process::id(),
+            paths.home.display()
+        );
+        let daemon = server::Daemon::new(paths.clone());
+        server::serve(daemon, listener).await;
+        tracing::info!("daemon {} stopping", std::process::id());
+        let _ = std::fs::remove_file(paths.daemon_socket());
+        let _ = std::fs::remove_file(paths.pid_file());
+        Ok::<(), DaemonError>(())
+    })?;
+    // Do not wait for lingering connection tasks.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+/// Closes every descriptor the daemon inherited from whoever started it (beyond 0-2): a test
+/// harness's capture pipe held open by a long-lived daemon would make the harness wait forever.
+fn close_inherited_fds(keep: &[i32]) {
+    let dir = if cfg!(target_os = "linux") {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    let fds: Vec<i32> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor number we own and do not use elsewhere.
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// stdin from /dev/null, stdout and stderr to the log (rotated once it passes 8 MiB).
+fn redirect_stdio(paths: &Paths) -> std::io::Result<()> {
+    let log = paths.log_file();
+    if std::fs::metadata(&log).is_ok_and(|m| m.len() > 8 * 1024 * 1024) {
+        let _ = std::fs::rename(&log, log.with_extension("log.1"));
+    }
+    let null = std::fs::File::open("/dev/null")?;
+    let out = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log)?
+    };
+    nix::unistd::dup2_stdin(&null).map_err(std::io::Error::from)?;
+    nix::unistd::dup2_stdout(&out).map_err(std::io::Error::from)?;
+    nix::unistd::dup2_stderr(&out).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// Logs to stderr (the log file, after [`redirect_stdio`]); level from `TETHER_LOG`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Reads the pid file (for `daemon status` and tests).
+pub fn read_pid(paths: &Paths) -> Option<u32> {
+    std::fs::read_to_string(paths.pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

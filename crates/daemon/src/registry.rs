@@ -1,0 +1,192 @@
+//! The daemon's table of session handles.
+//!
+//! The truth about a session lives with its host (its socket and its `hosts/<id>.json` record),
+//! so a daemon that was killed loses nothing: the next one reads the records back (adoption). This
+//! table is a cache of those records plus the names of recently removed sessions, so that using a
+//! removed handle gives "was removed" rather than "not found".
+
+use std::collections::{BTreeMap, VecDeque};
+use tether_engine::HostMeta;
+use tether_proto::{ErrorInfo, ErrorKind, SessionInfo, State};
+use tether_transport::paths::Paths;
+
+/// How many removed names we remember for clear errors.
+const TOMBSTONES: usize = 256;
+
+#[derive(Debug)]
+pub struct Registry {
+    pub paths: Paths,
+    /// Keyed by instance id.
+    pub sessions: BTreeMap<String, HostMeta>,
+    removed: VecDeque<(u32, String)>,
+    next_id: u32,
+}
+
+impl Registry {
+    /// Loads every session record under the home directory. Corrupt records are logged and
+    /// skipped; they never stop the daemon.
+    pub fn load(paths: Paths) -> Registry {
+        let mut sessions = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir(paths.hosts_dir()) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    match HostMeta::load(&path) {
+                        Ok(meta) => {
+                            sessions.insert(meta.info.instance_id.clone(), meta);
+                        }
+                        Err(e) => tracing::warn!("ignoring session record {}: {e}", path.display()),
+                    }
+                }
+            }
+        }
+        let next_id = sessions.values().map(|m| m.info.id).max().unwrap_or(0) + 1;
+        Registry {
+            paths,
+            sessions,
+            removed: VecDeque::new(),
+            next_id,
+        }
+    }
+
+    pub fn allocate_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub fn name_taken(&self, name: &str) -> bool {
+        self.sessions
+            .values()
+            .any(|m| !m.temporary && m.info.name == name)
+    }
+
+    /// Finds a session by Name or Id (an all-digit word is an Id).
+    pub fn resolve(&self, word: &str) -> Result<&HostMeta, ErrorInfo> {
+        let by_id = word.parse::<u32>().ok();
+        let found = self.sessions.values().find(|m| {
+            !m.temporary
+                && match by_id {
+                    Some(id) => m.info.id == id,
+                    None => m.info.name == word,
+                }
+        });
+        if let Some(m) = found {
+            return Ok(m);
+        }
+        let was_removed = self.removed.iter().any(|(id, name)| match by_id {
+            Some(want) => *id == want,
+            None => name == word,
+        });
+        let msg = if was_removed {
+            format!("session {word} was removed (Closed); create a new one with 'tether new'")
+        } else {
+            format!("no session named or numbered {word}; 'tether get' lists sessions")
+        };
+        Err(ErrorInfo::new(ErrorKind::NotFound, msg))
+    }
+
+    pub fn insert(&mut self, meta: HostMeta) {
+        self.next_id = self.next_id.max(meta.info.id + 1);
+        self.sessions.insert(meta.info.instance_id.clone(), meta);
+    }
+
+    /// Forgets a session and its record, remembering its name for later errors.
+    pub fn forget(&mut self, instance_id: &str) -> Option<HostMeta> {
+        let meta = self.sessions.remove(instance_id)?;
+        let _ = std::fs::remove_file(self.paths.host_meta(instance_id));
+        if !meta.temporary {
+            self.removed
+                .push_back((meta.info.id, meta.info.name.clone()));
+            if self.removed.len() > TOMBSTONES {
+                self.removed.pop_front();
+            }
+        }
+        Some(meta)
+    }
+
+    /// Re-reads one record from disk (the host rewrites it on every state change).
+    pub fn reload(&mut self, instance_id: &str) -> Option<&HostMeta> {
+        let path = self.paths.host_meta(instance_id);
+        match HostMeta::load(&path) {
+            Ok(meta) => {
+                self.sessions.insert(instance_id.to_string(), meta);
+            }
+            Err(_) => {
+                self.sessions.remove(instance_id);
+            }
+        }
+        self.sessions.get(instance_id)
+    }
+
+    /// Marks a session whose host vanished without recording why (killed): Broken.
+    pub fn mark_lost(&mut self, instance_id: &str) {
+        if let Some(meta) = self.sessions.get_mut(instance_id)
+            && meta.info.state == State::Opened
+        {
+            {
+                meta.info.state = State::Broken;
+                meta.info.availability = tether_proto::Availability::None;
+                meta.info.reason = Some("the session host exited unexpectedly".into());
+                meta.info.host_pid = 0;
+                meta.info.expires_on = None;
+                let _ = meta.store(&self.paths.host_meta(instance_id));
+            }
+        }
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .sessions
+            .values()
+            .filter(|m| !m.temporary)
+            .map(|m| m.info.clone())
+            .collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+}
+
+/// Shell-style glob match with `*` and `?` (for `get --name`).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("web-*", "web-1"));
+        assert!(glob_match("w?b*", "web-1"));
+        assert!(!glob_match("web-*", "db-1"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "x"));
+    }
+}

@@ -1,0 +1,502 @@
+//! The daemon's listener and request handlers.
+
+use crate::hosts;
+use crate::registry::{Registry, glob_match};
+use std::sync::Arc;
+use std::time::Duration;
+use tether_engine::HostSpec;
+use tether_proto::{
+    DaemonStatus, ErrorInfo, ErrorKind, InvokeSpec, NewSession, PROTOCOL_VERSION, RemoveSpec,
+    Request, Response, SessionFilter, SessionInfo, State,
+};
+use tether_transport::paths::Paths;
+use tether_transport::{FrameReader, FrameWriter};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex, watch};
+
+/// Default IdleTimeout (SPEC §3.6): 2 hours.
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 7200;
+/// Smallest IdleTimeout a user may ask for, unless `TETHER_MIN_IDLE_TIMEOUT` (seconds) lowers it
+/// for tests.
+pub const MIN_IDLE_TIMEOUT_S: u64 = 60;
+
+pub struct Daemon {
+    pub paths: Paths,
+    pub registry: Mutex<Registry>,
+    pub shutdown: watch::Sender<bool>,
+    min_idle: u64,
+    owner: String,
+}
+
+impl Daemon {
+    pub fn new(paths: Paths) -> Arc<Daemon> {
+        let registry = Registry::load(paths.clone());
+        let min_idle = std::env::var("TETHER_MIN_IDLE_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MIN_IDLE_TIMEOUT_S);
+        let owner = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| nix::unistd::getuid().to_string());
+        Arc::new(Daemon {
+            paths,
+            registry: Mutex::new(registry),
+            shutdown: watch::channel(false).0,
+            min_idle,
+            owner,
+        })
+    }
+}
+
+/// Accepts clients until shutdown. Each connection is its own task: a panic in one is caught by
+/// the runtime and ends only that connection.
+pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
+    cleanup_temporaries(&daemon).await;
+    let mut shutdown = daemon.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let d = daemon.clone();
+                    tokio::spawn(async move { handle(d, stream).await });
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Temporary sessions left by a daemon that died mid-invocation are closed on adoption.
+async fn cleanup_temporaries(daemon: &Daemon) {
+    let temps: Vec<String> = {
+        let reg = daemon.registry.lock().await;
+        reg.sessions
+            .values()
+            .filter(|m| m.temporary)
+            .map(|m| m.info.instance_id.clone())
+            .collect()
+    };
+    for iid in temps {
+        let _ = hosts::close(&daemon.paths, &iid).await;
+        daemon.registry.lock().await.forget(&iid);
+    }
+}
+
+type Reader = FrameReader<tokio::net::unix::OwnedReadHalf>;
+type Writer = FrameWriter<tokio::net::unix::OwnedWriteHalf>;
+
+async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
+    match tether_transport::unix::peer_is_us(&stream) {
+        Ok(true) => {}
+        _ => {
+            tracing::warn!("refused a connection from another user");
+            return;
+        }
+    }
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+    match reader.read::<Request>().await {
+        Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
+            let hello = Response::Hello {
+                version: PROTOCOL_VERSION,
+                pid: std::process::id(),
+            };
+            if writer.feed(&hello).await.is_err() {
+                return;
+            }
+        }
+        Ok(Some(Request::Hello { version, .. })) => {
+            let msg = format!(
+                "this tether daemon speaks protocol {PROTOCOL_VERSION} (tether {}), the client speaks {version}: install the same tether version",
+                env!("CARGO_PKG_VERSION")
+            );
+            let _ = writer
+                .send(&Response::Error(ErrorInfo::new(ErrorKind::Connection, msg)))
+                .await;
+            return;
+        }
+        Ok(_) | Err(_) => return,
+    }
+    loop {
+        if writer.flush().await.is_err() {
+            return;
+        }
+        let req = match reader.read::<Request>().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                let err = ErrorInfo::new(ErrorKind::Usage, format!("bad request: {e}"));
+                let _ = writer.send(&Response::Error(err)).await;
+                return;
+            }
+        };
+        let reply = match req {
+            Request::New(spec) => new_session(&daemon, spec).await.map(Response::Sessions),
+            Request::Get(filter) => Ok(Response::Sessions(get(&daemon, &filter).await)),
+            Request::Remove(spec) => remove(&daemon, spec).await,
+            Request::DaemonStatus => Ok(Response::Status(status(&daemon).await)),
+            Request::DaemonStop => {
+                let _ = writer.send(&Response::Ok).await;
+                stop(&daemon).await;
+                return;
+            }
+            Request::Invoke(spec) => {
+                invoke(&daemon, spec, reader, writer).await;
+                return;
+            }
+            _ => Err(ErrorInfo::new(
+                ErrorKind::Usage,
+                "request not valid outside an invocation",
+            )),
+        };
+        let msg = reply.unwrap_or_else(Response::Error);
+        if writer.feed(&msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn idle_timeout(daemon: &Daemon, asked: Option<u64>) -> Result<u64, ErrorInfo> {
+    match asked {
+        None => Ok(DEFAULT_IDLE_TIMEOUT_S),
+        Some(0) => Ok(0),
+        Some(s) if s < daemon.min_idle => Err(ErrorInfo::new(
+            ErrorKind::Usage,
+            format!(
+                "idle timeout {s}s is below the minimum of {}s (0 means never)",
+                daemon.min_idle
+            ),
+        )),
+        Some(s) => Ok(s),
+    }
+}
+
+fn host_spec(daemon: &Daemon, id: u32, name: String, spec: &NewSession, idle: u64) -> HostSpec {
+    HostSpec {
+        id,
+        name,
+        instance_id: uuid::Uuid::new_v4().to_string(),
+        configuration_name: "default".into(),
+        computer_name: "localhost".into(),
+        owner: daemon.owner.clone(),
+        idle_timeout_s: idle,
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        shell: std::env::var("TETHER_SHELL").ok().filter(|s| !s.is_empty()),
+        temporary: spec.temporary,
+    }
+}
+
+async fn new_session(daemon: &Daemon, spec: NewSession) -> Result<Vec<SessionInfo>, ErrorInfo> {
+    if let Some(c) = spec.configuration.as_deref().filter(|c| *c != "default") {
+        return Err(ErrorInfo::new(
+            ErrorKind::NotFound,
+            format!("configuration {c} not found; 'tether config list' shows the configurations"),
+        ));
+    }
+    let idle = idle_timeout(daemon, spec.idle_timeout_s)?;
+    let hs = {
+        let mut reg = daemon.registry.lock().await;
+        if let Some(name) = &spec.name {
+            tether_proto::validate_name(name)?;
+            if reg.name_taken(name) {
+                return Err(ErrorInfo::new(
+                    ErrorKind::Usage,
+                    format!("a session named {name} already exists"),
+                ));
+            }
+        }
+        let id = reg.allocate_id();
+        let name = spec.name.clone().unwrap_or_else(|| format!("Session{id}"));
+        let hs = host_spec(daemon, id, name, &spec, idle);
+        // Reserve the name while the host starts.
+        reg.insert(placeholder(&hs));
+        hs
+    };
+    let started = hosts::spawn_host(&daemon.paths, &hs).await;
+    let mut reg = daemon.registry.lock().await;
+    match started {
+        Ok(meta) => {
+            let info = meta.info.clone();
+            reg.insert(meta);
+            Ok(vec![info])
+        }
+        Err(e) => {
+            reg.sessions.remove(&hs.instance_id);
+            Err(e)
+        }
+    }
+}
+
+fn placeholder(hs: &HostSpec) -> tether_engine::HostMeta {
+    tether_engine::HostMeta {
+        info: SessionInfo {
+            id: hs.id,
+            name: hs.name.clone(),
+            instance_id: hs.instance_id.clone(),
+            computer_name: hs.computer_name.clone(),
+            computer_type: "local".into(),
+            configuration_name: hs.configuration_name.clone(),
+            state: State::Opening,
+            availability: tether_proto::Availability::None,
+            owner: hs.owner.clone(),
+            idle_timeout_s: hs.idle_timeout_s,
+            created_on: String::new(),
+            disconnected_on: None,
+            expires_on: None,
+            reason: None,
+            host_pid: 0,
+        },
+        temporary: hs.temporary,
+        shell_pid: 0,
+    }
+}
+
+/// Lists sessions, asking each live host for its current availability.
+async fn get(daemon: &Daemon, filter: &SessionFilter) -> Vec<SessionInfo> {
+    let candidates: Vec<SessionInfo> = daemon
+        .registry
+        .lock()
+        .await
+        .list()
+        .into_iter()
+        .filter(|i| {
+            filter
+                .name_glob
+                .as_deref()
+                .is_none_or(|g| glob_match(g, &i.name))
+        })
+        .filter(|i| filter.id.is_none_or(|id| id == i.id))
+        .filter(|i| {
+            filter
+                .instance_id
+                .as_deref()
+                .is_none_or(|u| u == i.instance_id)
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for info in candidates {
+        let paths = daemon.paths.clone();
+        tasks.push(tokio::spawn(async move {
+            if info.state != State::Opened {
+                return (info, None, false);
+            }
+            let live = hosts::info(&paths, &info.instance_id).await;
+            let gone = live.is_none();
+            (info, live, gone)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        let Ok((info, live, gone)) = t.await else {
+            continue;
+        };
+        let info = match (live, gone) {
+            (Some(live), _) => live,
+            (None, true) => {
+                // The host did not answer: it recorded a final state and exited, or it was killed.
+                let mut reg = daemon.registry.lock().await;
+                let still_opened = reg
+                    .reload(&info.instance_id)
+                    .is_some_and(|m| m.info.state == State::Opened);
+                if still_opened {
+                    reg.mark_lost(&info.instance_id);
+                }
+                match reg.sessions.get(&info.instance_id) {
+                    Some(m) => m.info.clone(),
+                    None => continue,
+                }
+            }
+            (None, false) => info,
+        };
+        if filter.state.is_none_or(|s| s == info.state) {
+            out.push(info);
+        }
+    }
+    out
+}
+
+async fn remove(daemon: &Daemon, spec: RemoveSpec) -> Result<Response, ErrorInfo> {
+    let targets: Vec<Result<String, ErrorInfo>> = {
+        let reg = daemon.registry.lock().await;
+        if spec.all {
+            reg.list().into_iter().map(|i| Ok(i.instance_id)).collect()
+        } else {
+            spec.sessions
+                .iter()
+                .map(|w| reg.resolve(w).map(|m| m.info.instance_id.clone()))
+                .collect()
+        }
+    };
+    let mut removed = Vec::new();
+    let mut first_err = None;
+    for t in targets {
+        match t {
+            Ok(iid) => {
+                let closed = hosts::close(&daemon.paths, &iid).await;
+                let mut reg = daemon.registry.lock().await;
+                if let Err(e) = closed {
+                    first_err.get_or_insert(e);
+                }
+                if let Some(mut meta) = reg.forget(&iid) {
+                    meta.info.state = State::Closed;
+                    meta.info.availability = tether_proto::Availability::None;
+                    meta.info.host_pid = 0;
+                    removed.push(meta.info);
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(Response::Sessions(removed)),
+    }
+}
+
+async fn status(daemon: &Daemon) -> DaemonStatus {
+    DaemonStatus {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        home: daemon.paths.home.display().to_string(),
+        sessions: daemon.registry.lock().await.list().len() as u32,
+    }
+}
+
+/// `daemon stop`: idle sessions are closed; busy ones go on and the next daemon adopts them
+/// (SPEC §3.14).
+async fn stop(daemon: &Daemon) {
+    let sessions = get(daemon, &SessionFilter::default()).await;
+    for s in sessions {
+        let idle = s.state == State::Opened && s.availability != tether_proto::Availability::Busy;
+        if idle {
+            let _ = hosts::close(&daemon.paths, &s.instance_id).await;
+            daemon.registry.lock().await.forget(&s.instance_id);
+        }
+    }
+    let _ = daemon.shutdown.send(true);
+}
+
+/// Runs an invocation: resolves the session (or creates a temporary one), hands the client's
+/// connection to the session host, and splices the two byte streams together. The daemon does
+/// not decode output frames, so it adds no copies beyond the socket hop.
+async fn invoke(daemon: &Daemon, spec: InvokeSpec, reader: Reader, mut writer: Writer) {
+    let temporary = spec.session.is_empty();
+    let target = if temporary {
+        let ns = NewSession {
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            temporary: true,
+            ..Default::default()
+        };
+        new_session(daemon, ns).await.map(|mut v| v.remove(0))
+    } else {
+        resolve_open(daemon, &spec.session).await
+    };
+    let info = match target {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = writer.send(&Response::Error(e)).await;
+            return;
+        }
+    };
+    let result = splice(daemon, &info, spec, reader, writer).await;
+    if let Err(e) = result {
+        tracing::debug!("invocation in {} ended: {e}", info.name);
+    }
+    if temporary {
+        let _ = hosts::close(&daemon.paths, &info.instance_id).await;
+        daemon.registry.lock().await.forget(&info.instance_id);
+    }
+}
+
+async fn resolve_open(daemon: &Daemon, word: &str) -> Result<SessionInfo, ErrorInfo> {
+    let reg = daemon.registry.lock().await;
+    let meta = reg.resolve(word)?;
+    match meta.info.state {
+        State::Opened => Ok(meta.info.clone()),
+        state => Err(closed_error(
+            &meta.info.name,
+            state,
+            meta.info.reason.as_deref(),
+        )),
+    }
+}
+
+fn closed_error(name: &str, state: State, reason: Option<&str>) -> ErrorInfo {
+    let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    ErrorInfo::new(
+        ErrorKind::NotFound,
+        format!(
+            "session {name} is {}{why}; 'tether remove {name}' clears it",
+            state.as_str()
+        ),
+    )
+}
+
+async fn splice(
+    daemon: &Daemon,
+    info: &SessionInfo,
+    spec: InvokeSpec,
+    reader: Reader,
+    mut writer: Writer,
+) -> std::io::Result<()> {
+    let mut conn = match hosts::connect(&daemon.paths, &info.instance_id).await {
+        Ok(c) => c,
+        Err(_) => {
+            let mut reg = daemon.registry.lock().await;
+            let still_opened = reg
+                .reload(&info.instance_id)
+                .is_some_and(|m| m.info.state == State::Opened);
+            if still_opened {
+                reg.mark_lost(&info.instance_id);
+            }
+            let err = match reg.sessions.get(&info.instance_id) {
+                Some(m) => closed_error(&m.info.name, m.info.state, m.info.reason.as_deref()),
+                None => closed_error(&info.name, State::Closed, None),
+            };
+            let _ = writer.send(&Response::Error(err)).await;
+            return Ok(());
+        }
+    };
+    let send = conn.writer.send(&Request::Invoke(spec)).await;
+    let hello = conn.expect_hello().await;
+    if let Err(e) = send
+        .map_err(|e| ErrorInfo::new(ErrorKind::Internal, e.to_string()))
+        .and(hello)
+    {
+        let _ = writer.send(&Response::Error(e)).await;
+        return Ok(());
+    }
+    writer.flush().await.map_err(std::io::Error::other)?;
+    let (client_r, client_buf) = reader.into_parts();
+    let (host_r, host_buf) = conn.reader.into_parts();
+    let mut client_r = client_r;
+    let mut client_w = writer.into_inner();
+    let mut host_r = host_r;
+    let mut host_w = conn.writer.into_inner();
+    // Client -> host (stdin, Ctrl-C) runs beside host -> client (output, exit). Only the second
+    // decides when the invocation is over; a failure of the first (the host already closed)
+    // must never cut the output short.
+    let up = tokio::spawn(async move {
+        if host_w.write_all(&client_buf).await.is_ok() {
+            let _ = tokio::io::copy(&mut client_r, &mut host_w).await;
+        }
+        let _ = host_w.shutdown().await;
+    });
+    client_w.write_all(&host_buf).await?;
+    let down = tokio::io::copy(&mut host_r, &mut client_w).await;
+    let _ = client_w.shutdown().await;
+    up.abort();
+    down.map(|_| ())
+}

@@ -1,0 +1,477 @@
+//! One invocation: FIFOs, the wrapper, streaming output, the status record, Ctrl-C and timeouts.
+//!
+//! Ordering guarantee: the shell writes the status record only after the brace group that ran the
+//! command has finished, so every byte the command itself wrote is already in the FIFOs when the
+//! record arrives. We then read what is buffered (bounded) and only then send `Exit`.
+//! Output that background jobs write later stays with this invocation (its own FIFOs) and is
+//! never seen by the next one.
+
+use crate::host::Host;
+use crate::procs;
+use crate::shell::{self, InvocationPaths};
+use nix::sys::signal::Signal;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tether_proto::{
+    ErrorInfo, ErrorKind, ExitInfo, InvokeSpec, OUTPUT_CHUNK, Request, Response, State, Stream,
+};
+use tether_transport::{FrameReader, FrameWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+/// How much already-buffered output we read after the status record, per stream. A background
+/// job that floods its inherited stdout must not keep an invocation from ending.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+/// Ctrl-C escalation: SIGINT, then SIGKILL of the command's groups, then the shell itself.
+const ESCALATE_KILL: Duration = Duration::from_secs(2);
+const ESCALATE_SHELL: Duration = Duration::from_secs(5);
+
+pub(crate) fn mkfifo(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(std::io::Error::from)
+}
+
+/// Reads `<id> <status>` records from the status FIFO for the host's whole life. The host keeps a
+/// write end open itself so the FIFO never reports end-of-file between records.
+pub(crate) fn spawn_status_reader(
+    path: &Path,
+    tx: mpsc::UnboundedSender<(u64, i32)>,
+) -> std::io::Result<()> {
+    let rx = pipe::OpenOptions::new().open_receiver(path)?;
+    let keep = open_dummy_writer(path)?;
+    tokio::spawn(async move {
+        let _keep = keep;
+        let mut lines = tokio::io::BufReader::new(rx).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.len() > 64 {
+                continue;
+            }
+            if let Some(rec) = shell::parse_status(&line)
+                && tx.send(rec).is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn open_dummy_writer(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// One output FIFO: our read end plus a write end we hold until the status record, so an early
+/// read never sees end-of-file before the shell has opened it.
+struct OutFifo {
+    stream: Stream,
+    path: PathBuf,
+    rx: Option<pipe::Receiver>,
+    hold: Option<std::fs::File>,
+}
+
+impl OutFifo {
+    fn open(path: PathBuf, stream: Stream) -> std::io::Result<OutFifo> {
+        mkfifo(&path)?;
+        let rx = pipe::OpenOptions::new().open_receiver(&path)?;
+        let hold = open_dummy_writer(&path)?;
+        Ok(OutFifo {
+            stream,
+            path,
+            rx: Some(rx),
+            hold: Some(hold),
+        })
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.read(buf).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Sends an error on a connection whose invocation never started.
+async fn refuse(writer: &mut FrameWriter<OwnedWriteHalf>, kind: ErrorKind, msg: String) {
+    let _ = writer
+        .send(&Response::Error(ErrorInfo::new(kind, msg)))
+        .await;
+}
+
+/// Runs one invocation for one connection, from waiting for the session to sending `Exit`.
+pub(crate) async fn invoke(
+    host: Arc<Host>,
+    spec: InvokeSpec,
+    reader: FrameReader<OwnedReadHalf>,
+    mut writer: FrameWriter<OwnedWriteHalf>,
+) {
+    let name = host.spec.name.clone();
+    if spec.script.contains('\0') || spec.args.iter().any(|a| a.contains('\0')) {
+        let msg = format!("session {name}: scripts and arguments cannot contain NUL bytes");
+        return refuse(&mut writer, ErrorKind::Usage, msg).await;
+    }
+    let reason = host.lock_inner().reason.clone();
+    if let Some(reason) = reason {
+        let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
+        return refuse(&mut writer, ErrorKind::NotFound, msg).await;
+    }
+    let permit = match spec.wait_timeout_ms {
+        Some(0) => host.lock.clone().try_acquire_owned().ok(),
+        Some(ms) => {
+            tokio::time::timeout(Duration::from_millis(ms), host.lock.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+        }
+        None => host.lock.clone().acquire_owned().await.ok(),
+    };
+    let Some(_permit) = permit else {
+        return refuse(
+            &mut writer,
+            ErrorKind::Busy,
+            format!("session {name} is busy"),
+        )
+        .await;
+    };
+    let reason = host.lock_inner().reason.clone();
+    if let Some(reason) = reason {
+        let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
+        return refuse(&mut writer, ErrorKind::NotFound, msg).await;
+    }
+    let id = {
+        let mut inner = host.lock_inner();
+        inner.busy = true;
+        inner.last_used = Instant::now();
+        inner.next_inv += 1;
+        inner.next_inv - 1
+    };
+    let result = run(&host, id, &spec, reader, &mut writer).await;
+    {
+        let mut inner = host.lock_inner();
+        inner.busy = false;
+        inner.last_used = Instant::now();
+    }
+    if let Err(e) = result {
+        tracing::debug!("session {name}: invocation {id} ended early: {e}");
+    }
+    // A shell that died during the invocation: now that its Exit is out, the session is Broken.
+    if let Some(code) = *host.exited.borrow() {
+        host.finish(
+            State::Broken,
+            format!("the shell exited with status {code}"),
+        );
+    }
+}
+
+async fn run(
+    host: &Arc<Host>,
+    id: u64,
+    spec: &InvokeSpec,
+    mut reader: FrameReader<OwnedReadHalf>,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) -> Result<(), tether_transport::TransportError> {
+    let dir = &host.fifo_dir;
+    let mut out = OutFifo::open(dir.join(format!("o.{id}")), Stream::Stdout)?;
+    let mut err = OutFifo::open(dir.join(format!("e.{id}")), Stream::Stderr)?;
+    let stdin_path = dir.join(format!("i.{id}"));
+    let stdin_tx = if spec.stdin {
+        mkfifo(&stdin_path)?;
+        Some(spawn_stdin_writer(stdin_path.clone()))
+    } else {
+        None
+    };
+    let text = shell::wrapper(
+        host.flavour,
+        id,
+        &spec.script,
+        &spec.args,
+        &InvocationPaths {
+            stdin: spec.stdin.then_some(stdin_path.as_path()),
+            stdout: &out.path,
+            stderr: &err.path,
+            status: &dir.join("st"),
+        },
+    );
+    writer.send(&Response::Started { invocation: id }).await?;
+
+    let mut exited = host.exited.clone();
+    let mut status_rx = host.status_rx.lock().await;
+    let wrote = {
+        let mut stdin = host.shell_stdin.lock().await;
+        match stdin.as_mut() {
+            Some(s) => s.write_all(text.as_bytes()).await.is_ok(),
+            None => false,
+        }
+    };
+    if !wrote && exited.borrow().is_none() {
+        // The pipe is gone but the shell has not been reaped yet: wait for it.
+        let _ = exited.changed().await;
+    }
+
+    // Client frames arrive through a task, because reading a frame is not cancel-safe.
+    let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
+    let mut req_task = tokio::spawn(async move {
+        // Keeps reading after the invocation ends (discarding), so the connection is never
+        // closed with unread client frames in it, which would reset it before `Exit` arrives.
+        while let Ok(Some(req)) = reader.read::<Request>().await {
+            let _ = req_tx.send(req).await;
+        }
+    });
+    let mut stdin_tx = stdin_tx;
+    let started = Instant::now();
+    let timeout = spec
+        .timeout_ms
+        .filter(|t| *t > 0)
+        .map(Duration::from_millis);
+    let mut cancel: Option<(Instant, u8)> = None;
+    let mut timed_out = false;
+    let mut cancelled = false;
+    let mut client_gone = false;
+    let mut buf_o = vec![0u8; OUTPUT_CHUNK];
+    let mut buf_e = vec![0u8; OUTPUT_CHUNK];
+
+    let code: i32;
+    let mut broken = None;
+    loop {
+        let timeout_at = timeout.map(|t| started + t);
+        let escalate_at = cancel.map(|(at, stage)| {
+            at + if stage == 1 {
+                ESCALATE_KILL
+            } else {
+                ESCALATE_SHELL
+            }
+        });
+        tokio::select! {
+            biased;
+            rec = status_rx.recv() => {
+                match rec {
+                    Some((rid, c)) if rid == id => { code = c; break; }
+                    Some(_) => continue,
+                    None => { code = 255; break; }
+                }
+            }
+            _ = exited.changed() => {
+                let c = (*exited.borrow()).unwrap_or(255);
+                code = c;
+                broken = Some(format!("the shell exited with status {c}"));
+                break;
+            }
+            n = out.read(&mut buf_o) => forward(&mut out, n, &buf_o, writer, client_gone).await?,
+            n = err.read(&mut buf_e) => forward(&mut err, n, &buf_e, writer, client_gone).await?,
+            req = req_rx.recv(), if !client_gone => match req {
+                Some(Request::Stdin(data)) => {
+                    if let Some(tx) = stdin_tx.as_ref() { let _ = tx.send(data).await; }
+                }
+                Some(Request::StdinEof) => { stdin_tx = None; }
+                Some(Request::Cancel) | None => {
+                    // A client that went away stops its command, as ssh's SIGHUP does.
+                    client_gone |= req_rx.is_closed();
+                    if cancel.is_none() {
+                        cancelled = true;
+                        interrupt(host.shell_pid, since_ticks(started));
+                        cancel = Some((Instant::now(), 1));
+                    }
+                }
+                Some(_) => {}
+            },
+            _ = sleep_until(timeout_at), if timeout_at.is_some() && cancel.is_none() => {
+                timed_out = true;
+                interrupt(host.shell_pid, since_ticks(started));
+                cancel = Some((Instant::now(), 1));
+            }
+            _ = sleep_until(escalate_at), if escalate_at.is_some() => {
+                if let Some((_, stage)) = cancel {
+                    if stage == 1 {
+                        procs::signal_started_since(host.shell_pid, since_ticks(started), Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(host.shell_pid), Signal::SIGINT);
+                        cancel = Some((Instant::now(), 2));
+                    } else {
+                        // The shell itself will not stop (a builtin loop that ignores INT):
+                        // end it; the session becomes Broken with that reason.
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(host.shell_pid), Signal::SIGKILL);
+                        cancel = Some((Instant::now() + Duration::from_secs(3600), 3));
+                    }
+                }
+            }
+        }
+    }
+    drop(status_rx);
+    drop(stdin_tx);
+    drop(req_rx);
+    // The group is done; what it wrote is buffered. Read that, then hand the FIFOs to a task
+    // that swallows whatever background jobs write later.
+    out.hold = None;
+    err.hold = None;
+    for f in [&mut out, &mut err] {
+        drain(f, writer, client_gone).await?;
+    }
+    linger(out);
+    linger(err);
+    if spec.stdin {
+        // Release a stdin opener still waiting for a shell that never opened the FIFO.
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&stdin_path);
+        let _ = std::fs::remove_file(&stdin_path);
+    }
+    let exit = ExitInfo {
+        code,
+        timed_out,
+        cancelled: cancelled && !timed_out,
+        broken,
+    };
+    if !client_gone {
+        writer.send(&Response::Exit(exit)).await?;
+        // Half-close, then let the client close first (it does once it has read `Exit`).
+        let _ = writer.shutdown().await;
+        if tokio::time::timeout(Duration::from_secs(5), &mut req_task)
+            .await
+            .is_err()
+        {
+            req_task.abort();
+        }
+    } else {
+        req_task.abort();
+    }
+    Ok(())
+}
+
+/// The invocation's start in clock ticks since boot, with one tick of slack: processes started
+/// since then are the command's. Computed only when stopping a command, to keep the fast path
+/// free of /proc reads.
+fn since_ticks(started: Instant) -> u64 {
+    let elapsed = started.elapsed().as_millis() as u64 * procs::ticks_per_sec() / 1000;
+    procs::ticks_now().saturating_sub(elapsed + 1)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// First stage of Ctrl-C: SIGINT to the command's process groups and to the shell (whose INT
+/// trap breaks a builtin loop).
+fn interrupt(shell: i32, since: u64) {
+    procs::signal_started_since(shell, since, Signal::SIGINT);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shell), Signal::SIGINT);
+}
+
+async fn forward(
+    f: &mut OutFifo,
+    n: std::io::Result<usize>,
+    buf: &[u8],
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+    client_gone: bool,
+) -> Result<(), tether_transport::TransportError> {
+    match n {
+        Ok(0) | Err(_) => {
+            f.rx = None;
+            Ok(())
+        }
+        Ok(n) if client_gone => {
+            let _ = n;
+            Ok(())
+        }
+        Ok(n) => {
+            writer
+                .send(&Response::Output {
+                    stream: f.stream,
+                    data: buf[..n].to_vec(),
+                })
+                .await
+        }
+    }
+}
+
+async fn drain(
+    f: &mut OutFifo,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+    client_gone: bool,
+) -> Result<(), tether_transport::TransportError> {
+    let Some(rx) = f.rx.as_mut() else {
+        return Ok(());
+    };
+    let mut total = 0;
+    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    while total < DRAIN_LIMIT {
+        match rx.try_read(&mut buf) {
+            Ok(0) => {
+                f.rx = None;
+                break;
+            }
+            Ok(n) => {
+                total += n;
+                if !client_gone {
+                    writer
+                        .feed(&Response::Output {
+                            stream: f.stream,
+                            data: buf[..n].to_vec(),
+                        })
+                        .await?;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Keeps reading a FIFO that a background job still holds, so the job never dies of SIGPIPE,
+/// and discards what it writes: it belongs to an invocation that has already ended.
+fn linger(mut f: OutFifo) {
+    let _ = std::fs::remove_file(&f.path);
+    if let Some(mut rx) = f.rx.take() {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = rx.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Feeds the command's stdin FIFO. The write end is opened in blocking mode on the blocking
+/// pool: that open completes exactly when the shell opens the read end, so end-of-file (closing
+/// it) can never happen before the shell is there to see it.
+fn spawn_stdin_writer(path: PathBuf) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+    tokio::spawn(async move {
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+            let flags =
+                nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+            nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await;
+        let Ok(Ok(file)) = opened else { return };
+        let Ok(mut sender) = pipe::Sender::from_file(file) else {
+            return;
+        };
+        while let Some(data) = rx.recv().await {
+            if sender.write_all(&data).await.is_err() {
+                // The command closed its stdin; keep consuming so the client is not blocked.
+                while rx.recv().await.is_some() {}
+                return;
+            }
+        }
+    });
+    tx
+}

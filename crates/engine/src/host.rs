@@ -1,0 +1,432 @@
+//! The session host process: spawns the shell, serves its socket, enforces the idle timeout,
+//! and records its state on disk.
+
+use crate::HostError;
+use crate::driver;
+use crate::procs;
+use crate::shell::Flavour;
+use crate::spec::{HostMeta, HostSpec, default_shell};
+use nix::sys::signal::Signal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tether_proto::{
+    Availability, ErrorInfo, ErrorKind, PROTOCOL_VERSION, Request, Response, SessionInfo, State,
+};
+use tether_transport::paths::{Paths, private_dir};
+use tether_transport::{FrameReader, FrameWriter};
+use tokio::net::UnixStream;
+use tokio::process::ChildStdin;
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+
+/// Mutable host state, behind a std mutex held only for short, non-async sections.
+pub(crate) struct Inner {
+    pub last_used: Instant,
+    pub busy: bool,
+    pub next_inv: u64,
+    pub state: State,
+    pub reason: Option<String>,
+}
+
+/// Everything an invocation needs; shared by connection handlers.
+pub(crate) struct Host {
+    pub paths: Paths,
+    pub spec: HostSpec,
+    pub flavour: Flavour,
+    pub fifo_dir: PathBuf,
+    pub shell_pid: i32,
+    pub shell_stdin: Mutex<Option<ChildStdin>>,
+    /// One command at a time (SPEC §3.3).
+    pub lock: Arc<Semaphore>,
+    pub status_rx: Mutex<mpsc::UnboundedReceiver<(u64, i32)>>,
+    /// Set once the shell has exited, with its status as a shell reports it.
+    pub exited: watch::Receiver<Option<i32>>,
+    pub inner: std::sync::Mutex<Inner>,
+    pub created_on: SystemTime,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Host {
+    pub(crate) fn lock_inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session as users see it, from the host's point of view.
+    pub(crate) fn info(&self) -> SessionInfo {
+        let inner = self.lock_inner();
+        let availability = match (inner.state, inner.busy) {
+            (State::Opened, true) => Availability::Busy,
+            (State::Opened, false) => Availability::Available,
+            _ => Availability::None,
+        };
+        let expires_on =
+            if self.spec.idle_timeout_s > 0 && !inner.busy && inner.state == State::Opened {
+                let left = Duration::from_secs(self.spec.idle_timeout_s)
+                    .saturating_sub(inner.last_used.elapsed());
+                Some(rfc3339(SystemTime::now() + left))
+            } else {
+                None
+            };
+        SessionInfo {
+            id: self.spec.id,
+            name: self.spec.name.clone(),
+            instance_id: self.spec.instance_id.clone(),
+            computer_name: self.spec.computer_name.clone(),
+            computer_type: "local".into(),
+            configuration_name: self.spec.configuration_name.clone(),
+            state: inner.state,
+            availability,
+            owner: self.spec.owner.clone(),
+            idle_timeout_s: self.spec.idle_timeout_s,
+            created_on: rfc3339(self.created_on),
+            disconnected_on: None,
+            expires_on,
+            reason: inner.reason.clone(),
+            host_pid: if matches!(inner.state, State::Opened) {
+                std::process::id()
+            } else {
+                0
+            },
+        }
+    }
+
+    pub(crate) fn store_meta(&self) {
+        let meta = HostMeta {
+            info: self.info(),
+            temporary: self.spec.temporary,
+            shell_pid: self.shell_pid as u32,
+        };
+        if let Err(e) = meta.store(&self.paths.host_meta(&self.spec.instance_id)) {
+            tracing::warn!("session {}: cannot record state: {e}", self.spec.name);
+        }
+    }
+
+    /// Moves to a final state (Broken or Closed), records it, and asks the host to exit.
+    pub(crate) fn finish(&self, state: State, reason: String) {
+        {
+            let mut inner = self.lock_inner();
+            if matches!(inner.state, State::Broken | State::Closed) {
+                return;
+            }
+            inner.state = state;
+            inner.reason = Some(reason);
+        }
+        self.store_meta();
+        let _ = self.shutdown.send(true);
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime_rfc3339(t)
+}
+
+fn humantime_rfc3339(t: SystemTime) -> String {
+    // Seconds precision, UTC, e.g. 2026-11-27T16:04:03Z.
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil conversion (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Runs a session host until the session ends. Blocks; builds its own single-threaded runtime
+/// (a host serves one session, and threads cost memory per session).
+pub fn run_host(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(paths, spec))
+}
+
+async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
+    paths.ensure_dirs()?;
+    let fifo_dir = paths.host_fifo_dir(&spec.instance_id);
+    private_dir(&fifo_dir)?;
+    let status_path = fifo_dir.join("st");
+    driver::mkfifo(&status_path)?;
+
+    let shell = spec.shell.clone().unwrap_or_else(default_shell);
+    let flavour = Flavour::of(&shell);
+    let mut cmd = tokio::process::Command::new(&shell);
+    cmd.args(flavour.args())
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let cwd = spec
+        .cwd
+        .clone()
+        .filter(|d| std::path::Path::new(d).is_dir())
+        .or_else(|| std::env::var("HOME").ok())
+        .unwrap_or_else(|| "/".into());
+    cmd.current_dir(cwd);
+    // SAFETY: only async-signal-safe calls (setsid, sigaction, sigprocmask) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            reset_signals();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|err| HostError::Spawn {
+        shell: shell.clone(),
+        err,
+    })?;
+    let shell_pid = child.id().unwrap_or(0) as i32;
+    let mut stdin = child.stdin.take();
+    if let Some(s) = stdin.as_mut() {
+        use tokio::io::AsyncWriteExt;
+        s.write_all(flavour.prelude().as_bytes()).await?;
+    }
+
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    driver::spawn_status_reader(&status_path, status_tx)?;
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+
+    let host = Arc::new(Host {
+        paths: paths.clone(),
+        spec: spec.clone(),
+        flavour,
+        fifo_dir: fifo_dir.clone(),
+        shell_pid,
+        shell_stdin: Mutex::new(stdin),
+        lock: Arc::new(Semaphore::new(1)),
+        status_rx: Mutex::new(status_rx),
+        exited: exit_rx,
+        inner: std::sync::Mutex::new(Inner {
+            last_used: Instant::now(),
+            busy: false,
+            next_inv: 1,
+            state: State::Opened,
+            reason: None,
+        }),
+        created_on: SystemTime::now(),
+        shutdown: shutdown_tx,
+    });
+
+    // The shell's end is a state change: Broken, with the reason (SPEC §3.4).
+    {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(st) => exit_code(st),
+                Err(_) => 255,
+            };
+            let _ = exit_tx.send(Some(code));
+            // An invocation that is running reports the exit itself; give it a moment to do so
+            // before the host goes away.
+            let busy = host.lock_inner().busy;
+            if !busy {
+                host.finish(
+                    State::Broken,
+                    format!("the shell exited with status {code}"),
+                );
+            }
+        });
+    }
+    spawn_idle_timer(host.clone());
+
+    let sock_path = paths.host_socket(&spec.instance_id);
+    let listener = tether_transport::unix::bind_private(&sock_path)?;
+    host.store_meta();
+    announce_ready();
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let host = host.clone();
+                tokio::spawn(async move { handle(host, stream).await });
+            }
+            _ = shutdown_rx.changed() => break,
+        }
+    }
+    // Give in-flight replies (the final Exit of a broken session, HostClose's Ok) a moment.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    procs::signal_session(shell_pid, Signal::SIGHUP);
+    procs::signal_session(shell_pid, Signal::SIGKILL);
+    let _ = std::fs::remove_file(&sock_path);
+    let _ = std::fs::remove_dir_all(&fifo_dir);
+    if spec.temporary {
+        let _ = std::fs::remove_file(paths.host_meta(&spec.instance_id));
+    }
+    Ok(())
+}
+
+/// Tells the daemon that started us that the socket is ready, then lets go of its pipe.
+fn announce_ready() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready {}", std::process::id());
+    let _ = out.flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = null.as_raw_fd();
+    }
+}
+
+/// Signal dispositions and mask are inherited across exec; a daemon started from a script may
+/// have SIGINT ignored, which would make commands immune to Ctrl-C. Give the shell defaults.
+fn reset_signals() {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, signal, sigprocmask};
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+        Signal::SIGCHLD,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ] {
+        // SAFETY: setting SIG_DFL is async-signal-safe.
+        unsafe {
+            let _ = signal(sig, SigHandler::SigDfl);
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+pub(crate) fn exit_code(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code()
+        .or_else(|| st.signal().map(|s| 128 + s))
+        .unwrap_or(255)
+}
+
+fn spawn_idle_timer(host: Arc<Host>) {
+    let idle = host.spec.idle_timeout_s;
+    if idle == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let idle = Duration::from_secs(idle);
+        loop {
+            let (due, busy) = {
+                let inner = host.lock_inner();
+                (idle.saturating_sub(inner.last_used.elapsed()), inner.busy)
+            };
+            if !busy && due.is_zero() {
+                host.finish(
+                    State::Closed,
+                    format!("idle timeout of {}s expired", idle.as_secs()),
+                );
+                return;
+            }
+            tokio::time::sleep(due.max(Duration::from_millis(200))).await;
+        }
+    });
+}
+
+async fn handle(host: Arc<Host>, stream: UnixStream) {
+    if !matches!(tether_transport::unix::peer_is_us(&stream), Ok(true)) {
+        return;
+    }
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+    match reader.read::<Request>().await {
+        Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
+            let _ = writer
+                .feed(&Response::Hello {
+                    version: PROTOCOL_VERSION,
+                    pid: std::process::id(),
+                })
+                .await;
+        }
+        Ok(Some(Request::Hello { version, .. })) => {
+            let _ = writer
+                .send(&Response::Error(ErrorInfo::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "protocol version {version} is not {PROTOCOL_VERSION}: install the same tether version"
+                    ),
+                )))
+                .await;
+            return;
+        }
+        _ => return,
+    }
+    loop {
+        let req = match reader.read::<Request>().await {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = writer
+                    .send(&Response::Error(ErrorInfo::new(
+                        ErrorKind::Usage,
+                        format!("session {}: bad request: {e}", host.spec.name),
+                    )))
+                    .await;
+                return;
+            }
+        };
+        match req {
+            Request::HostInfo => {
+                if writer
+                    .send(&Response::Sessions(vec![host.info()]))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Request::Invoke(spec) => {
+                driver::invoke(host.clone(), spec, reader, writer).await;
+                return;
+            }
+            Request::HostClose => {
+                host.finish(State::Closed, "removed".into());
+                let _ = writer.send(&Response::Ok).await;
+                return;
+            }
+            other => {
+                let _ = writer
+                    .send(&Response::Error(ErrorInfo::new(
+                        ErrorKind::Usage,
+                        format!("session {}: unsupported request {other:?}", host.spec.name),
+                    )))
+                    .await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_795_443);
+        assert_eq!(rfc3339(t), "2026-11-27T16:04:03Z");
+    }
+}

@@ -1,0 +1,148 @@
+//! Finding the processes a session's shell started, to stop a command or end a session.
+//!
+//! The shell is a session leader (setsid) with monitor mode on, so each command it runs is its
+//! own process group inside the shell's session. On Linux we read `/proc/*/stat`; elsewhere we
+//! fall back to signalling the shell's own process group.
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// A process in the shell's session.
+#[derive(Debug, Clone, Copy)]
+pub struct Proc {
+    pub pid: i32,
+    pub pgid: i32,
+    /// Start time in clock ticks since boot.
+    pub start: u64,
+}
+
+/// Processes whose session id is `sid` (the shell's pid), other than the shell itself.
+#[cfg(target_os = "linux")]
+pub fn session_members(sid: i32) -> Vec<Proc> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == sid {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some(p) = parse_stat(pid, &stat).filter(|_| stat_sid(&stat) == Some(sid)) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn session_members(_sid: i32) -> Vec<Proc> {
+    Vec::new()
+}
+
+/// Fields after the command name, which is in parentheses and may itself contain spaces.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let close = stat.rfind(')')?;
+    Some(stat.get(close + 2..)?.split(' ').collect())
+}
+
+fn stat_sid(stat: &str) -> Option<i32> {
+    stat_fields(stat)?.get(3)?.parse().ok()
+}
+
+fn parse_stat(pid: i32, stat: &str) -> Option<Proc> {
+    let f = stat_fields(stat)?;
+    // After "(comm) ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+    // utime stime cutime cstime priority nice num_threads itrealvalue starttime
+    Some(Proc {
+        pid,
+        pgid: f.get(2)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// Clock ticks since boot now, for comparing with [`Proc::start`].
+#[cfg(target_os = "linux")]
+pub fn ticks_now() -> u64 {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|up| (up * hz) as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn ticks_now() -> u64 {
+    0
+}
+
+/// Ticks per second.
+pub fn ticks_per_sec() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64
+}
+
+/// Signals every process group in the shell's session started at or after `since_ticks`
+/// (except the shell's own group). Returns how many groups were signalled.
+pub fn signal_started_since(shell: i32, since_ticks: u64, sig: Signal) -> usize {
+    let mut groups: Vec<i32> = session_members(shell)
+        .into_iter()
+        .filter(|p| p.start >= since_ticks && p.pgid != shell)
+        .map(|p| p.pgid)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for g in &groups {
+        let _ = killpg(Pid::from_raw(*g), sig);
+    }
+    if cfg!(not(target_os = "linux")) {
+        let _ = killpg(Pid::from_raw(shell), sig);
+    }
+    groups.len()
+}
+
+/// Signals everything in the shell's session, the shell included.
+pub fn signal_session(shell: i32, sig: Signal) {
+    for p in session_members(shell) {
+        let _ = kill(Pid::from_raw(p.pid), sig);
+    }
+    let _ = killpg(Pid::from_raw(shell), sig);
+    let _ = kill(Pid::from_raw(shell), sig);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_in_name_parses() {
+        let s = "42 (a b) c) S 1 40 41 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
+        let p = parse_stat(42, s).unwrap();
+        assert_eq!(p.pgid, 40);
+        assert_eq!(stat_sid(s), Some(41));
+        assert_eq!(p.start, 12345);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn our_own_process_is_visible() {
+        let me = std::process::id() as i32;
+        let sid = nix::unistd::getsid(None).unwrap().as_raw();
+        if sid != me {
+            assert!(session_members(sid).iter().any(|p| p.pid == me));
+        }
+        assert!(ticks_now() > 0);
+    }
+}

@@ -1,0 +1,169 @@
+//! Building the text the host writes to the shell's stdin.
+//!
+//! The shell reads its command stream from a pipe only the host writes to. Each invocation is one
+//! small wrapper: the user's script travels inside a single-quoted word (so no byte of it can be
+//! parsed as part of the wrapper), runs through `eval` inside a brace group whose redirections
+//! point at that invocation's own FIFOs, and the status is written by the shell's `printf`
+//! builtin to a status FIFO opened by path each time (so user code that closes fds or redefines
+//! `printf`/`echo`/`read` as functions cannot break it). Completion is that status record, never
+//! text in the output.
+
+use std::path::Path;
+
+/// Which shell family drives the session: decides how to call a builtin past user functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// bash and zsh have `builtin`, which bypasses functions of the same name.
+    Bash,
+    Zsh,
+    /// Other POSIX shells: `command` bypasses functions.
+    Posix,
+}
+
+impl Flavour {
+    pub fn of(shell: &str) -> Flavour {
+        let base = shell.rsplit('/').next().unwrap_or(shell);
+        if base.contains("bash") {
+            Flavour::Bash
+        } else if base.contains("zsh") {
+            Flavour::Zsh
+        } else {
+            Flavour::Posix
+        }
+    }
+
+    /// Arguments that start the shell reading commands from stdin without any rc files.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Flavour::Bash => &["--noprofile", "--norc", "-s"],
+            Flavour::Zsh => &["-f", "-s"],
+            Flavour::Posix => &["-s"],
+        }
+    }
+
+    fn builtin(self) -> &'static str {
+        match self {
+            Flavour::Bash | Flavour::Zsh => "\\builtin",
+            Flavour::Posix => "\\command",
+        }
+    }
+
+    /// Written once when the shell starts.
+    ///
+    /// `set -m` gives every command its own process group, so stopping a command never signals
+    /// the shell. Trapping INT keeps a non-interactive shell alive when a command it waits for
+    /// dies of SIGINT (bash would otherwise kill itself), and `break` gets a builtin-only loop
+    /// out of its loop.
+    pub fn prelude(self) -> String {
+        let mut s = String::from("set -m\ntrap 'break 1000 2>/dev/null' INT\n");
+        match self {
+            Flavour::Bash => s.push_str("shopt -s expand_aliases\n"),
+            Flavour::Zsh => s.push_str("setopt NO_NOTIFY NO_HUP 2>/dev/null\n"),
+            Flavour::Posix => {}
+        }
+        s
+    }
+}
+
+/// Quotes a string as one shell word. Inside single quotes nothing is special except `'` itself,
+/// which becomes `'\''`. NUL bytes cannot exist in shell words and are refused by the caller.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Where one invocation's streams are.
+pub struct InvocationPaths<'a> {
+    pub stdin: Option<&'a Path>,
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+    pub status: &'a Path,
+}
+
+/// The wrapper text for invocation `id`.
+pub fn wrapper(
+    flavour: Flavour,
+    id: u64,
+    script: &str,
+    args: &[String],
+    p: &InvocationPaths<'_>,
+) -> String {
+    let mut w = String::with_capacity(script.len() + 256);
+    w.push_str("set --");
+    for a in args {
+        w.push(' ');
+        w.push_str(&quote(a));
+    }
+    w.push_str("\n{ eval ");
+    w.push_str(&quote(script));
+    w.push_str("\n} <");
+    match p.stdin {
+        Some(i) => w.push_str(&quote(&i.to_string_lossy())),
+        None => w.push_str("/dev/null"),
+    }
+    w.push_str(" >");
+    w.push_str(&quote(&p.stdout.to_string_lossy()));
+    w.push_str(" 2>");
+    w.push_str(&quote(&p.stderr.to_string_lossy()));
+    w.push('\n');
+    w.push_str(flavour.builtin());
+    w.push_str(&format!(" printf '{id} %d\\n' \"$?\" >|"));
+    w.push_str(&quote(&p.status.to_string_lossy()));
+    w.push('\n');
+    w
+}
+
+/// Parses one status record `"<id> <status>"`.
+pub fn parse_status(line: &str) -> Option<(u64, i32)> {
+    let mut it = line.trim_end().split(' ');
+    let id = it.next()?.parse().ok()?;
+    let code = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((id, code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_every_quote_character() {
+        assert_eq!(quote("a'b"), "'a'\\''b'");
+        assert_eq!(quote(""), "''");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf %s {}",
+                quote("$(x) `y` \"z\" 'w' \\ \n;|&")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"$(x) `y` \"z\" 'w' \\ \n;|&");
+    }
+
+    #[test]
+    fn status_records_parse_strictly() {
+        assert_eq!(parse_status("7 130\n"), Some((7, 130)));
+        assert_eq!(parse_status("7"), None);
+        assert_eq!(parse_status("7 1 2"), None);
+        assert_eq!(parse_status("x 1"), None);
+    }
+
+    #[test]
+    fn flavour_from_path() {
+        assert_eq!(Flavour::of("/bin/bash"), Flavour::Bash);
+        assert_eq!(Flavour::of("/usr/bin/zsh"), Flavour::Zsh);
+        assert_eq!(Flavour::of("/bin/dash"), Flavour::Posix);
+    }
+}

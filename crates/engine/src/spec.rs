@@ -1,0 +1,63 @@
+//! What a daemon tells a new session host, and what a host records about itself on disk.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tether_proto::SessionInfo;
+
+/// Parameters of one session host, passed by the daemon as one JSON line on the host's stdin.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct HostSpec {
+    pub id: u32,
+    pub name: String,
+    pub instance_id: String,
+    pub configuration_name: String,
+    pub computer_name: String,
+    pub owner: String,
+    /// 0 = never.
+    pub idle_timeout_s: u64,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    /// Shell program; `None` picks bash, else /bin/sh.
+    pub shell: Option<String>,
+    pub temporary: bool,
+}
+
+/// The host's record of itself, `hosts/<instance>.json`, rewritten atomically on every state
+/// change. It is how a new daemon adopts sessions after the old one died, and how a Broken or
+/// Closed session stays listed after its host has exited.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct HostMeta {
+    pub info: SessionInfo,
+    pub temporary: bool,
+    pub shell_pid: u32,
+}
+
+impl HostMeta {
+    /// Writes via a temp file and rename, so readers never see half a record.
+    pub fn store(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let data = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads a record; a corrupt one is an error for the caller to report, not a panic.
+    pub fn load(path: &Path) -> std::io::Result<HostMeta> {
+        let data = std::fs::read(path)?;
+        if data.len() > 1024 * 1024 {
+            return Err(std::io::Error::other("session record is implausibly large"));
+        }
+        serde_json::from_slice(&data)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Picks the shell: bash where it exists, else /bin/sh (SPEC: "bash; /bin/sh where bash is absent").
+pub fn default_shell() -> String {
+    for candidate in ["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"] {
+        if Path::new(candidate).exists() {
+            return candidate.to_string();
+        }
+    }
+    "/bin/sh".to_string()
+}

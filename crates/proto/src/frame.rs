@@ -1,0 +1,59 @@
+//! Frame header and payload codec: a 4-byte big-endian length, then a postcard payload.
+//!
+//! The length is checked against [`MAX_FRAME_LEN`] before anything is allocated, so a peer can
+//! never make us reserve memory by lying about a size.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Bytes in a frame header.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Hard cap on one payload. Output is chunked far below it; anything larger is an attack or a bug.
+pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Reads a frame header and validates the announced length.
+pub fn frame_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, DecodeError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(DecodeError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Encodes a message as a whole frame (header + payload), ready to write.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, DecodeError> {
+    let mut buf = vec![0u8; FRAME_HEADER_LEN];
+    let mut buf = postcard::to_extend(msg, std::mem::take(&mut buf))
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let len = buf.len() - FRAME_HEADER_LEN;
+    if len > MAX_FRAME_LEN {
+        return Err(DecodeError::TooLarge(len));
+    }
+    buf[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(buf)
+}
+
+/// Decodes one payload (without its header). Trailing bytes are an error: a frame is one message.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    if payload.len() > MAX_FRAME_LEN {
+        return Err(DecodeError::TooLarge(payload.len()));
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed(format!(
+            "{} trailing bytes after message",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}

@@ -1,0 +1,228 @@
+//! Wire types shared by every tether process: the CLI, the client library, the daemon and the
+//! session hosts.
+//!
+//! This crate is pure data: message enums, error kinds, the frame header and its size cap. It does
+//! no I/O, so the same types can be golden-tested, fuzzed and reused over any transport (a unix
+//! socket today, an ssh channel later).
+//!
+//! Encoding is postcard (a stable, compact, non-self-describing format). Because postcard cannot
+//! skip unknown variants, compatibility is guarded by [`PROTOCOL_VERSION`] in the `Hello`
+//! handshake, and a payload that does not decode is reported as [`DecodeError`], never a panic.
+
+mod frame;
+mod session;
+
+pub use frame::{DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len};
+pub use session::{Availability, SessionInfo, State};
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest output chunk a host sends in one frame; keeps frames far below [`MAX_FRAME_LEN`].
+pub const OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// Which output stream a chunk belongs to.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A request from a client to a daemon, or from a daemon to a session host.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Request {
+    /// First frame on every connection.
+    Hello { version: u32, agent: String },
+    /// Create a session.
+    New(NewSession),
+    /// List sessions matching a filter.
+    Get(SessionFilter),
+    /// Close sessions and forget their handles.
+    Remove(RemoveSpec),
+    /// Run a command; the connection then carries its stdin, output and exit.
+    Invoke(InvokeSpec),
+    /// Standard input for the running invocation.
+    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// End of standard input for the running invocation.
+    StdinEof,
+    /// Stop the running invocation (Ctrl-C).
+    Cancel,
+    /// Daemon status.
+    DaemonStatus,
+    /// Ask the daemon to shut down.
+    DaemonStop,
+    /// Host only: report the session's live information.
+    HostInfo,
+    /// Host only: end the shell and everything it started, then exit.
+    HostClose,
+}
+
+/// A reply or event on a connection.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Response {
+    Hello {
+        version: u32,
+        pid: u32,
+    },
+    Sessions(Vec<SessionInfo>),
+    /// The invocation acquired the session and is running.
+    Started {
+        invocation: u64,
+    },
+    Output {
+        stream: Stream,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Always the last event of an invocation, sequenced after its last output byte.
+    Exit(ExitInfo),
+    Ok,
+    Status(DaemonStatus),
+    Error(ErrorInfo),
+}
+
+/// Parameters of `tether new`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct NewSession {
+    pub name: Option<String>,
+    pub configuration: Option<String>,
+    /// Seconds; `None` = the default (2 h); `Some(0)` = never.
+    pub idle_timeout_s: Option<u64>,
+    /// The environment the session starts with (captured from the client for local sessions).
+    pub env: Vec<(String, String)>,
+    /// Starting directory; `None` = the user's home.
+    pub cwd: Option<String>,
+    /// A temporary session is hidden from `get` and closed by its creator after one use.
+    pub temporary: bool,
+}
+
+/// Which sessions `get` returns. Empty fields match everything.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct SessionFilter {
+    pub name_glob: Option<String>,
+    pub id: Option<u32>,
+    pub instance_id: Option<String>,
+    pub state: Option<State>,
+}
+
+/// Parameters of `tether remove`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct RemoveSpec {
+    /// Names or ids.
+    pub sessions: Vec<String>,
+    pub all: bool,
+}
+
+/// One command to run in a session.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct InvokeSpec {
+    /// Session name or id (for the daemon); ignored by a host.
+    pub session: String,
+    pub script: String,
+    /// Bound to `$1`, `$2`, … without any re-parsing by the shell.
+    pub args: Vec<String>,
+    /// Whether `Stdin` frames follow; otherwise the command's stdin is /dev/null.
+    pub stdin: bool,
+    /// Stop the command after this many milliseconds (`None` = never).
+    pub timeout_ms: Option<u64>,
+    /// How long to wait for a busy session (`Some(0)` = fail at once).
+    pub wait_timeout_ms: Option<u64>,
+    /// For a temporary session (empty `session`): the environment it starts with.
+    pub env: Vec<(String, String)>,
+    /// For a temporary session: its starting directory.
+    pub cwd: Option<String>,
+}
+
+/// How an invocation ended.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ExitInfo {
+    /// Exit status as a shell reports it (128 + N for a signal).
+    pub code: i32,
+    /// The command was stopped by `--timeout`.
+    pub timed_out: bool,
+    /// The command was stopped by a `Cancel`.
+    pub cancelled: bool,
+    /// Set when the shell itself ended: the session is now Broken for this reason.
+    pub broken: Option<String>,
+}
+
+/// What `tether daemon status` reports.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub version: String,
+    pub home: String,
+    pub sessions: u32,
+}
+
+/// Error categories; each maps to one CLI exit status (SPEC §2).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Usage,
+    NotFound,
+    Busy,
+    Connection,
+    Permission,
+    Lost,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The process exit status tether uses for this kind of error.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage => 2,
+            ErrorKind::NotFound => 3,
+            ErrorKind::Busy => 4,
+            ErrorKind::Connection => 5,
+            ErrorKind::Permission => 6,
+            ErrorKind::Lost => 255,
+            ErrorKind::Internal => 1,
+        }
+    }
+}
+
+/// A failed request: a kind for programs and one human line naming the session or computer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorInfo {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ErrorInfo {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorInfo {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Session names: what a user can type on a command line without quoting, and never all digits
+/// (an all-digit word on the command line means an Id).
+pub fn validate_name(name: &str) -> Result<(), ErrorInfo> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('-') {
+        return Err(ErrorInfo::new(
+            ErrorKind::Usage,
+            format!(
+                "invalid session name '{name}': use 1-64 letters, digits, '.', '_' or '-', not starting with '-'"
+            ),
+        ));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ErrorInfo::new(
+            ErrorKind::Usage,
+            format!("invalid session name '{name}': a name cannot be all digits (that is an Id)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

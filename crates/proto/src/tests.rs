@@ -1,0 +1,127 @@
+use super::*;
+use proptest::prelude::*;
+
+fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+    msg: &T,
+) {
+    let frame = encode(msg).unwrap();
+    let len = frame_len(frame[..4].try_into().unwrap()).unwrap();
+    assert_eq!(len, frame.len() - 4);
+    let back: T = decode(&frame[4..]).unwrap();
+    assert_eq!(&back, msg);
+}
+
+/// Golden bytes: if this changes, the wire format changed and PROTOCOL_VERSION must be bumped.
+#[test]
+fn golden_hello_and_output() {
+    let hello = encode(&Request::Hello {
+        version: 1,
+        agent: "t".into(),
+    })
+    .unwrap();
+    assert_eq!(hello, vec![0, 0, 0, 4, 0, 1, 1, b't']);
+    let out = encode(&Response::Output {
+        stream: Stream::Stderr,
+        data: vec![0, 255],
+    })
+    .unwrap();
+    assert_eq!(out, vec![0, 0, 0, 5, 3, 1, 2, 0, 255]);
+    let exit = encode(&Response::Exit(ExitInfo {
+        code: 7,
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(exit, vec![0, 0, 0, 5, 4, 14, 0, 0, 0]);
+}
+
+#[test]
+fn oversized_header_is_refused_before_allocation() {
+    assert_eq!(
+        frame_len((MAX_FRAME_LEN as u32 + 1).to_be_bytes()),
+        Err(DecodeError::TooLarge(MAX_FRAME_LEN + 1))
+    );
+    assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
+}
+
+#[test]
+fn unknown_variant_is_an_error_not_a_panic() {
+    assert!(matches!(
+        decode::<Request>(&[200, 1, 2, 3]),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode::<Response>(&[]),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut f = encode(&Request::Cancel).unwrap();
+    f.push(0);
+    assert!(decode::<Request>(&f[4..]).is_err());
+}
+
+#[test]
+fn session_info_json_uses_spec_names() {
+    let info = SessionInfo {
+        id: 1,
+        name: "s".into(),
+        instance_id: "u".into(),
+        computer_name: "localhost".into(),
+        computer_type: "local".into(),
+        configuration_name: "default".into(),
+        state: State::Opened,
+        availability: Availability::Available,
+        owner: "root".into(),
+        idle_timeout_s: 7200,
+        created_on: "2026-01-01T00:00:00Z".into(),
+        disconnected_on: None,
+        expires_on: None,
+        reason: None,
+        host_pid: 1,
+    };
+    roundtrip(&Response::Sessions(vec![info.clone()]));
+    let json = serde_json::to_string(&info).unwrap();
+    assert!(json.contains("\"state\":\"Opened\""), "{json}");
+    assert!(json.contains("\"availability\":\"Available\""), "{json}");
+}
+
+#[test]
+fn names_are_validated() {
+    assert!(validate_name("smoke-local").is_ok());
+    assert!(validate_name("Session1").is_ok());
+    for bad in ["", "12", "-o", "a b", "a;b", &"x".repeat(65)] {
+        assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn exit_codes_follow_the_spec() {
+    assert_eq!(ErrorKind::Usage.exit_code(), 2);
+    assert_eq!(ErrorKind::NotFound.exit_code(), 3);
+    assert_eq!(ErrorKind::Busy.exit_code(), 4);
+    assert_eq!(ErrorKind::Connection.exit_code(), 5);
+    assert_eq!(ErrorKind::Permission.exit_code(), 6);
+    assert_eq!(ErrorKind::Lost.exit_code(), 255);
+}
+
+proptest! {
+    #[test]
+    fn invoke_roundtrips(script in ".*", args in proptest::collection::vec(".*", 0..4),
+                         stdin in any::<bool>(), t in proptest::option::of(any::<u64>())) {
+        roundtrip(&Request::Invoke(InvokeSpec { session: "s".into(), script, args, stdin,
+            timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None }));
+    }
+
+    #[test]
+    fn output_roundtrips(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        roundtrip(&Response::Output { stream: Stream::Stdout, data });
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode::<Request>(&bytes);
+        let _ = decode::<Response>(&bytes);
+    }
+}

@@ -1,0 +1,198 @@
+//! Moving frames between tether processes.
+//!
+//! [`FrameReader`] and [`FrameWriter`] carry `tether_proto` messages over any byte stream (a unix
+//! socket today, an ssh child's stdio later). [`paths`] decides where sockets live and keeps them
+//! private; [`unix`] binds and connects them and checks the peer's uid.
+//!
+//! This layer knows nothing of what messages mean.
+
+pub mod paths;
+pub mod unix;
+
+use serde::{Serialize, de::DeserializeOwned};
+use tether_proto::{DecodeError, FRAME_HEADER_LEN, decode, encode, frame_len};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+
+/// Errors moving frames.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+}
+
+impl TransportError {
+    /// True when the peer went away (as opposed to sending garbage).
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            TransportError::Truncated => true,
+            TransportError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionAborted
+            ),
+            TransportError::Decode(_) => false,
+        }
+    }
+}
+
+/// Reads length-prefixed frames. The size cap is checked before any buffer grows.
+pub struct FrameReader<R> {
+    inner: BufReader<R>,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(r: R) -> Self {
+        FrameReader {
+            inner: BufReader::with_capacity(128 * 1024, r),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The underlying stream and any bytes already read past the last frame (for splicing the
+    /// connection to another one without losing pipelined frames).
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        let buffered = self.inner.buffer().to_vec();
+        (self.inner.into_inner(), buffered)
+    }
+
+    /// Next message, or `None` at a clean end of stream (between frames).
+    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, TransportError> {
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        let mut got = 0;
+        while got < FRAME_HEADER_LEN {
+            let n = self.inner.read(&mut header[got..]).await?;
+            if n == 0 {
+                return if got == 0 {
+                    Ok(None)
+                } else {
+                    Err(TransportError::Truncated)
+                };
+            }
+            got += n;
+        }
+        let len = frame_len(header)?;
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        match self.inner.read_exact(&mut self.buf).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(TransportError::Truncated);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let msg = decode(&self.buf)?;
+        // Do not keep a huge buffer around after one big frame.
+        if self.buf.capacity() > 1024 * 1024 {
+            self.buf = Vec::new();
+        }
+        Ok(Some(msg))
+    }
+}
+
+/// Writes length-prefixed frames. Writes are buffered; call [`FrameWriter::flush`] (or use
+/// [`FrameWriter::send`]) when the peer should see them.
+pub struct FrameWriter<W> {
+    inner: BufWriter<W>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(w: W) -> Self {
+        FrameWriter {
+            inner: BufWriter::with_capacity(128 * 1024, w),
+        }
+    }
+
+    /// The underlying stream; anything queued must have been flushed first.
+    pub fn into_inner(self) -> W {
+        self.inner.into_inner()
+    }
+
+    /// Queues one message without flushing (for bursts of output).
+    pub async fn feed<T: Serialize>(&mut self, msg: &T) -> Result<(), TransportError> {
+        let frame = encode(msg)?;
+        self.inner.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// Writes one message and flushes.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), TransportError> {
+        self.feed(msg).await?;
+        self.flush().await
+    }
+
+    pub async fn flush(&mut self) -> Result<(), TransportError> {
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// Flushes and shuts down the write half.
+    pub async fn shutdown(&mut self) -> Result<(), TransportError> {
+        self.inner.shutdown().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_proto::{Request, Response, Stream};
+
+    #[tokio::test]
+    async fn frames_cross_a_pipe_and_eof_is_clean() {
+        let (a, b) = tokio::io::duplex(64);
+        let (_ar, aw) = tokio::io::split(a);
+        let (br, _bw) = tokio::io::split(b);
+        let mut w = FrameWriter::new(aw);
+        let mut r = FrameReader::new(br);
+        let writer = tokio::spawn(async move {
+            w.send(&Request::Cancel).await.unwrap();
+            w.send(&Response::Output {
+                stream: Stream::Stdout,
+                data: vec![7; 100_000],
+            })
+            .await
+            .unwrap();
+            w.shutdown().await.unwrap();
+        });
+        assert_eq!(r.read::<Request>().await.unwrap(), Some(Request::Cancel));
+        match r.read::<Response>().await.unwrap() {
+            Some(Response::Output { data, .. }) => assert_eq!(data.len(), 100_000),
+            other => panic!("{other:?}"),
+        }
+        writer.await.unwrap();
+        assert_eq!(r.read::<Request>().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn lying_length_is_refused_without_allocating() {
+        let (a, b) = tokio::io::duplex(64);
+        let (_ar, mut aw) = tokio::io::split(a);
+        let (br, _bw) = tokio::io::split(b);
+        aw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let mut r = FrameReader::new(br);
+        let err = r.read::<Request>().await.unwrap_err();
+        assert!(matches!(
+            err,
+            TransportError::Decode(DecodeError::TooLarge(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_reported() {
+        let (a, b) = tokio::io::duplex(64);
+        let (_ar, mut aw) = tokio::io::split(a);
+        let (br, _bw) = tokio::io::split(b);
+        aw.write_all(&[0, 0, 0, 9, 1]).await.unwrap();
+        drop(aw);
+        drop(_ar);
+        let mut r = FrameReader::new(br);
+        assert!(r.read::<Request>().await.unwrap_err().is_disconnect());
+    }
+}

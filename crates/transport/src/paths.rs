@@ -1,0 +1,154 @@
+//! Where a daemon keeps its state and sockets.
+//!
+//! Everything lives under `TETHER_HOME` (SPEC §4). Unix socket paths are limited to ~108 bytes,
+//! so when `TETHER_HOME` is long the sockets move to a short private directory under the system
+//! temp dir whose name is derived from the home path: client and daemon compute the same place
+//! without talking to each other.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Longest socket path we create (sun_path is 108 bytes on Linux, 104 on macOS, NUL included).
+const MAX_SOCKET_PATH: usize = 100;
+/// Room needed below the socket dir for `hosts/<uuid>.sock`.
+const HOST_SOCKET_SUFFIX: usize = "/hosts/00000000-0000-0000-0000-000000000000.sock".len();
+
+/// The resolved locations for one `TETHER_HOME`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// State: metadata, FIFOs, logs, pid and lock files.
+    pub home: PathBuf,
+    /// Sockets: `home` itself when short enough, else a private short directory.
+    pub run: PathBuf,
+}
+
+impl Paths {
+    /// Resolves `TETHER_HOME`, `$XDG_STATE_HOME/tether` or `~/.local/state/tether`.
+    pub fn from_env() -> std::io::Result<Paths> {
+        let home = if let Some(h) = std::env::var_os("TETHER_HOME").filter(|h| !h.is_empty()) {
+            PathBuf::from(h)
+        } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|h| !h.is_empty()) {
+            PathBuf::from(x).join("tether")
+        } else {
+            let home = std::env::var_os("HOME")
+                .ok_or_else(|| std::io::Error::other("neither TETHER_HOME nor HOME is set"))?;
+            PathBuf::from(home).join(".local/state/tether")
+        };
+        Ok(Paths::for_home(home))
+    }
+
+    /// Locations for an explicit home directory.
+    pub fn for_home(home: PathBuf) -> Paths {
+        let home = std::path::absolute(&home).unwrap_or(home);
+        let fits = home.as_os_str().len() + HOST_SOCKET_SUFFIX <= MAX_SOCKET_PATH;
+        let run = if fits {
+            home.clone()
+        } else {
+            let uid = nix::unistd::getuid().as_raw();
+            std::env::temp_dir()
+                .join(format!("tether-{uid}"))
+                .join(format!(
+                    "{:016x}",
+                    fnv1a(home.as_os_str().as_encoded_bytes())
+                ))
+        };
+        Paths { home, run }
+    }
+
+    pub fn daemon_socket(&self) -> PathBuf {
+        self.run.join("daemon.sock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.home.join("daemon.pid")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.home.join("daemon.lock")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.home.join("daemon.log")
+    }
+    /// Directory of session host metadata (`<instance>.json`) and per-session FIFO dirs.
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.home.join("hosts")
+    }
+    pub fn host_socket(&self, instance_id: &str) -> PathBuf {
+        self.run.join("hosts").join(format!("{instance_id}.sock"))
+    }
+    pub fn host_meta(&self, instance_id: &str) -> PathBuf {
+        self.hosts_dir().join(format!("{instance_id}.json"))
+    }
+    pub fn host_fifo_dir(&self, instance_id: &str) -> PathBuf {
+        self.hosts_dir().join(instance_id)
+    }
+
+    /// Creates the home, run and hosts directories, private to the user (0700).
+    pub fn ensure_dirs(&self) -> std::io::Result<()> {
+        private_dir(&self.home)?;
+        if self.run != self.home {
+            if let Some(parent) = self.run.parent() {
+                private_dir(parent)?;
+            }
+            private_dir(&self.run)?;
+        }
+        private_dir(&self.hosts_dir())?;
+        private_dir(&self.run.join("hosts"))?;
+        Ok(())
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700, and refuses one that another user owns or that
+/// others can enter: in a shared temp dir that would let them reach our sockets.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let uid = nix::unistd::getuid().as_raw();
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} is not a directory owned by uid {uid}", dir.display()),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// FNV-1a: a stable, dependency-free hash for naming the short socket directory. Collisions
+/// only matter between two homes of the same user, and the directory is private anyway.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_home_keeps_sockets_inside() {
+        let p = Paths::for_home(PathBuf::from("/tmp/x"));
+        assert_eq!(p.run, PathBuf::from("/tmp/x"));
+        assert_eq!(p.daemon_socket(), PathBuf::from("/tmp/x/daemon.sock"));
+    }
+
+    #[test]
+    fn long_home_moves_sockets_to_a_short_stable_dir() {
+        let long = PathBuf::from(format!("/tmp/{}", "d".repeat(200)));
+        let a = Paths::for_home(long.clone());
+        let b = Paths::for_home(long);
+        assert_eq!(a.run, b.run);
+        assert!(
+            a.host_socket("00000000-0000-0000-0000-000000000000")
+                .as_os_str()
+                .len()
+                <= 107
+        );
+        let other = Paths::for_home(PathBuf::from(format!("/tmp/{}", "e".repeat(200))));
+        assert_ne!(a.run, other.run);
+    }
+}

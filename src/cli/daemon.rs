@@ -1,0 +1,135 @@
+//! `tether daemon start|stop|status`, and the hidden session-host entry point.
+
+use super::error::{CliError, CliResult};
+use clap::{Args, Subcommand};
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+use tether_client::{Client, ErrorKind, Paths};
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// Start the daemon in the background (it also starts on demand).
+    Start {
+        /// Print nothing on success.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Stop the daemon: idle sessions close, busy ones go on.
+    Stop,
+    /// Show whether the daemon runs, its pid and how many sessions it has.
+    Status,
+}
+
+fn is_running(paths: &Paths) -> bool {
+    std::os::unix::net::UnixStream::connect(paths.daemon_socket()).is_ok()
+}
+
+pub fn run(a: DaemonArgs) -> CliResult {
+    let paths = Paths::from_env()?;
+    match a.action {
+        Action::Start { quiet } => {
+            if is_running(&paths) {
+                if !quiet {
+                    println!(
+                        "tether daemon is already running for {}",
+                        paths.home.display()
+                    );
+                }
+                return Ok(0);
+            }
+            match tether_daemon::start_detached(&paths) {
+                Ok(tether_daemon::Started::New(pid)) => {
+                    if !quiet {
+                        println!("tether daemon started (pid {pid})");
+                    }
+                    Ok(0)
+                }
+                Ok(tether_daemon::Started::AlreadyRunning) => Ok(0),
+                Err(e) => Err(CliError::new(ErrorKind::Connection, e.to_string())),
+            }
+        }
+        Action::Stop => stop(&paths),
+        Action::Status => status(&paths),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn stop(paths: &Paths) -> CliResult {
+    if !is_running(paths) {
+        println!("tether daemon is not running");
+        return Ok(0);
+    }
+    let pid = tether_daemon::read_pid(paths);
+    runtime()?.block_on(async {
+        let client = Client::connect(paths).await?;
+        client.stop().await?;
+        Ok::<_, CliError>(())
+    })?;
+    // Wait until the process is really gone, so a following start never races it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(pid) = pid {
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+            && !is_zombie(pid);
+        if !alive || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("tether daemon stopped");
+    Ok(0)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn status(paths: &Paths) -> CliResult {
+    if !is_running(paths) {
+        println!(
+            "tether daemon is not running (home {})",
+            paths.home.display()
+        );
+        return Ok(ErrorKind::NotFound.exit_code());
+    }
+    let st = runtime()?.block_on(async {
+        let mut client = Client::connect(paths).await?;
+        Ok::<_, CliError>(client.status().await?)
+    })?;
+    println!(
+        "tether daemon running: pid {}, version {}, home {}, {} session(s)",
+        st.pid, st.version, st.home, st.sessions
+    );
+    Ok(0)
+}
+
+/// `tether __host`: reads the session's spec from stdin (one JSON line) and serves it.
+pub fn run_host() -> CliResult {
+    let paths = Paths::from_env()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let spec: tether_engine::HostSpec = serde_json::from_str(&line)
+        .map_err(|e| CliError::usage(format!("bad session host spec: {e}")))?;
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    tether_engine::run_host(paths, spec)
+        .map_err(|e| CliError::new(ErrorKind::Internal, e.to_string()))?;
+    Ok(0)
+}

@@ -1,0 +1,120 @@
+//! Command-line definitions and dispatch. Each subcommand's behaviour is in its own file.
+
+mod daemon;
+mod dur;
+mod error;
+mod invoke;
+mod output;
+mod sessions;
+
+use clap::{Parser, Subcommand};
+use error::{CliError, CliResult};
+use tether_client::{Client, Paths};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tether",
+    version,
+    about = "PowerShell-style persistent sessions for Unix",
+    long_about = "PowerShell-style persistent sessions for Unix: named shells that keep their \
+state, run one command at a time with separate stdout, stderr and exit status, and outlive the \
+client that created them.",
+    after_help = "Examples:\n  tether new --name web\n  tether invoke -s web 'cd /srv; x=1'\n  \
+tether invoke -s web 'echo $x $PWD'\n  tether get\n  tether remove web"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create persistent sessions (New-PSSession).
+    #[command(
+        after_help = "Examples:\n  tether new --name web\n  tether new --name build --idle-timeout 0 --json"
+    )]
+    New(sessions::NewArgs),
+    /// List sessions (Get-PSSession).
+    #[command(
+        after_help = "Examples:\n  tether get\n  tether get --name 'web*' --json\n  tether get --state Broken"
+    )]
+    Get(sessions::GetArgs),
+    /// Run a command in sessions (Invoke-Command).
+    #[command(
+        after_help = "Examples:\n  tether invoke -s web 'systemctl status nginx'\n  \
+tether invoke -s web --arg \"$file\" 'wc -l \"$1\"'\n  tar c . | tether invoke -s web 'tar x'\n  \
+tether invoke 'uname -a'   # a temporary local session"
+    )]
+    Invoke(invoke::InvokeArgs),
+    /// Close sessions and forget their handles (Remove-PSSession).
+    #[command(
+        after_help = "Examples:\n  tether remove web\n  tether remove 1 2\n  tether remove --all"
+    )]
+    Remove(sessions::RemoveArgs),
+    /// Manage the per-user daemon that keeps sessions.
+    #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon stop")]
+    Daemon(daemon::DaemonArgs),
+    /// Internal: a session host (started by the daemon).
+    #[command(name = "__host", hide = true)]
+    Host,
+}
+
+/// Parses arguments, runs the command, prints any error as one line, and returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tether: {}", e.message);
+            e.kind.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        // These two fork or block before any runtime exists.
+        Command::Daemon(args) => daemon::run(args),
+        Command::Host => daemon::run_host(),
+        command => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                match command {
+                    Command::New(a) => sessions::new(a).await,
+                    Command::Get(a) => sessions::get(a).await,
+                    Command::Remove(a) => sessions::remove(a).await,
+                    Command::Invoke(a) => invoke::run(a).await,
+                    Command::Daemon(_) | Command::Host => unreachable!("handled above"),
+                }
+            })
+        }
+    }
+}
+
+/// Resolves `TETHER_HOME` and connects to its daemon, starting it if needed.
+pub async fn connect() -> Result<Client, CliError> {
+    let paths = Paths::from_env()?;
+    Ok(Client::connect_or_start(&paths).await?)
+}
+
+/// The calling process's environment, captured for a new local session (SPEC §3.2).
+pub fn captured_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+pub fn current_dir() -> Option<String> {
+    std::env::current_dir()
+        .ok()
+        .and_then(|d| d.into_os_string().into_string().ok())
+}
