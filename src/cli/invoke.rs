@@ -107,7 +107,7 @@ pub async fn run(a: InvokeArgs) -> CliResult {
             .first()
             .cloned()
             .unwrap_or_else(|| "localhost".into());
-        return single(&client, spec, &label, a.json).await;
+        return single(client, spec, &label, a.json).await;
     }
     fan_out(client, base, targets, &a).await
 }
@@ -141,10 +141,13 @@ fn json_line(value: serde_json::Value) {
 }
 
 /// Runs on one target, streaming raw output; returns the command's exit status.
-async fn single(client: &Client, spec: InvokeSpec, label: &str, json: bool) -> CliResult {
+async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> CliResult {
     let forward_stdin = spec.stdin;
     let session = spec.session.clone();
-    let mut inv = client.invoke(spec).await.map_err(|e| annotate(e, label))?;
+    let mut inv = client
+        .into_invocation(spec)
+        .await
+        .map_err(|e| annotate(e, label))?;
     if forward_stdin {
         let ctl = inv.control();
         tokio::spawn(async move {

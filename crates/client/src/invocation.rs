@@ -56,9 +56,20 @@ pub struct Invocation {
 
 impl Invocation {
     pub(crate) async fn start(paths: &Paths, spec: InvokeSpec) -> Result<Invocation, ClientError> {
-        let (mut reader, mut writer) = open(paths).await?;
+        let (reader, writer) = open(paths).await?;
+        Invocation::start_on(reader, writer, true, spec).await
+    }
+
+    pub(crate) async fn start_on(
+        mut reader: Reader,
+        mut writer: Writer,
+        hello_pending: bool,
+        spec: InvokeSpec,
+    ) -> Result<Invocation, ClientError> {
         writer.send(&Request::Invoke(spec)).await?;
-        read_hello(&mut reader).await?;
+        if hello_pending {
+            read_hello(&mut reader).await?;
+        }
         let id = match reader.read::<Response>().await? {
             Some(Response::Started { invocation }) => invocation,
             Some(Response::Error(e)) => return Err(e.into()),

@@ -73,6 +73,9 @@ pub struct Client {
     paths: Paths,
     reader: Reader,
     writer: Writer,
+    /// The daemon's `Hello` reply has not been read yet: it is read with the first response, so
+    /// connecting costs no round trip of its own.
+    hello_pending: bool,
 }
 
 /// Opens a connection and sends `Hello` without waiting for the reply (it is read before the
@@ -105,13 +108,12 @@ async fn read_hello(reader: &mut Reader) -> Result<(), ClientError> {
 impl Client {
     /// Connects to a running daemon.
     pub async fn connect(paths: &Paths) -> Result<Client, ClientError> {
-        let (mut reader, mut writer) = open(paths).await?;
-        writer.flush().await?;
-        read_hello(&mut reader).await?;
+        let (reader, writer) = open(paths).await?;
         Ok(Client {
             paths: paths.clone(),
             reader,
             writer,
+            hello_pending: true,
         })
     }
 
@@ -158,6 +160,9 @@ impl Client {
 
     async fn call(&mut self, req: Request) -> Result<Response, ClientError> {
         self.writer.send(&req).await?;
+        if std::mem::take(&mut self.hello_pending) {
+            read_hello(&mut self.reader).await?;
+        }
         match self.reader.read::<Response>().await? {
             Some(Response::Error(e)) => Err(e.into()),
             Some(r) => Ok(r),
@@ -203,6 +208,12 @@ impl Client {
     /// [`Event::Exit`]; errors such as "not found" or "busy" come back as `Err`.
     pub async fn invoke(&self, spec: InvokeSpec) -> Result<Invocation, ClientError> {
         Invocation::start(&self.paths, spec).await
+    }
+
+    /// Like [`Client::invoke`], but runs the invocation on this client's own connection, saving
+    /// a connection set-up; the client is used up. The CLI uses this for one target.
+    pub async fn into_invocation(self, spec: InvokeSpec) -> Result<Invocation, ClientError> {
+        Invocation::start_on(self.reader, self.writer, self.hello_pending, spec).await
     }
 
     /// Runs a command to completion and collects its output (no stdin).

@@ -14,12 +14,19 @@ const HOST_START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a host may take to answer a status question before we call it unresponsive.
 const HOST_INFO_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The program to run as a session host: ourselves (`tether __host`).
+/// The program to run as a session host: ourselves (`tether __host`), by the path we were
+/// started from. It is resolved once, at start-up: after an upgrade replaces the binary, Linux
+/// reports our own executable as "(deleted)", while the original path names the new one.
 pub fn host_program() -> PathBuf {
-    std::env::var_os("TETHER_HOST_EXE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok())
-        .unwrap_or_else(|| PathBuf::from("tether"))
+    static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            std::env::var_os("TETHER_HOST_EXE")
+                .map(PathBuf::from)
+                .or_else(|| std::env::current_exe().ok())
+                .unwrap_or_else(|| PathBuf::from("tether"))
+        })
+        .clone()
 }
 
 /// Starts a host for `spec` and waits until it serves. The host runs in its own session

@@ -31,6 +31,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(paths: Paths) -> Arc<Daemon> {
+        let _ = hosts::host_program();
         let registry = Registry::load(paths.clone());
         let min_idle = std::env::var("TETHER_MIN_IDLE_TIMEOUT")
             .ok()
@@ -451,9 +452,17 @@ async fn splice(
     reader: Reader,
     mut writer: Writer,
 ) -> std::io::Result<()> {
-    let mut conn = match hosts::connect(&daemon.paths, &info.instance_id).await {
+    let connected = match hosts::connect(&daemon.paths, &info.instance_id).await {
+        Ok(mut c) => match c.writer.send(&Request::Invoke(spec)).await {
+            Ok(()) => c.expect_hello().await.map(|()| c),
+            Err(e) => Err(ErrorInfo::new(ErrorKind::Internal, e.to_string())),
+        },
+        Err(e) => Err(ErrorInfo::new(ErrorKind::Internal, e.to_string())),
+    };
+    let conn = match connected {
         Ok(c) => c,
         Err(_) => {
+            // The host is gone or going: it records why (Broken, Closed) before it exits.
             let mut reg = daemon.registry.lock().await;
             let still_opened = reg
                 .reload(&info.instance_id)
@@ -469,15 +478,6 @@ async fn splice(
             return Ok(());
         }
     };
-    let send = conn.writer.send(&Request::Invoke(spec)).await;
-    let hello = conn.expect_hello().await;
-    if let Err(e) = send
-        .map_err(|e| ErrorInfo::new(ErrorKind::Internal, e.to_string()))
-        .and(hello)
-    {
-        let _ = writer.send(&Response::Error(e)).await;
-        return Ok(());
-    }
     writer.flush().await.map_err(std::io::Error::other)?;
     let (client_r, client_buf) = reader.into_parts();
     let (host_r, host_buf) = conn.reader.into_parts();

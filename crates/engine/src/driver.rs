@@ -192,17 +192,19 @@ async fn run(
         None
     };
     let text = shell::wrapper(
-        host.flavour,
-        id,
         &spec.script,
         &spec.args,
         &InvocationPaths {
             stdin: spec.stdin.then_some(stdin_path.as_path()),
             stdout: &out.path,
             stderr: &err.path,
-            status: &dir.join("st"),
         },
     );
+    std::fs::write(dir.join("w"), text)?;
+    std::fs::write(
+        dir.join("s"),
+        shell::status_script(host.flavour, id, &dir.join("st")),
+    )?;
     writer.send(&Response::Started { invocation: id }).await?;
 
     let mut exited = host.exited.clone();
@@ -210,7 +212,7 @@ async fn run(
     let wrote = {
         let mut stdin = host.shell_stdin.lock().await;
         match stdin.as_mut() {
-            Some(s) => s.write_all(text.as_bytes()).await.is_ok(),
+            Some(s) => s.write_all(shell::TRIGGER.as_bytes()).await.is_ok(),
             None => false,
         }
     };
@@ -326,6 +328,13 @@ async fn run(
             .open(&stdin_path);
         let _ = std::fs::remove_file(&stdin_path);
     }
+    // A stopped command reports failure even if the shell's `$?` after the interrupted loop
+    // says 0 (a builtin loop broken by the INT trap).
+    let code = if (cancelled || timed_out) && code == 0 {
+        130
+    } else {
+        code
+    };
     let exit = ExitInfo {
         code,
         timed_out,
@@ -365,9 +374,14 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// First stage of Ctrl-C: SIGINT to the command's process groups and to the shell (whose INT
 /// trap breaks a builtin loop).
+///
+/// The shell is signalled only when the command has no processes of its own: bash aborts the
+/// rest of the script when a child it waits for dies of SIGINT, but not if it also received the
+/// signal itself (then it runs the trap and carries on).
 fn interrupt(shell: i32, since: u64) {
-    procs::signal_started_since(shell, since, Signal::SIGINT);
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shell), Signal::SIGINT);
+    if procs::signal_started_since(shell, since, Signal::SIGINT) == 0 {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shell), Signal::SIGINT);
+    }
 }
 
 async fn forward(

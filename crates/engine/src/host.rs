@@ -200,7 +200,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     let mut stdin = child.stdin.take();
     if let Some(s) = stdin.as_mut() {
         use tokio::io::AsyncWriteExt;
-        s.write_all(flavour.prelude().as_bytes()).await?;
+        s.write_all(flavour.prelude(&fifo_dir).as_bytes()).await?;
     }
 
     let (status_tx, status_rx) = mpsc::unbounded_channel();

@@ -54,8 +54,15 @@ impl Flavour {
     /// the shell. Trapping INT keeps a non-interactive shell alive when a command it waits for
     /// dies of SIGINT (bash would otherwise kill itself), and `break` gets a builtin-only loop
     /// out of its loop.
-    pub fn prelude(self) -> String {
+    ///
+    /// The two read-only variables name the per-invocation script files (see [`wrapper`]).
+    pub fn prelude(self, dir: &Path) -> String {
         let mut s = String::from("set -m\ntrap 'break 1000 2>/dev/null' INT\n");
+        s.push_str(&format!(
+            "readonly __tether_w={} __tether_s={}\n",
+            quote(&dir.join("w").to_string_lossy()),
+            quote(&dir.join("s").to_string_lossy())
+        ));
         match self {
             Flavour::Bash => s.push_str("shopt -s expand_aliases\n"),
             Flavour::Zsh => s.push_str("setopt NO_NOTIFY NO_HUP 2>/dev/null\n"),
@@ -86,17 +93,19 @@ pub struct InvocationPaths<'a> {
     pub stdin: Option<&'a Path>,
     pub stdout: &'a Path,
     pub stderr: &'a Path,
-    pub status: &'a Path,
 }
 
-/// The wrapper text for invocation `id`.
-pub fn wrapper(
-    flavour: Flavour,
-    id: u64,
-    script: &str,
-    args: &[String],
-    p: &InvocationPaths<'_>,
-) -> String {
+/// The line written to the shell's stdin for every invocation.
+///
+/// A shell reads a pipe one byte at a time (so as not to steal input from its children), so the
+/// invocation itself goes into two small files that the shell sources, and the pipe carries only
+/// this fixed line. The status is reported by a second file so that a `return` in user code,
+/// which leaves the first sourced file early, still reaches it with its status in `$?`.
+pub const TRIGGER: &str = ". \"$__tether_w\"; . \"$__tether_s\"\n";
+
+/// The invocation script (`w`): positional parameters, then the user's script through `eval`
+/// inside a brace group redirected to this invocation's own FIFOs.
+pub fn wrapper(script: &str, args: &[String], p: &InvocationPaths<'_>) -> String {
     let mut w = String::with_capacity(script.len() + 256);
     w.push_str("set --");
     for a in args {
@@ -115,11 +124,17 @@ pub fn wrapper(
     w.push_str(" 2>");
     w.push_str(&quote(&p.stderr.to_string_lossy()));
     w.push('\n');
-    w.push_str(flavour.builtin());
-    w.push_str(&format!(" printf '{id} %d\\n' \"$?\" >|"));
-    w.push_str(&quote(&p.status.to_string_lossy()));
-    w.push('\n');
     w
+}
+
+/// The status script (`s`): reports `<id> <status>` through the status FIFO, by path, with the
+/// printf builtin (never a user function of that name).
+pub fn status_script(flavour: Flavour, id: u64, status_fifo: &Path) -> String {
+    format!(
+        "{} printf '{id} %d\\n' \"$?\" >|{}\n",
+        flavour.builtin(),
+        quote(&status_fifo.to_string_lossy())
+    )
 }
 
 /// Parses one status record `"<id> <status>"`.
