@@ -128,35 +128,86 @@ fn redefining_printf_read_and_echo_does_not_confuse_the_driver() {
         .stdout_is("a b|c|");
 }
 
+/// Defines `name` as a do-nothing function in a fresh session, then checks that statuses,
+/// streams, stdin and arguments still work. Returns what went wrong, if anything.
+fn check_override(home: &Home, name: &str) -> Option<String> {
+    let session = format!("o-{name}");
+    let quick = std::time::Duration::from_secs(10);
+    let run = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut c = home.command();
+        c.args(args);
+        try_run_command(c, stdin.map(<[u8]>::to_vec), quick)
+    };
+    let checks: [(&[&str], Option<&[u8]>, Option<i32>, &str, &str); 4] = [
+        (&["(builtin exit 6)"], None, Some(6), "", ""),
+        (
+            &["builtin echo out; builtin echo err >&2"],
+            None,
+            Some(0),
+            "out\n",
+            "err\n",
+        ),
+        (
+            &["builtin read -r l; builtin echo \"got:$l\""],
+            Some(b"in\n"),
+            Some(0),
+            "got:in\n",
+            "",
+        ),
+        (
+            &["--arg", "x", "--", "builtin echo \"$#:$1\""],
+            None,
+            Some(0),
+            "1:x\n",
+            "",
+        ),
+    ];
+    home.new_session(&session, &[]);
+    let def = format!("{name}() {{ :; }}");
+    match run(&["invoke", "-s", &session, "--", &def], None) {
+        Ok(o) if o.status().success() => {}
+        Ok(o) => return Some(format!("defining {name}():\n{o}")),
+        Err(e) => return Some(format!("defining {name}(): {e}")),
+    }
+    for (args, stdin, code, out, err) in checks {
+        let mut v = vec!["invoke", "-s", &session];
+        if args.len() == 1 {
+            v.push("--");
+        }
+        v.extend_from_slice(args);
+        match run(&v, stdin) {
+            Ok(o) if o.code() == code && o.out() == out && o.err() == err => {}
+            Ok(o) => return Some(format!("after {name}() {{ :; }}:\n{o}")),
+            Err(e) => return Some(format!("after {name}() {{ :; }}: {e}")),
+        }
+    }
+    None
+}
+
 #[test]
 fn redefining_other_common_commands_does_not_confuse_the_driver() {
     let home = Home::new();
-    home.new_session("redef2", &[]);
+    home.run(&["daemon", "start"]).success();
     let names = [
         "cat", "wait", "trap", "kill", "eval", "source", "test", "exec", "command", "type", "set",
-        "unset", "mkfifo", "rm", "mktemp", "sleep", "exit", "return", "shift", "cd",
+        "unset", "mkfifo", "rm", "mktemp", "sleep", "exit", "return", "shift", "cd", "local",
+        "declare",
     ];
-    let script: String = names.iter().map(|n| format!("{n}() {{ :; }}; ")).collect();
-    home.invoke("redef2", &script).success().stdout_is("");
-    home.invoke("redef2", "(builtin exit 6)").code_is(6);
-    home.invoke("redef2", "builtin echo out; builtin echo err >&2")
-        .success()
-        .stdout_is("out\n")
-        .stderr_is("err\n");
-    home.run_stdin(
-        &[
-            "invoke",
-            "-s",
-            "redef2",
-            "builtin read -r l; builtin echo \"got:$l\"",
-        ],
-        b"in\n",
-    )
-    .success()
-    .stdout_is("got:in\n");
-    home.invoke_args("redef2", "builtin echo \"$#:$1\"", &["arg"])
-        .success()
-        .stdout_is("1:arg\n");
+    let problems: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let home = &home;
+                s.spawn(move || check_override(home, n))
+            })
+            .collect();
+        hs.into_iter().filter_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        problems.is_empty(),
+        "user functions named like commands the driver uses confused it:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -288,6 +339,10 @@ fn exit_reports_its_status_and_leaves_the_session_broken() {
         .clear_error("brk", 2);
     // Never reset silently.
     assert_eq!(home.state_of("brk").as_deref(), Some("Broken"));
+    // A Broken session can be removed, and its host process ends.
+    home.run(&["remove", "brk"]).success();
+    wait_gone(host_pid(&s), "host of the removed Broken session");
+    assert_ne!(home.state_of("brk").as_deref(), Some("Broken"));
 }
 
 #[test]

@@ -88,6 +88,7 @@ fn assert_bounded(home: &Home, host: u32, cli_peak: u64) {
     let daemon = home.running_daemon_pid();
     let d = proc_status_kb(daemon, "VmHWM").expect("daemon VmHWM");
     let h = proc_status_kb(host, "VmHWM").expect("host VmHWM");
+    eprintln!("peak RSS: daemon {d} kB, session host {h} kB, tether invoke {cli_peak} kB");
     assert!(d < MAX_HWM_KB, "daemon peak RSS {d} kB");
     assert!(h < MAX_HWM_KB, "session host peak RSS {h} kB");
     assert!(
@@ -144,6 +145,10 @@ fn large_output_streams_through_with_bounded_memory() {
         last.0 = now;
         now.is_none() || last.1 >= 5
     });
+    eprintln!(
+        "after reading {total} bytes and pausing: producer wrote {:?} bytes",
+        last.0
+    );
     cli_peak = cli_peak.max(proc_status_kb(cli, "VmHWM").unwrap_or(0));
     assert_bounded(&home, host_pid(&s), cli_peak);
 

@@ -29,7 +29,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// Default deadline for one tether command.
-pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default deadline for conditions the tests wait on.
 pub const WAIT: Duration = Duration::from_secs(20);
 

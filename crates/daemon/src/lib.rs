@@ -135,6 +135,11 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
         tracing::info!("daemon {} stopping", std::process::id());
         let _ = std::fs::remove_file(paths.daemon_socket());
         let _ = std::fs::remove_file(paths.pid_file());
+        if paths.run != paths.home {
+            // The short socket directory: removed only if no session host still uses it.
+            let _ = std::fs::remove_dir(paths.run.join("hosts"));
+            let _ = std::fs::remove_dir(&paths.run);
+        }
         Ok::<(), DaemonError>(())
     })?;
     // Do not wait for lingering connection tasks.

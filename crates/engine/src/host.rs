@@ -44,6 +44,11 @@ pub(crate) struct Host {
     pub inner: std::sync::Mutex<Inner>,
     pub created_on: SystemTime,
     pub shutdown: watch::Sender<bool>,
+    /// The script the shell sources for each invocation (`w`), and its status script (`s`).
+    pub script_file: std::fs::File,
+    pub status_file: std::fs::File,
+    /// Drained FIFOs from the previous invocation, ready for the next.
+    pub spare: std::sync::Mutex<Option<crate::driver::FifoPair>>,
 }
 
 impl Host {
@@ -227,6 +232,9 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         }),
         created_on: SystemTime::now(),
         shutdown: shutdown_tx,
+        script_file: private_file(&fifo_dir.join("w"))?,
+        status_file: private_file(&fifo_dir.join("s"))?,
+        spare: std::sync::Mutex::new(None),
     });
 
     // The shell's end is a state change: Broken, with the reason (SPEC §3.4).
@@ -276,6 +284,16 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         let _ = std::fs::remove_file(paths.host_meta(&spec.instance_id));
     }
     Ok(())
+}
+
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Tells the daemon that started us that the socket is ready, then lets go of its pipe.
@@ -407,11 +425,14 @@ async fn handle(host: Arc<Host>, stream: UnixStream) {
                 let _ = writer.send(&Response::Ok).await;
                 return;
             }
-            other => {
+            _ => {
                 let _ = writer
                     .send(&Response::Error(ErrorInfo::new(
                         ErrorKind::Usage,
-                        format!("session {}: unsupported request {other:?}", host.spec.name),
+                        format!(
+                            "session {}: request not valid for a session host",
+                            host.spec.name
+                        ),
                     )))
                     .await;
             }

@@ -96,10 +96,17 @@ pub fn ticks_per_sec() -> u64 {
 
 /// Signals every process group in the shell's session started at or after `since_ticks`
 /// (except the shell's own group). Returns how many groups were signalled.
+///
+/// A process left in the shell's own group (a shell without monitor mode) is signalled alone,
+/// never through the group, which would hit the shell too.
 pub fn signal_started_since(shell: i32, since_ticks: u64, sig: Signal) -> usize {
-    let mut groups: Vec<i32> = session_members(shell)
+    let started: Vec<Proc> = session_members(shell)
         .into_iter()
-        .filter(|p| p.start >= since_ticks && p.pgid != shell)
+        .filter(|p| p.start >= since_ticks)
+        .collect();
+    let mut groups: Vec<i32> = started
+        .iter()
+        .filter(|p| p.pgid != shell)
         .map(|p| p.pgid)
         .collect();
     groups.sort_unstable();
@@ -107,10 +114,13 @@ pub fn signal_started_since(shell: i32, since_ticks: u64, sig: Signal) -> usize 
     for g in &groups {
         let _ = killpg(Pid::from_raw(*g), sig);
     }
+    for p in started.iter().filter(|p| p.pgid == shell) {
+        let _ = kill(Pid::from_raw(p.pid), sig);
+    }
     if cfg!(not(target_os = "linux")) {
         let _ = killpg(Pid::from_raw(shell), sig);
     }
-    groups.len()
+    groups.len() + started.iter().filter(|p| p.pgid == shell).count()
 }
 
 /// Signals everything in the shell's session, the shell included.

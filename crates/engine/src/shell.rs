@@ -57,7 +57,10 @@ impl Flavour {
     ///
     /// The two read-only variables name the per-invocation script files (see [`wrapper`]).
     pub fn prelude(self, dir: &Path) -> String {
-        let mut s = String::from("set -m\ntrap 'break 1000 2>/dev/null' INT\n");
+        // zsh refuses monitor mode without a terminal; its commands stay in the shell's group
+        // and are signalled one by one instead (see `procs`).
+        let mut s = String::from(if self == Flavour::Zsh { "" } else { "set -m\n" });
+        s.push_str("trap 'break 1000 2>/dev/null' INT\n");
         s.push_str(&format!(
             "readonly __tether_w={} __tether_s={}\n",
             quote(&dir.join("w").to_string_lossy()),
