@@ -128,6 +128,15 @@ fn redefining_printf_read_and_echo_does_not_confuse_the_driver() {
         .stdout_is("a b|c|");
 }
 
+/// Invoke arguments, stdin, expected status, stdout and stderr.
+type Check<'a> = (
+    &'a [&'a str],
+    Option<&'a [u8]>,
+    Option<i32>,
+    &'a str,
+    &'a str,
+);
+
 /// Defines `name` as a do-nothing function in a fresh session, then checks that statuses,
 /// streams, stdin and arguments still work. Returns what went wrong, if anything.
 fn check_override(home: &Home, name: &str) -> Option<String> {
@@ -138,7 +147,7 @@ fn check_override(home: &Home, name: &str) -> Option<String> {
         c.args(args);
         try_run_command(c, stdin.map(<[u8]>::to_vec), quick)
     };
-    let checks: [(&[&str], Option<&[u8]>, Option<i32>, &str, &str); 4] = [
+    let checks: [Check; 4] = [
         (&["(builtin exit 6)"], None, Some(6), "", ""),
         (
             &["builtin echo out; builtin echo err >&2"],
@@ -432,6 +441,7 @@ fn stdin_is_per_invocation() {
 
 #[test]
 fn the_shell_is_bash_and_has_no_controlling_terminal() {
+    require_program("bash", "bash");
     let home = Home::new();
     home.new_session("tty", &[]);
     home.invoke("tty", "echo \"${BASH_VERSION:+bash}\"")

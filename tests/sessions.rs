@@ -107,6 +107,11 @@ fn default_names_and_ids_count_from_one_per_home() {
         assert_eq!(s["id"], i, "{s:#}");
         assert_eq!(s["name"], format!("Session{i}"), "{s:#}");
     }
+    // Sessions are named on the command line by name or by id.
+    a.invoke("2", "echo by-id").success().stdout_is("by-id\n");
+    a.invoke("Session2", "echo by-name")
+        .success()
+        .stdout_is("by-name\n");
     let named = a.new_session("web", &[]);
     assert_eq!(
         named["id"], 4,

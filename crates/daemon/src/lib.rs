@@ -17,6 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{ForkResult, fork, setsid};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 use tether_transport::paths::Paths;
 
@@ -97,6 +98,7 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(paths.lock_file())?;
     let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
@@ -114,13 +116,17 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
     redirect_stdio(paths)?;
     std::env::set_current_dir("/")?;
     init_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the daemon only routes requests and hands connections to hosts; a single
+    // thread avoids cross-thread wake-ups on every request.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let listener = tether_transport::unix::bind_private(&paths.daemon_socket())?;
-        std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))?;
+        tether_transport::paths::write_private(
+            &paths.pid_file(),
+            format!("{}\n", std::process::id()).as_bytes(),
+        )?;
         if let Some(mut r) = ready.take() {
             // Closing our end after this line is what tells the starter we are up.
             let _ = writeln!(r, "ready {}", std::process::id());

@@ -2,6 +2,7 @@
 
 use crate::hosts;
 use crate::registry::{Registry, glob_match};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_engine::HostSpec;
@@ -11,7 +12,6 @@ use tether_proto::{
 };
 use tether_transport::paths::Paths;
 use tether_transport::{FrameReader, FrameWriter};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, watch};
 
@@ -98,6 +98,13 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
         Ok(true) => {}
         _ => {
             tracing::warn!("refused a connection from another user");
+            let (_r, w) = stream.into_split();
+            let msg = format!(
+                "permission denied: this tether daemon belongs to uid {}",
+                nix::unistd::getuid()
+            );
+            let err = Response::Error(ErrorInfo::new(ErrorKind::Permission, msg));
+            let _ = FrameWriter::new(w).send(&err).await;
             return;
         }
     }
@@ -416,8 +423,13 @@ async fn invoke(daemon: &Daemon, spec: InvokeSpec, reader: Reader, mut writer: W
         tracing::debug!("invocation in {} ended: {e}", info.name);
     }
     if temporary {
-        let _ = hosts::close(&daemon.paths, &info.instance_id).await;
-        daemon.registry.lock().await.forget(&info.instance_id);
+        // The host closes itself after its one invocation; the handle was never listed.
+        daemon
+            .registry
+            .lock()
+            .await
+            .sessions
+            .remove(&info.instance_id);
     }
 }
 
@@ -445,6 +457,9 @@ fn closed_error(name: &str, state: State, reason: Option<&str>) -> ErrorInfo {
     )
 }
 
+/// Hands the client's connection to the session host (SCM_RIGHTS) together with the `Invoke`
+/// and any bytes already read past it. From then on client and host talk directly: the daemon
+/// adds no hop to the output, the exit status or Ctrl-C.
 async fn splice(
     daemon: &Daemon,
     info: &SessionInfo,
@@ -452,51 +467,40 @@ async fn splice(
     reader: Reader,
     mut writer: Writer,
 ) -> std::io::Result<()> {
-    let connected = match hosts::connect(&daemon.paths, &info.instance_id).await {
-        Ok(mut c) => match c.writer.send(&Request::Invoke(spec)).await {
-            Ok(()) => c.expect_hello().await.map(|()| c),
-            Err(e) => Err(ErrorInfo::new(ErrorKind::Internal, e.to_string())),
-        },
-        Err(e) => Err(ErrorInfo::new(ErrorKind::Internal, e.to_string())),
-    };
-    let conn = match connected {
-        Ok(c) => c,
-        Err(_) => {
-            // The host is gone or going: it records why (Broken, Closed) before it exits.
-            let mut reg = daemon.registry.lock().await;
-            let still_opened = reg
-                .reload(&info.instance_id)
-                .is_some_and(|m| m.info.state == State::Opened);
-            if still_opened {
-                reg.mark_lost(&info.instance_id);
-            }
-            let err = match reg.sessions.get(&info.instance_id) {
-                Some(m) => closed_error(&m.info.name, m.info.state, m.info.reason.as_deref()),
-                None => closed_error(&info.name, State::Closed, None),
-            };
-            let _ = writer.send(&Response::Error(err)).await;
-            return Ok(());
-        }
-    };
     writer.flush().await.map_err(std::io::Error::other)?;
-    let (client_r, client_buf) = reader.into_parts();
-    let (host_r, host_buf) = conn.reader.into_parts();
-    let mut client_r = client_r;
-    let mut client_w = writer.into_inner();
-    let mut host_r = host_r;
-    let mut host_w = conn.writer.into_inner();
-    // Client -> host (stdin, Ctrl-C) runs beside host -> client (output, exit). Only the second
-    // decides when the invocation is over; a failure of the first (the host already closed)
-    // must never cut the output short.
-    let up = tokio::spawn(async move {
-        if host_w.write_all(&client_buf).await.is_ok() {
-            let _ = tokio::io::copy(&mut client_r, &mut host_w).await;
+    let (client_r, prefix) = reader.into_parts();
+    let client = client_r
+        .reunite(writer.into_inner())
+        .map_err(std::io::Error::other)?;
+    let frame =
+        tether_proto::encode(&Request::Handoff { spec, prefix }).map_err(std::io::Error::other)?;
+    let sent = async {
+        let host = UnixStream::connect(daemon.paths.host_socket(&info.instance_id)).await?;
+        tether_transport::unix::send_with_fd(&host, &frame, client.as_raw_fd()).await
+    }
+    .await;
+    if sent.is_ok() {
+        return Ok(());
+    }
+    // The host is gone or going: it records why (Broken, Closed) before it exits.
+    let err = {
+        let mut reg = daemon.registry.lock().await;
+        let still_opened = reg
+            .reload(&info.instance_id)
+            .is_some_and(|m| m.info.state == State::Opened);
+        if still_opened {
+            reg.mark_lost(&info.instance_id);
         }
-        let _ = host_w.shutdown().await;
-    });
-    client_w.write_all(&host_buf).await?;
-    let down = tokio::io::copy(&mut host_r, &mut client_w).await;
-    let _ = client_w.shutdown().await;
-    up.abort();
-    down.map(|_| ())
+        match reg.sessions.get(&info.instance_id) {
+            Some(m) => closed_error(&m.info.name, m.info.state, m.info.reason.as_deref()),
+            None => closed_error(&info.name, State::Closed, None),
+        }
+    };
+    let (r, w) = client.into_split();
+    drop(r);
+    let mut writer = FrameWriter::new(w);
+    writer
+        .send(&Response::Error(err))
+        .await
+        .map_err(std::io::Error::other)
 }

@@ -19,8 +19,8 @@ use tether_proto::{
 };
 use tether_transport::{FrameReader, FrameWriter};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::unix::pipe;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 /// How much already-buffered output we read after the status record, per stream. A background
@@ -79,6 +79,8 @@ pub(crate) struct OutFifo {
     path: PathBuf,
     rx: Option<pipe::Receiver>,
     hold: Option<std::fs::File>,
+    /// Read buffer, kept with the FIFO so a reused pair costs no allocation.
+    buf: Vec<u8>,
     /// Every writer has closed it (no background job holds it): it can serve the next
     /// invocation, which saves creating, opening and unlinking FIFOs on every call.
     eof: bool,
@@ -97,6 +99,7 @@ impl OutFifo {
             path,
             rx: Some(rx),
             hold: Some(hold),
+            buf: vec![0u8; OUTPUT_CHUNK],
             eof: false,
         })
     }
@@ -108,9 +111,10 @@ impl OutFifo {
         Ok(self)
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Reads into the FIFO's own buffer; the bytes are `self.buf[..n]`.
+    async fn read(&mut self) -> std::io::Result<usize> {
         match self.rx.as_mut() {
-            Some(rx) => rx.read(buf).await,
+            Some(rx) => rx.read(&mut self.buf).await,
             None => std::future::pending().await,
         }
     }
@@ -124,12 +128,14 @@ async fn refuse(writer: &mut FrameWriter<OwnedWriteHalf>, kind: ErrorKind, msg: 
 }
 
 /// Runs one invocation for one connection, from waiting for the session to sending `Exit`.
-pub(crate) async fn invoke(
+pub(crate) async fn invoke<R>(
     host: Arc<Host>,
     spec: InvokeSpec,
-    reader: FrameReader<OwnedReadHalf>,
+    reader: FrameReader<R>,
     mut writer: FrameWriter<OwnedWriteHalf>,
-) {
+) where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
     let name = host.spec.name.clone();
     if spec.script.contains('\0') || spec.args.iter().any(|a| a.contains('\0')) {
         let msg = format!("session {name}: scripts and arguments cannot contain NUL bytes");
@@ -188,13 +194,16 @@ pub(crate) async fn invoke(
     }
 }
 
-async fn run(
+async fn run<R>(
     host: &Arc<Host>,
     id: u64,
     spec: &InvokeSpec,
-    mut reader: FrameReader<OwnedReadHalf>,
+    mut reader: FrameReader<R>,
     writer: &mut FrameWriter<OwnedWriteHalf>,
-) -> Result<(), tether_transport::TransportError> {
+) -> Result<(), tether_transport::TransportError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
     let dir = &host.fifo_dir;
     let spare = host.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
     let (mut out, mut err) = match spare {
@@ -212,6 +221,7 @@ async fn run(
         None
     };
     let text = shell::wrapper(
+        host.flavour,
         &spec.script,
         &spec.args,
         &InvocationPaths {
@@ -220,6 +230,7 @@ async fn run(
             stderr: &err.path,
         },
     );
+    host.console.clear();
     write_script(&host.script_file, &text)?;
     write_script(
         &host.status_file,
@@ -260,8 +271,6 @@ async fn run(
     let mut timed_out = false;
     let mut cancelled = false;
     let mut client_gone = false;
-    let mut buf_o = vec![0u8; OUTPUT_CHUNK];
-    let mut buf_e = vec![0u8; OUTPUT_CHUNK];
 
     let code: i32;
     let mut broken = None;
@@ -289,8 +298,8 @@ async fn run(
                 broken = Some(format!("the shell exited with status {c}"));
                 break;
             }
-            n = out.read(&mut buf_o) => forward(&mut out, n, &buf_o, writer, client_gone).await?,
-            n = err.read(&mut buf_e) => forward(&mut err, n, &buf_e, writer, client_gone).await?,
+            n = out.read() => forward(&mut out, n, writer, client_gone).await?,
+            n = err.read() => forward(&mut err, n, writer, client_gone).await?,
             req = req_rx.recv(), if !client_gone => match req {
                 Some(Request::Stdin(data)) => {
                     if let Some(tx) = stdin_tx.as_ref() { let _ = tx.send(data).await; }
@@ -337,6 +346,20 @@ async fn run(
     err.hold = None;
     for f in [&mut out, &mut err] {
         drain(f, writer, client_gone).await?;
+    }
+    if broken.is_some() && !client_gone {
+        // Output of an EXIT trap lands on the shell's own stdout/stderr: it is this invocation's.
+        let [o, e] = host.console.take_final().await;
+        for (stream, data) in [(Stream::Stdout, o), (Stream::Stderr, e)] {
+            for chunk in data.chunks(OUTPUT_CHUNK) {
+                writer
+                    .feed(&Response::Output {
+                        stream,
+                        data: chunk.to_vec(),
+                    })
+                    .await?;
+            }
+        }
     }
     if out.eof && err.eof {
         if let (Ok(o), Ok(e)) = (out.rearm(), err.rearm()) {
@@ -413,7 +436,6 @@ fn interrupt(shell: i32, since: u64) {
 async fn forward(
     f: &mut OutFifo,
     n: std::io::Result<usize>,
-    buf: &[u8],
     writer: &mut FrameWriter<OwnedWriteHalf>,
     client_gone: bool,
 ) -> Result<(), tether_transport::TransportError> {
@@ -430,7 +452,7 @@ async fn forward(
             writer
                 .send(&Response::Output {
                     stream: f.stream,
-                    data: buf[..n].to_vec(),
+                    data: f.buf[..n].to_vec(),
                 })
                 .await
         }
@@ -446,9 +468,13 @@ async fn drain(
         return Ok(());
     };
     let mut total = 0;
-    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    // A direct read(2), not tokio's try_read: that one trusts the reactor's cached readiness
+    // and may report "would block" for bytes the kernel already holds.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(rx);
     while total < DRAIN_LIMIT {
-        match rx.try_read(&mut buf) {
+        // SAFETY: `fd` is the open, non-blocking read end owned by `rx` for this whole loop.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        match nix::unistd::read(fd, &mut f.buf).map_err(std::io::Error::from) {
             Ok(0) => {
                 f.eof = true;
                 break;
@@ -459,7 +485,7 @@ async fn drain(
                     writer
                         .feed(&Response::Output {
                             stream: f.stream,
-                            data: buf[..n].to_vec(),
+                            data: f.buf[..n].to_vec(),
                         })
                         .await?;
                 }

@@ -15,6 +15,7 @@ use tether_proto::{
 };
 use tether_transport::paths::{Paths, private_dir};
 use tether_transport::{FrameReader, FrameWriter};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::process::ChildStdin;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
@@ -49,6 +50,61 @@ pub(crate) struct Host {
     pub status_file: std::fs::File,
     /// Drained FIFOs from the previous invocation, ready for the next.
     pub spare: std::sync::Mutex<Option<crate::driver::FifoPair>>,
+    /// What the shell writes to its own stdout and stderr, outside any invocation's FIFOs.
+    pub console: Console,
+}
+
+/// The shell's own stdout and stderr. Between invocations nothing should appear there; what
+/// does appear while the shell is dying (an EXIT trap runs after the invocation's redirections
+/// were undone) belongs to the invocation that made it exit, and is delivered with it.
+#[derive(Clone, Default)]
+pub(crate) struct Console {
+    /// Recent bytes per stream (stdout, stderr), bounded.
+    pub recent: Arc<std::sync::Mutex<[Vec<u8>; 2]>>,
+    /// How many of the two pipes have reached end-of-file.
+    pub closed: Arc<tokio::sync::watch::Sender<u8>>,
+}
+
+const CONSOLE_LIMIT: usize = 1024 * 1024;
+
+impl Console {
+    fn watch<R: tokio::io::AsyncRead + Unpin + Send + 'static>(&self, pipe: Option<R>, i: usize) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(mut pipe) = pipe {
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut recent = me.recent.lock().unwrap_or_else(|p| p.into_inner());
+                    if recent[i].len() + n <= CONSOLE_LIMIT {
+                        recent[i].extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+            me.closed.send_modify(|c| *c += 1);
+        });
+    }
+
+    /// Forgets what came before an invocation.
+    pub fn clear(&self) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent[0].clear();
+        recent[1].clear();
+    }
+
+    /// Waits (bounded) until the dead shell's pipes are drained, then takes their contents.
+    pub async fn take_final(&self) -> [Vec<u8>; 2] {
+        let mut closed = self.closed.subscribe();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), closed.wait_for(|c| *c >= 2)).await;
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        [
+            std::mem::take(&mut recent[0]),
+            std::mem::take(&mut recent[1]),
+        ]
+    }
 }
 
 impl Host {
@@ -180,8 +236,8 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let cwd = spec
         .cwd
         .clone()
@@ -203,6 +259,9 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     })?;
     let shell_pid = child.id().unwrap_or(0) as i32;
     let mut stdin = child.stdin.take();
+    let console = Console::default();
+    console.watch(child.stdout.take(), 0);
+    console.watch(child.stderr.take(), 1);
     if let Some(s) = stdin.as_mut() {
         use tokio::io::AsyncWriteExt;
         s.write_all(flavour.prelude(&fifo_dir).as_bytes()).await?;
@@ -235,6 +294,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         script_file: private_file(&fifo_dir.join("w"))?,
         status_file: private_file(&fifo_dir.join("s"))?,
         spare: std::sync::Mutex::new(None),
+        console,
     });
 
     // The shell's end is a state change: Broken, with the reason (SPEC §3.4).
@@ -363,14 +423,39 @@ fn spawn_idle_timer(host: Arc<Host>) {
     });
 }
 
+/// A temporary session serves exactly one invocation, then closes itself.
+fn after_invocation(host: &Host) {
+    if host.spec.temporary {
+        host.finish(State::Closed, "temporary session finished".into());
+    }
+}
+
 async fn handle(host: Arc<Host>, stream: UnixStream) {
     if !matches!(tether_transport::unix::peer_is_us(&stream), Ok(true)) {
         return;
     }
+    // The first read goes through recvmsg: a daemon handing over a client's connection sends
+    // the descriptor with its first bytes.
+    let Ok((initial, passed)) = tether_transport::unix::recv_with_fd(&stream).await else {
+        return;
+    };
     let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r);
+    let mut reader = FrameReader::new(std::io::Cursor::new(initial).chain(r));
     let mut writer = FrameWriter::new(w);
-    match reader.read::<Request>().await {
+    let first = reader.read::<Request>().await;
+    if let (Ok(Some(Request::Handoff { spec, prefix })), Some(fd)) = (&first, passed) {
+        let Ok(client) = tether_transport::unix::stream_from_fd(fd) else {
+            return;
+        };
+        drop(reader);
+        drop(writer);
+        let (cr, cw) = client.into_split();
+        let reader = FrameReader::new(std::io::Cursor::new(prefix.clone()).chain(cr));
+        driver::invoke(host.clone(), spec.clone(), reader, FrameWriter::new(cw)).await;
+        after_invocation(&host);
+        return;
+    }
+    match first {
         Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
             let _ = writer
                 .feed(&Response::Hello {
@@ -418,6 +503,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream) {
             }
             Request::Invoke(spec) => {
                 driver::invoke(host.clone(), spec, reader, writer).await;
+                after_invocation(&host);
                 return;
             }
             Request::HostClose => {

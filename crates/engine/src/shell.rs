@@ -41,6 +41,16 @@ impl Flavour {
         }
     }
 
+    /// Prefix for the special builtins we call (`set`, `eval`): bash and zsh let a user
+    /// function shadow them, so call them through `builtin`; POSIX shells find special builtins
+    /// before functions.
+    fn special(self) -> &'static str {
+        match self {
+            Flavour::Bash | Flavour::Zsh => "\\builtin ",
+            Flavour::Posix => "",
+        }
+    }
+
     fn builtin(self) -> &'static str {
         match self {
             Flavour::Bash | Flavour::Zsh => "\\builtin",
@@ -98,25 +108,34 @@ pub struct InvocationPaths<'a> {
     pub stderr: &'a Path,
 }
 
-/// The line written to the shell's stdin for every invocation.
+/// The lines written to the shell's stdin for every invocation.
 ///
 /// A shell reads a pipe one byte at a time (so as not to steal input from its children), so the
 /// invocation itself goes into two small files that the shell sources, and the pipe carries only
-/// this fixed line. The status is reported by a second file so that a `return` in user code,
-/// which leaves the first sourced file early, still reaches it with its status in `$?`.
-pub const TRIGGER: &str = ". \"$__tether_w\"; . \"$__tether_s\"\n";
+/// these fixed lines. The status is reported by a second file, on a line of its own, so that a
+/// `return` in user code (which leaves the first file early) and a Ctrl-C (which makes bash
+/// abandon the rest of the current line) both still reach it, with the status in `$?`.
+pub const TRIGGER: &str = ". \"$__tether_w\"\n. \"$__tether_s\"\n";
 
 /// The invocation script (`w`): positional parameters, then the user's script through `eval`
-/// inside a brace group redirected to this invocation's own FIFOs.
-pub fn wrapper(script: &str, args: &[String], p: &InvocationPaths<'_>) -> String {
+/// inside a brace group redirected to this invocation's own FIFOs (the redirections are undone
+/// when the group ends, whatever the script did to its descriptors).
+///
+/// The script is preceded by a space inside the quoted word so that one starting with `-` is
+/// never taken for an option of `eval`.
+pub fn wrapper(flavour: Flavour, script: &str, args: &[String], p: &InvocationPaths<'_>) -> String {
+    let b = flavour.special();
     let mut w = String::with_capacity(script.len() + 256);
+    w.push_str(b);
     w.push_str("set --");
     for a in args {
         w.push(' ');
         w.push_str(&quote(a));
     }
-    w.push_str("\n{ eval ");
-    w.push_str(&quote(script));
+    w.push_str("\n{ ");
+    w.push_str(b);
+    w.push_str("eval ");
+    w.push_str(&quote(&format!(" {script}")));
     w.push_str("\n} <");
     match p.stdin {
         Some(i) => w.push_str(&quote(&i.to_string_lossy())),

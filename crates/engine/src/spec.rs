@@ -37,7 +37,7 @@ impl HostMeta {
     pub fn store(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         let data = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, data)?;
+        tether_transport::paths::write_private(&tmp, &data)?;
         std::fs::rename(&tmp, path)
     }
 

@@ -57,6 +57,14 @@ pub enum Request {
     HostInfo,
     /// Host only: end the shell and everything it started, then exit.
     HostClose,
+    /// Host only, sent by the daemon with the client's connection attached (SCM_RIGHTS): run
+    /// this invocation and talk to that client directly. `prefix` holds bytes the daemon had
+    /// already read from the client past the `Invoke` (pipelined stdin, say).
+    Handoff {
+        spec: InvokeSpec,
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+    },
 }
 
 /// A reply or event on a connection.

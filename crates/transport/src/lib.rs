@@ -50,7 +50,7 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(r: R) -> Self {
         FrameReader {
-            inner: BufReader::with_capacity(128 * 1024, r),
+            inner: BufReader::with_capacity(16 * 1024, r),
             buf: Vec::new(),
         }
     }
@@ -105,7 +105,7 @@ pub struct FrameWriter<W> {
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(w: W) -> Self {
         FrameWriter {
-            inner: BufWriter::with_capacity(128 * 1024, w),
+            inner: BufWriter::with_capacity(16 * 1024, w),
         }
     }
 

@@ -117,6 +117,20 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes a whole file readable only by its owner (0600), whatever the umask.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(data)
+}
+
 /// FNV-1a: a stable, dependency-free hash for naming the short socket directory. Collisions
 /// only matter between two homes of the same user, and the directory is private anyway.
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -29,3 +29,102 @@ pub fn peer_is_us(stream: &UnixStream) -> std::io::Result<bool> {
 pub async fn connect(path: &Path) -> std::io::Result<UnixStream> {
     UnixStream::connect(path).await
 }
+
+/// Sends `bytes` with a file descriptor attached (SCM_RIGHTS). The daemon uses this to hand a
+/// client's connection to a session host, which then talks to the client directly; the daemon
+/// leaves the data path.
+pub async fn send_with_fd(
+    stream: &UnixStream,
+    bytes: &[u8],
+    fd: std::os::fd::RawFd,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let sent = loop {
+        stream.writable().await?;
+        let res = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(bytes)];
+            let fds = [fd];
+            sendmsg::<()>(
+                stream.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match res {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    // The descriptor travelled with the first byte; the rest is ordinary data.
+    let mut rest = &bytes[sent..];
+    while !rest.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// First read on a connection, through recvmsg so that a descriptor sent with it (see
+/// [`send_with_fd`]) is received rather than silently dropped. Returns the bytes read (empty at
+/// end of stream) and at most one descriptor; extra descriptors are closed.
+pub async fn recv_with_fd(
+    stream: &UnixStream,
+) -> std::io::Result<(Vec<u8>, Option<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    loop {
+        stream.readable().await?;
+        let res = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut buf = vec![0u8; 8 * 1024];
+            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(std::io::Error::from)?;
+            let n = msg.bytes;
+            let mut fds = Vec::new();
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmRights(v) = c {
+                        // SAFETY: the kernel just created these descriptors for us.
+                        fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    }
+                }
+            }
+            buf.truncate(n);
+            Ok((buf, fds))
+        });
+        match res {
+            Ok((buf, mut fds)) => {
+                let first = if fds.is_empty() {
+                    None
+                } else {
+                    Some(fds.swap_remove(0))
+                };
+                return Ok((buf, first));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Turns a received descriptor into a tokio stream.
+pub fn stream_from_fd(fd: std::os::fd::OwnedFd) -> std::io::Result<UnixStream> {
+    let std_stream = std::os::unix::net::UnixStream::from(fd);
+    std_stream.set_nonblocking(true)?;
+    UnixStream::from_std(std_stream)
+}
