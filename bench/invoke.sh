@@ -13,6 +13,8 @@ export TETHER_HOME=$(mktemp -d /tmp/tether-bench.XXXXXX)
 trap '"$T" remove --all >/dev/null 2>&1; "$T" daemon stop >/dev/null 2>&1; rm -rf "$TETHER_HOME"' EXIT
 "$T" new --name bench >/dev/null
 echo "machine: $(nproc) cores, $(uname -srm); bash $(bash --version | head -1 | sed 's/.*version //')"
-hyperfine -N --warmup 20 --runs "$runs" --export-markdown /dev/stdout \
-  "$T invoke -s bench true" "bash -c true" 2>/dev/null | sed -n '/^|/p'
+md=$TETHER_HOME/hyperfine.md
+hyperfine -N --warmup 20 --runs "$runs" --export-markdown "$md" \
+  "$T invoke -s bench true" "bash -c true" >/dev/null 2>&1
+cat "$md"
 TETHER_EXE=$T ./target/release/examples/quickstart | grep 'round trip'

@@ -171,6 +171,9 @@ async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> Cl
     }
     let ctl = inv.control();
     let mut interrupts = 0;
+    // Registered once: Ctrl-C stops the command (the session survives); a third one gives up
+    // waiting for it.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
             ev = inv.next() => match ev.map_err(|e| annotate(e, label))? {
@@ -191,7 +194,7 @@ async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> Cl
                     return Ok(exit.code);
                 }
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = sigint.recv() => {
                 interrupts += 1;
                 if interrupts > 2 {
                     return Ok(130);

@@ -395,9 +395,8 @@ async fn stop(daemon: &Daemon) {
     let _ = daemon.shutdown.send(true);
 }
 
-/// Runs an invocation: resolves the session (or creates a temporary one), hands the client's
-/// connection to the session host, and splices the two byte streams together. The daemon does
-/// not decode output frames, so it adds no copies beyond the socket hop.
+/// Runs an invocation: resolves the session (or creates a temporary one) and hands the client's
+/// connection to its host, which serves the rest of the invocation directly.
 async fn invoke(daemon: &Daemon, spec: InvokeSpec, reader: Reader, mut writer: Writer) {
     let temporary = spec.session.is_empty();
     let target = if temporary {
@@ -418,11 +417,17 @@ async fn invoke(daemon: &Daemon, spec: InvokeSpec, reader: Reader, mut writer: W
             return;
         }
     };
-    let result = splice(daemon, &info, spec, reader, writer).await;
-    if let Err(e) = result {
-        tracing::debug!("invocation in {} ended: {e}", info.name);
-    }
+    let handed = match hand_off(daemon, &info, spec, reader, writer).await {
+        Ok(handed) => handed,
+        Err(e) => {
+            tracing::debug!("invocation in {} could not start: {e}", info.name);
+            false
+        }
+    };
     if temporary {
+        if !handed {
+            let _ = hosts::close(&daemon.paths, &info.instance_id).await;
+        }
         // The host closes itself after its one invocation; the handle was never listed.
         daemon
             .registry
@@ -460,13 +465,13 @@ fn closed_error(name: &str, state: State, reason: Option<&str>) -> ErrorInfo {
 /// Hands the client's connection to the session host (SCM_RIGHTS) together with the `Invoke`
 /// and any bytes already read past it. From then on client and host talk directly: the daemon
 /// adds no hop to the output, the exit status or Ctrl-C.
-async fn splice(
+async fn hand_off(
     daemon: &Daemon,
     info: &SessionInfo,
     spec: InvokeSpec,
     reader: Reader,
     mut writer: Writer,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     writer.flush().await.map_err(std::io::Error::other)?;
     let (client_r, prefix) = reader.into_parts();
     let client = client_r
@@ -480,7 +485,7 @@ async fn splice(
     }
     .await;
     if sent.is_ok() {
-        return Ok(());
+        return Ok(true);
     }
     // The host is gone or going: it records why (Broken, Closed) before it exits.
     let err = {
@@ -502,5 +507,6 @@ async fn splice(
     writer
         .send(&Response::Error(err))
         .await
-        .map_err(std::io::Error::other)
+        .map_err(std::io::Error::other)?;
+    Ok(false)
 }
