@@ -130,10 +130,14 @@ fn stdin_has_input() -> bool {
 /// Writes straight to fd 1/2: output is already chunked, and std's line buffering would only
 /// add copies. A closed stdout (e.g. `| head`) is not an error; we keep draining to the exit.
 fn write_fd(stream: Stream, data: &[u8]) {
-    let _ = match stream {
-        Stream::Stdout => std::io::stdout().lock().write_all(data),
-        Stream::Stderr => std::io::stderr().lock().write_all(data),
+    use std::os::fd::FromRawFd;
+    let fd = match stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
     };
+    // SAFETY: fds 1 and 2 stay open for the life of the process; ManuallyDrop never closes them.
+    let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    let _ = file.write_all(data);
 }
 
 fn json_line(value: serde_json::Value) {

@@ -448,14 +448,7 @@ async fn forward(
             let _ = n;
             Ok(())
         }
-        Ok(n) => {
-            writer
-                .send(&Response::Output {
-                    stream: f.stream,
-                    data: f.buf[..n].to_vec(),
-                })
-                .await
-        }
+        Ok(n) => writer.send_output(f.stream, &f.buf[..n]).await,
     }
 }
 

@@ -57,3 +57,33 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     }
     Ok(msg)
 }
+
+/// Encodes the header of an `Output` frame whose payload ends with `len` data bytes, so a sender
+/// can write the header and then the data straight from its own buffer, with no copy. The bytes
+/// are exactly those [`encode`] produces for `Response::Output { stream, data }`.
+pub fn output_frame_header(stream: crate::Stream, len: usize) -> Vec<u8> {
+    // postcard: variant index (varint), stream variant (varint), byte length (varint), bytes.
+    let mut body = Vec::with_capacity(16);
+    body.push(OUTPUT_VARIANT);
+    body.push(match stream {
+        crate::Stream::Stdout => 0,
+        crate::Stream::Stderr => 1,
+    });
+    let mut n = len;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            body.push(byte);
+            break;
+        }
+        body.push(byte | 0x80);
+    }
+    let total = body.len() + len;
+    let mut out = (total as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Index of `Response::Output` in postcard's encoding (checked by a test).
+const OUTPUT_VARIANT: u8 = 3;

@@ -12,7 +12,9 @@
 mod frame;
 mod session;
 
-pub use frame::{DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len};
+pub use frame::{
+    DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len, output_frame_header,
+};
 pub use session::{Availability, SessionInfo, State};
 
 use serde::{Deserialize, Serialize};

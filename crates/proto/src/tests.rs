@@ -125,3 +125,14 @@ proptest! {
         let _ = decode::<Response>(&bytes);
     }
 }
+
+proptest! {
+    #[test]
+    fn output_header_matches_the_encoder(len in 0usize..300_000, err in any::<bool>()) {
+        let stream = if err { Stream::Stderr } else { Stream::Stdout };
+        let data = vec![7u8; len];
+        let mut fast = output_frame_header(stream, len);
+        fast.extend_from_slice(&data);
+        prop_assert_eq!(fast, encode(&Response::Output { stream, data }).unwrap());
+    }
+}

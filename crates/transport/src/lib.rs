@@ -121,6 +121,18 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Writes an `Output` frame from a borrowed buffer (no copy into a message) and flushes.
+    pub async fn send_output(
+        &mut self,
+        stream: tether_proto::Stream,
+        data: &[u8],
+    ) -> Result<(), TransportError> {
+        let header = tether_proto::output_frame_header(stream, data.len());
+        self.inner.write_all(&header).await?;
+        self.inner.write_all(data).await?;
+        self.flush().await
+    }
+
     /// Writes one message and flushes.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), TransportError> {
         self.feed(msg).await?;
