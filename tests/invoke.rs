@@ -444,3 +444,51 @@ fn ctrl_c_also_stops_background_jobs_the_command_started() {
     );
     ctrl_c_case(&script, 2);
 }
+
+/// Ctrl-C while waiting for a busy session gives up: that command must never start later.
+#[test]
+fn ctrl_c_while_waiting_for_a_busy_session_never_runs_the_command() {
+    let home = Home::new();
+    home.new_session("busy2", &[]);
+    let dir = home.scratch();
+    let (marker, release, never) = (dir.join("m"), dir.join("r"), dir.join("never"));
+    let (m, r, n) = (
+        marker.to_str().unwrap(),
+        release.to_str().unwrap(),
+        never.to_str().unwrap(),
+    );
+    let script = ": > \"$1\"; while [ ! -e \"$2\" ]; do sleep 0.05; done";
+    let mut first = home.spawn(
+        &[
+            "invoke", "-s", "busy2", "--arg", m, "--arg", r, "--", script,
+        ],
+        "first",
+    );
+    wait_until(WAIT, "the first invocation is running", || marker.exists());
+    let mut second = home.spawn(
+        &["invoke", "-s", "busy2", "--arg", n, "--", ": > \"$1\""],
+        "second",
+    );
+    // Blocked in epoll: connected and waiting for the session.
+    let wchan = format!("/proc/{}/wchan", second.pid());
+    wait_until(WAIT, "the second invoke waits for the session", || {
+        std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("epoll"))
+    });
+    assert!(send_signal(second.pid(), "INT"), "send SIGINT");
+    let out = second.wait(WAIT);
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.code() == Some(130) || out.status().signal() == Some(2),
+        "the waiting invoke should end with 130 after Ctrl-C:\n{out}"
+    );
+    std::fs::write(&release, b"").unwrap();
+    first.wait(WAIT).success();
+    // The session is free again; had the abandoned command been queued, it would run now.
+    home.invoke("busy2", "echo free")
+        .success()
+        .stdout_is("free\n");
+    assert!(
+        !never.exists(),
+        "a command abandoned with Ctrl-C ran anyway"
+    );
+}

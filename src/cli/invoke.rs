@@ -148,10 +148,14 @@ fn json_line(value: serde_json::Value) {
 async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> CliResult {
     let forward_stdin = spec.stdin;
     let session = spec.session.clone();
-    let mut inv = client
-        .into_invocation(spec)
-        .await
-        .map_err(|e| annotate(e, label))?;
+    // Registered before the session is acquired: Ctrl-C while waiting for a busy session gives
+    // up (closing the connection, so the command never starts); once running, it stops the
+    // command and a third one gives up waiting for it.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut inv = tokio::select! {
+        inv = client.into_invocation(spec) => inv.map_err(|e| annotate(e, label))?,
+        _ = sigint.recv() => return Ok(130),
+    };
     if forward_stdin {
         let ctl = inv.control();
         tokio::spawn(async move {
@@ -175,9 +179,6 @@ async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> Cl
     }
     let ctl = inv.control();
     let mut interrupts = 0;
-    // Registered once: Ctrl-C stops the command (the session survives); a third one gives up
-    // waiting for it.
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
             ev = inv.next() => match ev.map_err(|e| annotate(e, label))? {

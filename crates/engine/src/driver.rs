@@ -146,17 +146,45 @@ pub(crate) async fn invoke<R>(
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
         return refuse(&mut writer, ErrorKind::NotFound, msg).await;
     }
-    let permit = match spec.wait_timeout_ms {
-        Some(0) => host.lock.clone().try_acquire_owned().ok(),
-        Some(ms) => {
-            tokio::time::timeout(Duration::from_millis(ms), host.lock.clone().acquire_owned())
+    // Client frames arrive through a task, because reading a frame is not cancel-safe. It keeps
+    // reading after the invocation ends (discarding), so the connection is never closed with
+    // unread client frames in it, which would reset it before `Exit` arrives. It also raises
+    // `stop` on Ctrl-C or hang-up, which matters while we wait for a busy session: a command
+    // the user has given up on must never start later.
+    let (req_tx, req_rx) = mpsc::channel::<Request>(16);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut reader = reader;
+    let req_task = tokio::spawn(async move {
+        while let Ok(Some(req)) = reader.read::<Request>().await {
+            if matches!(req, Request::Cancel) {
+                let _ = stop_tx.send(true);
+            }
+            let _ = req_tx.send(req).await;
+        }
+        let _ = stop_tx.send(true);
+    });
+    let lock = host.lock.clone();
+    let acquire = async move {
+        match spec.wait_timeout_ms {
+            Some(0) => lock.try_acquire_owned().ok(),
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), lock.acquire_owned())
                 .await
                 .ok()
-                .and_then(|r| r.ok())
+                .and_then(|r| r.ok()),
+            None => lock.acquire_owned().await.ok(),
         }
-        None => host.lock.clone().acquire_owned().await.ok(),
+    };
+    let permit = tokio::select! {
+        p = acquire => p,
+        _ = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => {
+            req_task.abort();
+            let exit = ExitInfo { code: 130, cancelled: true, ..Default::default() };
+            let _ = writer.send(&Response::Exit(exit)).await;
+            return;
+        }
     };
     let Some(_permit) = permit else {
+        req_task.abort();
         return refuse(
             &mut writer,
             ErrorKind::Busy,
@@ -166,6 +194,7 @@ pub(crate) async fn invoke<R>(
     };
     let reason = host.lock_inner().reason.clone();
     if let Some(reason) = reason {
+        req_task.abort();
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
         return refuse(&mut writer, ErrorKind::NotFound, msg).await;
     }
@@ -176,7 +205,7 @@ pub(crate) async fn invoke<R>(
         inner.next_inv += 1;
         inner.next_inv - 1
     };
-    let result = run(&host, id, &spec, reader, &mut writer).await;
+    let result = run(&host, id, &spec, (req_rx, req_task), &mut writer).await;
     {
         let mut inner = host.lock_inner();
         inner.busy = false;
@@ -194,16 +223,13 @@ pub(crate) async fn invoke<R>(
     }
 }
 
-async fn run<R>(
+async fn run(
     host: &Arc<Host>,
     id: u64,
     spec: &InvokeSpec,
-    mut reader: FrameReader<R>,
+    (mut req_rx, mut req_task): (mpsc::Receiver<Request>, tokio::task::JoinHandle<()>),
     writer: &mut FrameWriter<OwnedWriteHalf>,
-) -> Result<(), tether_transport::TransportError>
-where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
+) -> Result<(), tether_transport::TransportError> {
     let dir = &host.fifo_dir;
     let spare = host.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
     let (mut out, mut err) = match spare {
@@ -252,15 +278,6 @@ where
         let _ = exited.changed().await;
     }
 
-    // Client frames arrive through a task, because reading a frame is not cancel-safe.
-    let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
-    let mut req_task = tokio::spawn(async move {
-        // Keeps reading after the invocation ends (discarding), so the connection is never
-        // closed with unread client frames in it, which would reset it before `Exit` arrives.
-        while let Ok(Some(req)) = reader.read::<Request>().await {
-            let _ = req_tx.send(req).await;
-        }
-    });
     let mut stdin_tx = stdin_tx;
     let started = Instant::now();
     let timeout = spec
