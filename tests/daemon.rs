@@ -314,3 +314,16 @@ fn concurrent_first_calls_share_one_daemon() {
         .assert()
         .stdout(predicates::str::contains(pid.to_string()));
 }
+
+/// A daemon and session hosts whose `TETHER_HOME` is deleted cannot be reached any more: they
+/// notice (their socket is gone) and exit instead of lingering forever.
+#[test]
+fn deleting_the_home_ends_its_daemon_and_idle_sessions() {
+    let home = Home::new();
+    let s = home.new_session("doomed", &[]);
+    let host = host_pid(&s);
+    let daemon = home.running_daemon_pid();
+    std::fs::remove_dir_all(home.path()).unwrap();
+    wait_gone(daemon, "the daemon of a deleted home");
+    wait_gone(host, "the session host of a deleted home");
+}

@@ -57,8 +57,15 @@ impl Daemon {
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
     cleanup_temporaries(&daemon).await;
     let mut shutdown = daemon.shutdown.subscribe();
+    let sock = daemon.paths.daemon_socket();
+    let gone = tether_transport::unix::until_socket_gone(&sock);
+    tokio::pin!(gone);
     loop {
         tokio::select! {
+            _ = &mut gone => {
+                tracing::warn!("socket {} is gone; stopping", sock.display());
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let d = daemon.clone();

@@ -324,6 +324,18 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     host.store_meta();
     announce_ready();
 
+    {
+        // The home was deleted: nobody can reach or adopt this session any more. End it once it
+        // is idle.
+        let (host, sock) = (host.clone(), sock_path.clone());
+        tokio::spawn(async move {
+            tether_transport::unix::until_socket_gone(&sock).await;
+            while host.lock_inner().busy {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            host.finish(State::Closed, "its TETHER_HOME was deleted".into());
+        });
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -128,3 +128,18 @@ pub fn stream_from_fd(fd: std::os::fd::OwnedFd) -> std::io::Result<UnixStream> {
     std_stream.set_nonblocking(true)?;
     UnixStream::from_std(std_stream)
 }
+
+/// Resolves once the socket file at `path` no longer is the one we bound (deleted with its
+/// `TETHER_HOME`, or replaced by another process): a listener nobody can reach should end.
+/// Checks every few seconds; costs one `stat`.
+pub async fn until_socket_gone(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let ours = ino(path);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        if ours.is_none() || ino(path) != ours {
+            return;
+        }
+    }
+}
