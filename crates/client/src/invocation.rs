@@ -138,3 +138,63 @@ async fn pump_control(mut writer: Writer, mut rx: mpsc::Receiver<Control>) {
         }
     }
 }
+
+/// Where a pooled run failed: before the host accepted it (the connection is stale and the call
+/// may be retried elsewhere) or after (the error is the command's).
+pub(crate) enum RunError {
+    BeforeStart(ClientError),
+    Started(ClientError),
+}
+
+/// Runs one invocation without stdin on an existing connection and hands the connection back
+/// for reuse once the exit status has arrived.
+pub(crate) async fn run_on(
+    (mut reader, mut writer): (Reader, Writer),
+    hello_pending: bool,
+    spec: &InvokeSpec,
+) -> Result<(Output, (Reader, Writer)), RunError> {
+    let before = RunError::BeforeStart;
+    writer
+        .send(&Request::Invoke(spec.clone()))
+        .await
+        .map_err(|e| before(e.into()))?;
+    if hello_pending {
+        read_hello(&mut reader).await.map_err(before)?;
+    }
+    match reader.read::<Response>().await {
+        Ok(Some(Response::Started { .. })) => {}
+        Ok(Some(Response::Error(e))) => return Err(RunError::Started(e.into())),
+        Ok(Some(other)) => return Err(before(ClientError::Protocol(format!("{other:?}")))),
+        Ok(None) => {
+            return Err(before(ClientError::Lost(
+                "the connection closed before the command started".into(),
+            )));
+        }
+        Err(e) => return Err(before(e.into())),
+    }
+    let mut out = Output::default();
+    loop {
+        match reader.read::<Response>().await {
+            Ok(Some(Response::Output { stream, data })) => match stream {
+                Stream::Stdout => out.stdout.extend_from_slice(&data),
+                Stream::Stderr => out.stderr.extend_from_slice(&data),
+            },
+            Ok(Some(Response::Exit(exit))) => {
+                out.exit = exit;
+                return Ok((out, (reader, writer)));
+            }
+            Ok(Some(Response::Error(e))) => return Err(RunError::Started(e.into())),
+            Ok(Some(other)) => {
+                return Err(RunError::Started(ClientError::Protocol(format!(
+                    "{other:?}"
+                ))));
+            }
+            Ok(None) => {
+                return Err(RunError::Started(ClientError::Lost(
+                    "the connection ended before the command's exit status arrived".into(),
+                )));
+            }
+            Err(e) => return Err(RunError::Started(e.into())),
+        }
+    }
+}

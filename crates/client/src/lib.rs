@@ -73,6 +73,9 @@ pub struct Client {
     paths: Paths,
     reader: Reader,
     writer: Writer,
+    /// Connections already handed to a session's host, kept after a [`Client::run`] so the next
+    /// one on that session goes straight to the host (no daemon hop, no connection set-up).
+    pool: std::sync::Mutex<std::collections::HashMap<String, (Reader, Writer)>>,
     /// The daemon's `Hello` reply has not been read yet: it is read with the first response, so
     /// connecting costs no round trip of its own.
     hello_pending: bool,
@@ -114,6 +117,7 @@ impl Client {
             reader,
             writer,
             hello_pending: true,
+            pool: Default::default(),
         })
     }
 
@@ -217,8 +221,40 @@ impl Client {
     }
 
     /// Runs a command to completion and collects its output (no stdin).
+    ///
+    /// The connection is kept afterwards, attached to the session's host, and reused by the
+    /// next `run` on the same session; if that host is gone (the session was removed or broke),
+    /// the call falls back to the daemon, which reports the session's state.
     pub async fn run(&self, spec: InvokeSpec) -> Result<Output, ClientError> {
-        self.invoke(spec).await?.collect().await
+        if spec.session.is_empty() || spec.stdin {
+            return self.invoke(spec).await?.collect().await;
+        }
+        let key = spec.session.clone();
+        let pooled = self.pool_lock().remove(&key);
+        if let Some(conn) = pooled {
+            match invocation::run_on(conn, false, &spec).await {
+                Ok((out, conn)) => {
+                    self.pool_lock().insert(key, conn);
+                    return Ok(out);
+                }
+                Err(invocation::RunError::BeforeStart(_)) => {}
+                Err(invocation::RunError::Started(e)) => return Err(e),
+            }
+        }
+        let conn = open(&self.paths).await?;
+        match invocation::run_on(conn, true, &spec).await {
+            Ok((out, conn)) => {
+                self.pool_lock().insert(key, conn);
+                Ok(out)
+            }
+            Err(invocation::RunError::BeforeStart(e) | invocation::RunError::Started(e)) => Err(e),
+        }
+    }
+
+    fn pool_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Reader, Writer)>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -6,6 +6,7 @@
 //! Output that background jobs write later stays with this invocation (its own FIFOs) and is
 //! never seen by the next one.
 
+use crate::conn::Requests;
 use crate::host::Host;
 use crate::procs;
 use crate::shell::{self, InvocationPaths};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use tether_proto::{
     ErrorInfo, ErrorKind, ExitInfo, InvokeSpec, OUTPUT_CHUNK, Request, Response, State, Stream,
 };
-use tether_transport::{FrameReader, FrameWriter};
+use tether_transport::FrameWriter;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::unix::pipe;
@@ -120,49 +121,36 @@ impl OutFifo {
     }
 }
 
-/// Sends an error on a connection whose invocation never started.
-async fn refuse(writer: &mut FrameWriter<OwnedWriteHalf>, kind: ErrorKind, msg: String) {
-    let _ = writer
+/// Sends an error on a connection whose invocation never started; true if it was delivered.
+async fn refuse(writer: &mut FrameWriter<OwnedWriteHalf>, kind: ErrorKind, msg: String) -> bool {
+    writer
         .send(&Response::Error(ErrorInfo::new(kind, msg)))
-        .await;
+        .await
+        .is_ok()
 }
 
-/// Runs one invocation for one connection, from waiting for the session to sending `Exit`.
-pub(crate) async fn invoke<R>(
+/// Runs one invocation, from waiting for the session to sending `Exit`. Returns whether the
+/// connection can serve another request.
+pub(crate) async fn invoke(
     host: Arc<Host>,
     spec: InvokeSpec,
-    reader: FrameReader<R>,
-    mut writer: FrameWriter<OwnedWriteHalf>,
-) where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
+    requests: &mut Requests,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) -> bool {
     let name = host.spec.name.clone();
     if spec.script.contains('\0') || spec.args.iter().any(|a| a.contains('\0')) {
         let msg = format!("session {name}: scripts and arguments cannot contain NUL bytes");
-        return refuse(&mut writer, ErrorKind::Usage, msg).await;
+        return refuse(writer, ErrorKind::Usage, msg).await;
     }
     let reason = host.lock_inner().reason.clone();
     if let Some(reason) = reason {
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
-        return refuse(&mut writer, ErrorKind::NotFound, msg).await;
+        return refuse(writer, ErrorKind::NotFound, msg).await;
     }
-    // Client frames arrive through a task, because reading a frame is not cancel-safe. It keeps
-    // reading after the invocation ends (discarding), so the connection is never closed with
-    // unread client frames in it, which would reset it before `Exit` arrives. It also raises
-    // `stop` on Ctrl-C or hang-up, which matters while we wait for a busy session: a command
-    // the user has given up on must never start later.
-    let (req_tx, req_rx) = mpsc::channel::<Request>(16);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let mut reader = reader;
-    let req_task = tokio::spawn(async move {
-        while let Ok(Some(req)) = reader.read::<Request>().await {
-            if matches!(req, Request::Cancel) {
-                let _ = stop_tx.send(true);
-            }
-            let _ = req_tx.send(req).await;
-        }
-        let _ = stop_tx.send(true);
-    });
+    // A Ctrl-C or hang-up while we wait for a busy session gives up: a command the user has
+    // abandoned must never start later.
+    let seen = requests.stop.borrow().cancels;
+    let mut stop = requests.stop.clone();
     let lock = host.lock.clone();
     let acquire = async move {
         match spec.wait_timeout_ms {
@@ -176,27 +164,18 @@ pub(crate) async fn invoke<R>(
     };
     let permit = tokio::select! {
         p = acquire => p,
-        _ = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => {
-            req_task.abort();
+        _ = async { let _ = stop.wait_for(|s| s.hung_up || s.cancels > seen).await; } => {
             let exit = ExitInfo { code: 130, cancelled: true, ..Default::default() };
-            let _ = writer.send(&Response::Exit(exit)).await;
-            return;
+            return writer.send(&Response::Exit(exit)).await.is_ok();
         }
     };
     let Some(_permit) = permit else {
-        req_task.abort();
-        return refuse(
-            &mut writer,
-            ErrorKind::Busy,
-            format!("session {name} is busy"),
-        )
-        .await;
+        return refuse(writer, ErrorKind::Busy, format!("session {name} is busy")).await;
     };
     let reason = host.lock_inner().reason.clone();
     if let Some(reason) = reason {
-        req_task.abort();
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
-        return refuse(&mut writer, ErrorKind::NotFound, msg).await;
+        return refuse(writer, ErrorKind::NotFound, msg).await;
     }
     let id = {
         let mut inner = host.lock_inner();
@@ -205,31 +184,38 @@ pub(crate) async fn invoke<R>(
         inner.next_inv += 1;
         inner.next_inv - 1
     };
-    let result = run(&host, id, &spec, (req_rx, req_task), &mut writer).await;
+    let result = run(&host, id, &spec, &mut requests.rx, writer).await;
     {
         let mut inner = host.lock_inner();
         inner.busy = false;
         inner.last_used = Instant::now();
     }
-    if let Err(e) = result {
-        tracing::debug!("session {name}: invocation {id} ended early: {e}");
-    }
+    let alive = match result {
+        Ok(client_alive) => client_alive,
+        Err(e) => {
+            tracing::debug!("session {name}: invocation {id} ended early: {e}");
+            false
+        }
+    };
     // A shell that died during the invocation: now that its Exit is out, the session is Broken.
     if let Some(code) = *host.exited.borrow() {
         host.finish(
             State::Broken,
             format!("the shell exited with status {code}"),
         );
+        return false;
     }
+    alive
 }
 
+/// Returns whether the client is still there to serve another request.
 async fn run(
     host: &Arc<Host>,
     id: u64,
     spec: &InvokeSpec,
-    (mut req_rx, mut req_task): (mpsc::Receiver<Request>, tokio::task::JoinHandle<()>),
+    req_rx: &mut mpsc::Receiver<Request>,
     writer: &mut FrameWriter<OwnedWriteHalf>,
-) -> Result<(), tether_transport::TransportError> {
+) -> Result<bool, tether_transport::TransportError> {
     let dir = &host.fifo_dir;
     let spare = host.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
     let (mut out, mut err) = match spare {
@@ -356,7 +342,6 @@ async fn run(
     }
     drop(status_rx);
     drop(stdin_tx);
-    drop(req_rx);
     // The group is done; what it wrote is buffered. Read that, then hand the FIFOs to a task
     // that swallows whatever background jobs write later.
     out.hold = None;
@@ -409,18 +394,8 @@ async fn run(
     };
     if !client_gone {
         writer.send(&Response::Exit(exit)).await?;
-        // Half-close, then let the client close first (it does once it has read `Exit`).
-        let _ = writer.shutdown().await;
-        if tokio::time::timeout(Duration::from_secs(5), &mut req_task)
-            .await
-            .is_err()
-        {
-            req_task.abort();
-        }
-    } else {
-        req_task.abort();
     }
-    Ok(())
+    Ok(!client_gone)
 }
 
 /// The invocation's start in clock ticks since boot, with one tick of slack: processes started

@@ -10,13 +10,9 @@ use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tether_proto::{
-    Availability, ErrorInfo, ErrorKind, PROTOCOL_VERSION, Request, Response, SessionInfo, State,
-};
+use tether_proto::{Availability, SessionInfo, State};
 use tether_transport::paths::{Paths, private_dir};
-use tether_transport::{FrameReader, FrameWriter};
 use tokio::io::AsyncReadExt;
-use tokio::net::UnixStream;
 use tokio::process::ChildStdin;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 
@@ -341,7 +337,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let host = host.clone();
-                tokio::spawn(async move { handle(host, stream).await });
+                tokio::spawn(async move { crate::conn::handle(host, stream).await });
             }
             _ = shutdown_rx.changed() => break,
         }
@@ -433,109 +429,6 @@ fn spawn_idle_timer(host: Arc<Host>) {
             tokio::time::sleep(due.max(Duration::from_millis(200))).await;
         }
     });
-}
-
-/// A temporary session serves exactly one invocation, then closes itself.
-fn after_invocation(host: &Host) {
-    if host.spec.temporary {
-        host.finish(State::Closed, "temporary session finished".into());
-    }
-}
-
-async fn handle(host: Arc<Host>, stream: UnixStream) {
-    if !matches!(tether_transport::unix::peer_is_us(&stream), Ok(true)) {
-        return;
-    }
-    // The first read goes through recvmsg: a daemon handing over a client's connection sends
-    // the descriptor with its first bytes.
-    let Ok((initial, passed)) = tether_transport::unix::recv_with_fd(&stream).await else {
-        return;
-    };
-    let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(std::io::Cursor::new(initial).chain(r));
-    let mut writer = FrameWriter::new(w);
-    let first = reader.read::<Request>().await;
-    if let (Ok(Some(Request::Handoff { spec, prefix })), Some(fd)) = (&first, passed) {
-        let Ok(client) = tether_transport::unix::stream_from_fd(fd) else {
-            return;
-        };
-        drop(reader);
-        drop(writer);
-        let (cr, cw) = client.into_split();
-        let reader = FrameReader::new(std::io::Cursor::new(prefix.clone()).chain(cr));
-        driver::invoke(host.clone(), spec.clone(), reader, FrameWriter::new(cw)).await;
-        after_invocation(&host);
-        return;
-    }
-    match first {
-        Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
-            let _ = writer
-                .feed(&Response::Hello {
-                    version: PROTOCOL_VERSION,
-                    pid: std::process::id(),
-                })
-                .await;
-        }
-        Ok(Some(Request::Hello { version, .. })) => {
-            let _ = writer
-                .send(&Response::Error(ErrorInfo::new(
-                    ErrorKind::Connection,
-                    format!(
-                        "protocol version {version} is not {PROTOCOL_VERSION}: install the same tether version"
-                    ),
-                )))
-                .await;
-            return;
-        }
-        _ => return,
-    }
-    loop {
-        let req = match reader.read::<Request>().await {
-            Ok(Some(req)) => req,
-            Ok(None) => return,
-            Err(e) => {
-                let _ = writer
-                    .send(&Response::Error(ErrorInfo::new(
-                        ErrorKind::Usage,
-                        format!("session {}: bad request: {e}", host.spec.name),
-                    )))
-                    .await;
-                return;
-            }
-        };
-        match req {
-            Request::HostInfo => {
-                if writer
-                    .send(&Response::Sessions(vec![host.info()]))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Request::Invoke(spec) => {
-                driver::invoke(host.clone(), spec, reader, writer).await;
-                after_invocation(&host);
-                return;
-            }
-            Request::HostClose => {
-                host.finish(State::Closed, "removed".into());
-                let _ = writer.send(&Response::Ok).await;
-                return;
-            }
-            _ => {
-                let _ = writer
-                    .send(&Response::Error(ErrorInfo::new(
-                        ErrorKind::Usage,
-                        format!(
-                            "session {}: request not valid for a session host",
-                            host.spec.name
-                        ),
-                    )))
-                    .await;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

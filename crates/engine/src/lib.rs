@@ -4,6 +4,7 @@
 //! the daemon that started it and the next daemon adopts it (SPEC §3.15). See `shell` for how the
 //! shell is driven out of band, `driver` for one invocation, `procs` for stopping commands.
 
+mod conn;
 mod driver;
 mod host;
 mod procs;

@@ -1,0 +1,156 @@
+//! One connection to a session host.
+//!
+//! A connection arrives either from the daemon with a client's socket attached (`Handoff`), or
+//! directly (`Hello`: the daemon asking for status or closing the session, or a client reusing a
+//! connection it was handed before). Either way it then serves requests until the peer closes
+//! it: several invocations may run one after another on one connection, so a client that keeps
+//! it skips the daemon on every later call.
+
+use crate::driver;
+use crate::host::Host;
+use std::sync::Arc;
+use tether_proto::{ErrorInfo, ErrorKind, InvokeSpec, PROTOCOL_VERSION, Request, Response, State};
+use tether_transport::{FrameReader, FrameWriter};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{mpsc, watch};
+
+/// How many Ctrl-Cs the client has sent, and whether it has hung up.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Stop {
+    pub cancels: u64,
+    pub hung_up: bool,
+}
+
+/// The client's frames, read by a task of their own (reading a frame is not cancel-safe), plus
+/// a signal raised on Ctrl-C or hang-up that can be watched while no frame is being consumed
+/// (waiting for a busy session).
+pub(crate) struct Requests {
+    pub rx: mpsc::Receiver<Request>,
+    pub stop: watch::Receiver<Stop>,
+}
+
+impl Requests {
+    fn spawn<R: AsyncRead + Unpin + Send + 'static>(mut reader: FrameReader<R>) -> Requests {
+        let (tx, rx) = mpsc::channel::<Request>(16);
+        let (stop_tx, stop) = watch::channel(Stop::default());
+        tokio::spawn(async move {
+            // Reads until the client closes, so the connection is never closed with unread
+            // frames in it (that would reset it before our last reply arrives).
+            while let Ok(Some(req)) = reader.read::<Request>().await {
+                if matches!(req, Request::Cancel) {
+                    stop_tx.send_modify(|s| s.cancels += 1);
+                }
+                let _ = tx.send(req).await;
+            }
+            stop_tx.send_modify(|s| s.hung_up = true);
+        });
+        Requests { rx, stop }
+    }
+}
+
+pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
+    if !matches!(tether_transport::unix::peer_is_us(&stream), Ok(true)) {
+        return;
+    }
+    // The first read goes through recvmsg: a daemon handing over a client's connection sends
+    // the descriptor with its first bytes.
+    let Ok((initial, passed)) = tether_transport::unix::recv_with_fd(&stream).await else {
+        return;
+    };
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(std::io::Cursor::new(initial).chain(r));
+    let mut writer = FrameWriter::new(w);
+    let first = reader.read::<Request>().await;
+    if let (Ok(Some(Request::Handoff { spec, prefix })), Some(fd)) = (&first, passed) {
+        let Ok(client) = tether_transport::unix::stream_from_fd(fd) else {
+            return;
+        };
+        drop((reader, writer));
+        let (cr, cw) = client.into_split();
+        let reader = FrameReader::new(std::io::Cursor::new(prefix.clone()).chain(cr));
+        return serve(host, reader, FrameWriter::new(cw), Some(spec.clone())).await;
+    }
+    match first {
+        Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
+            let hello = Response::Hello {
+                version: PROTOCOL_VERSION,
+                pid: std::process::id(),
+            };
+            if writer.feed(&hello).await.is_err() {
+                return;
+            }
+        }
+        Ok(Some(Request::Hello { version, .. })) => {
+            let msg = format!(
+                "protocol version {version} is not {PROTOCOL_VERSION}: install the same tether version"
+            );
+            let err = Response::Error(ErrorInfo::new(ErrorKind::Connection, msg));
+            let _ = writer.send(&err).await;
+            return;
+        }
+        _ => return,
+    }
+    serve(host, reader, writer, None).await;
+}
+
+/// Serves requests on one connection until the peer closes it.
+async fn serve<R: AsyncRead + Unpin + Send + 'static>(
+    host: Arc<Host>,
+    reader: FrameReader<R>,
+    mut writer: FrameWriter<OwnedWriteHalf>,
+    first: Option<InvokeSpec>,
+) {
+    let mut requests = Requests::spawn(reader);
+    if let Some(spec) = first {
+        if !invoke(&host, spec, &mut requests, &mut writer).await {
+            return;
+        }
+    } else if writer.flush().await.is_err() {
+        return;
+    }
+    while let Some(req) = requests.rx.recv().await {
+        let ok = match req {
+            Request::HostInfo => writer
+                .send(&Response::Sessions(vec![host.info()]))
+                .await
+                .is_ok(),
+            Request::Invoke(spec) => invoke(&host, spec, &mut requests, &mut writer).await,
+            Request::HostClose => {
+                host.finish(State::Closed, "removed".into());
+                let _ = writer.send(&Response::Ok).await;
+                false
+            }
+            // Stdin or Ctrl-C for an invocation that has already ended.
+            Request::Stdin(_) | Request::StdinEof | Request::Cancel => true,
+            _ => {
+                let msg = format!(
+                    "session {}: request not valid for a session host",
+                    host.spec.name
+                );
+                let err = Response::Error(ErrorInfo::new(ErrorKind::Usage, msg));
+                writer.send(&err).await.is_ok()
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+/// Runs one invocation; false when the connection cannot serve another.
+async fn invoke(
+    host: &Arc<Host>,
+    spec: InvokeSpec,
+    requests: &mut Requests,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) -> bool {
+    let alive = driver::invoke(host.clone(), spec, requests, writer).await;
+    // A temporary session serves exactly one invocation, then closes itself.
+    if host.spec.temporary {
+        host.finish(State::Closed, "temporary session finished".into());
+        return false;
+    }
+    alive
+}
