@@ -9,7 +9,7 @@ use tether_client::{NewSession, RemoveSpec, SessionFilter, State};
 pub struct NewArgs {
     /// Computers to create sessions on (none: this computer).
     computers: Vec<String>,
-    /// Session name (default Session<Id>).
+    /// Session name (default: "Session" followed by its Id).
     #[arg(long)]
     name: Option<String>,
     /// Session configuration on the target.
