@@ -119,6 +119,18 @@ impl Registry {
         self.sessions.get(instance_id)
     }
 
+    /// For a host that did not answer: re-reads its record (it writes Broken or Closed before
+    /// exiting), and if the record still says Opened, the host was killed: mark it lost.
+    pub fn settle(&mut self, instance_id: &str) -> Option<&HostMeta> {
+        let still_opened = self
+            .reload(instance_id)
+            .is_some_and(|m| m.info.state == State::Opened);
+        if still_opened {
+            self.mark_lost(instance_id);
+        }
+        self.sessions.get(instance_id)
+    }
+
     /// Marks a session whose host vanished without recording why (killed): Broken.
     pub fn mark_lost(&mut self, instance_id: &str) {
         if let Some(meta) = self.sessions.get_mut(instance_id)

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tether_engine::HostSpec;
 use tether_proto::{
-    DaemonStatus, ErrorInfo, ErrorKind, InvokeSpec, NewSession, PROTOCOL_VERSION, RemoveSpec,
-    Request, Response, SessionFilter, SessionInfo, State,
+    DaemonStatus, ErrorInfo, ErrorKind, InvokeSpec, NewSession, RemoveSpec, Request, Response,
+    SessionFilter, SessionInfo, State,
 };
 use tether_transport::paths::Paths;
 use tether_transport::{FrameReader, FrameWriter};
@@ -118,27 +118,9 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    match reader.read::<Request>().await {
-        Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
-            let hello = Response::Hello {
-                version: PROTOCOL_VERSION,
-                pid: std::process::id(),
-            };
-            if writer.feed(&hello).await.is_err() {
-                return;
-            }
-        }
-        Ok(Some(Request::Hello { version, .. })) => {
-            let msg = format!(
-                "this tether daemon speaks protocol {PROTOCOL_VERSION} (tether {}), the client speaks {version}: install the same tether version",
-                env!("CARGO_PKG_VERSION")
-            );
-            let _ = writer
-                .send(&Response::Error(ErrorInfo::new(ErrorKind::Connection, msg)))
-                .await;
-            return;
-        }
-        Ok(_) | Err(_) => return,
+    let first = reader.read::<Request>().await;
+    if !tether_transport::answer_hello(first, &mut writer, "tether daemon").await {
+        return;
     }
     loop {
         if writer.flush().await.is_err() {
@@ -318,14 +300,7 @@ async fn get(daemon: &Daemon, filter: &SessionFilter) -> Vec<SessionInfo> {
             (Some(live), _) => live,
             (None, true) => {
                 // The host did not answer: it recorded a final state and exited, or it was killed.
-                let mut reg = daemon.registry.lock().await;
-                let still_opened = reg
-                    .reload(&info.instance_id)
-                    .is_some_and(|m| m.info.state == State::Opened);
-                if still_opened {
-                    reg.mark_lost(&info.instance_id);
-                }
-                match reg.sessions.get(&info.instance_id) {
+                match daemon.registry.lock().await.settle(&info.instance_id) {
                     Some(m) => m.info.clone(),
                     None => continue,
                 }
@@ -496,14 +471,7 @@ async fn hand_off(
     }
     // The host is gone or going: it records why (Broken, Closed) before it exits.
     let err = {
-        let mut reg = daemon.registry.lock().await;
-        let still_opened = reg
-            .reload(&info.instance_id)
-            .is_some_and(|m| m.info.state == State::Opened);
-        if still_opened {
-            reg.mark_lost(&info.instance_id);
-        }
-        match reg.sessions.get(&info.instance_id) {
+        match daemon.registry.lock().await.settle(&info.instance_id) {
             Some(m) => closed_error(&m.info.name, m.info.state, m.info.reason.as_deref()),
             None => closed_error(&info.name, State::Closed, None),
         }

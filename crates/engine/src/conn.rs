@@ -9,7 +9,7 @@
 use crate::driver;
 use crate::host::Host;
 use std::sync::Arc;
-use tether_proto::{ErrorInfo, ErrorKind, InvokeSpec, PROTOCOL_VERSION, Request, Response, State};
+use tether_proto::{ErrorInfo, ErrorKind, InvokeSpec, Request, Response, State};
 use tether_transport::{FrameReader, FrameWriter};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::UnixStream;
@@ -72,25 +72,8 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
         let reader = FrameReader::new(std::io::Cursor::new(prefix.clone()).chain(cr));
         return serve(host, reader, FrameWriter::new(cw), Some(spec.clone())).await;
     }
-    match first {
-        Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
-            let hello = Response::Hello {
-                version: PROTOCOL_VERSION,
-                pid: std::process::id(),
-            };
-            if writer.feed(&hello).await.is_err() {
-                return;
-            }
-        }
-        Ok(Some(Request::Hello { version, .. })) => {
-            let msg = format!(
-                "protocol version {version} is not {PROTOCOL_VERSION}: install the same tether version"
-            );
-            let err = Response::Error(ErrorInfo::new(ErrorKind::Connection, msg));
-            let _ = writer.send(&err).await;
-            return;
-        }
-        _ => return,
+    if !tether_transport::answer_hello(first, &mut writer, "session host").await {
+        return;
     }
     serve(host, reader, writer, None).await;
 }

@@ -151,6 +151,36 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
+/// Answers a connection's first frame, already read: a `Hello` of our protocol version gets our
+/// `Hello` (queued, not flushed, so it travels with the first reply); anything else gets a
+/// one-line error naming both versions, or nothing. Returns whether the connection may go on.
+pub async fn answer_hello<W: AsyncWrite + Unpin>(
+    first: Result<Option<tether_proto::Request>, TransportError>,
+    writer: &mut FrameWriter<W>,
+    who: &str,
+) -> bool {
+    use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, Request, Response};
+    match first {
+        Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
+            let hello = Response::Hello {
+                version: PROTOCOL_VERSION,
+                pid: std::process::id(),
+            };
+            writer.feed(&hello).await.is_ok()
+        }
+        Ok(Some(Request::Hello { version, .. })) => {
+            let msg = format!(
+                "this {who} speaks protocol {PROTOCOL_VERSION} (tether {}), the client speaks {version}: install the same tether version on both sides",
+                env!("CARGO_PKG_VERSION")
+            );
+            let err = Response::Error(ErrorInfo::new(ErrorKind::Connection, msg));
+            let _ = writer.send(&err).await;
+            false
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +236,33 @@ mod tests {
         drop(_ar);
         let mut r = FrameReader::new(br);
         assert!(r.read::<Request>().await.unwrap_err().is_disconnect());
+    }
+
+    #[tokio::test]
+    async fn a_different_protocol_version_gets_one_clear_line() {
+        use tether_proto::{ErrorKind, PROTOCOL_VERSION, Response};
+        let (a, b) = tokio::io::duplex(4096);
+        let (_ar, aw) = tokio::io::split(a);
+        let (br, _bw) = tokio::io::split(b);
+        let mut w = FrameWriter::new(aw);
+        let old = Request::Hello {
+            version: PROTOCOL_VERSION + 1,
+            agent: "x".into(),
+        };
+        assert!(!answer_hello(Ok(Some(old)), &mut w, "tether daemon").await);
+        match FrameReader::new(br).read::<Response>().await.unwrap() {
+            Some(Response::Error(e)) => {
+                assert_eq!(e.kind, ErrorKind::Connection);
+                assert!(e.message.contains("install the same tether version"), "{e}");
+                assert!(!e.message.contains('\n'));
+            }
+            other => panic!("{other:?}"),
+        }
+        let ok = Request::Hello {
+            version: PROTOCOL_VERSION,
+            agent: "x".into(),
+        };
+        assert!(answer_hello(Ok(Some(ok)), &mut w, "tether daemon").await);
+        assert!(!answer_hello(Ok(Some(Request::Cancel)), &mut w, "tether daemon").await);
     }
 }
