@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch. Each subcommand's behaviour is in its own file.
 
+mod bridge;
 mod daemon;
 mod dur;
 mod error;
@@ -54,6 +55,9 @@ tether invoke 'uname -a'   # a temporary local session"
     /// Manage the per-user daemon that keeps sessions.
     #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon stop")]
     Daemon(daemon::DaemonArgs),
+    /// Connect stdin/stdout to this computer's daemon (run by ssh on the target).
+    #[command(after_help = "Example (what a client runs):\n  ssh -T host tether bridge")]
+    Bridge(bridge::BridgeArgs),
     /// Internal: a session host (started by the daemon).
     #[command(name = "__host", hide = true)]
     Host,
@@ -93,6 +97,7 @@ fn run(cli: Cli) -> CliResult {
                     Command::Get(a) => sessions::get(a).await,
                     Command::Remove(a) => sessions::remove(a).await,
                     Command::Invoke(a) => invoke::run(a).await,
+                    Command::Bridge(a) => bridge::run(a).await,
                     Command::Daemon(_) | Command::Host => unreachable!("handled above"),
                 }
             })

@@ -16,6 +16,7 @@
 
 mod procs;
 mod run;
+pub mod sshd;
 
 pub use procs::*;
 pub use run::*;

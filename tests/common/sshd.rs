@@ -1,0 +1,114 @@
+//! A real OpenSSH server for tests: started on a free 127.0.0.1 port with throw-away host and
+//! client keys, and an ssh_config whose alias `tether-test` reaches it. Stopped (by pid) on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tempfile::TempDir;
+
+use super::procs::{require_program, wait_until};
+
+pub struct Sshd {
+    dir: TempDir,
+    pid: u32,
+    pub port: u16,
+}
+
+impl Sshd {
+    /// Starts sshd; fails the test, naming the Debian package, if ssh or sshd is missing.
+    pub fn start() -> Sshd {
+        require_program("ssh", "openssh-client");
+        require_program("ssh-keygen", "openssh-client");
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| panic!("this test needs sshd: apt-get install openssh-server"));
+        let dir = tempfile::Builder::new()
+            .prefix("tether-sshd.")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        for key in ["host_key", "client_key"] {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", ""])
+                .arg("-f")
+                .arg(d.join(key))
+                .status()
+                .unwrap();
+            assert!(st.success(), "ssh-keygen failed");
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let user = whoami();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\n\
+                 UsePAM no\nPidFile {pid}\nLogLevel ERROR\n",
+                hk = d.join("host_key").display(),
+                ak = d.join("authorized_keys").display(),
+                pid = d.join("sshd.pid").display(),
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("ssh_config"),
+            format!(
+                "Host tether-test\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
+                 IdentityFile {ck}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  \
+                 UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n",
+                ck = d.join("client_key").display(),
+            ),
+        )
+        .unwrap();
+        // sshd wants its privilege-separation directory to exist.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let st = Command::new(sshd)
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .arg("-E")
+            .arg(d.join("sshd.log"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "sshd did not start: {}", log(d));
+        let pid_file = d.join("sshd.pid");
+        wait_until(Duration::from_secs(20), "sshd writes its pid", || {
+            pid_file.exists()
+        });
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_until(Duration::from_secs(20), "sshd accepts connections", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Sshd { dir, pid, port }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("ssh_config")
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+fn log(d: &Path) -> String {
+    std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
