@@ -56,12 +56,6 @@ pub struct InvokeArgs {
 }
 
 pub async fn run(a: InvokeArgs) -> CliResult {
-    if !a.computer.is_empty() {
-        return Err(CliError::usage(format!(
-            "computer {}: remote sessions are not available in this build yet",
-            a.computer[0]
-        )));
-    }
     if a.as_job {
         return Err(CliError::usage(
             "--as-job is not available in this build yet",
@@ -74,6 +68,30 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         })?,
         _ => return Err(CliError::usage("give a SCRIPT or --file FILE")),
     };
+    if !a.computer.is_empty() {
+        if !a.sessions.is_empty() {
+            return Err(CliError::usage("give --session or --computer, not both"));
+        }
+        let spec = InvokeSpec {
+            script,
+            args: a.args.clone(),
+            timeout_ms: a
+                .timeout
+                .filter(|d| !d.is_zero())
+                .map(|d| d.as_millis() as u64),
+            wait_timeout_ms: Some(DEFAULT_WAIT.as_millis() as u64),
+            ..Default::default()
+        };
+        let ssh = super::ssh_settings()?;
+        return super::remote::invoke(
+            a.computer.clone(),
+            ssh,
+            spec,
+            a.throttle_limit,
+            a.hide_computer_name,
+        )
+        .await;
+    }
     let client = connect().await?;
     let base = InvokeSpec {
         session: String::new(),
@@ -129,7 +147,7 @@ fn stdin_has_input() -> bool {
 
 /// Writes straight to fd 1/2: output is already chunked, and std's line buffering would only
 /// add copies. A closed stdout (e.g. `| head`) is not an error; we keep draining to the exit.
-fn write_fd(stream: Stream, data: &[u8]) {
+pub(super) fn write_fd(stream: Stream, data: &[u8]) {
     use std::os::fd::FromRawFd;
     let fd = match stream {
         Stream::Stdout => 1,
@@ -238,13 +256,20 @@ fn annotate(e: ClientError, label: &str) -> CliError {
 }
 
 /// Splits output into lines and prefixes each with the target's label.
-struct Prefixer {
+pub(super) struct Prefixer {
     prefix: Vec<u8>,
     partial: [Vec<u8>; 2],
 }
 
 impl Prefixer {
-    fn push(&mut self, stream: Stream, data: &[u8]) {
+    pub(super) fn new(prefix: Vec<u8>) -> Prefixer {
+        Prefixer {
+            prefix,
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    pub(super) fn push(&mut self, stream: Stream, data: &[u8]) {
         let i = stream as usize;
         self.partial[i].extend_from_slice(data);
         if let Some(last_nl) = self.partial[i].iter().rposition(|b| *b == b'\n') {
@@ -259,7 +284,7 @@ impl Prefixer {
         }
     }
 
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         for (i, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
             if !self.partial[i].is_empty() {
                 let mut out = self.prefix.clone();

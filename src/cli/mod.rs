@@ -6,6 +6,7 @@ mod dur;
 mod error;
 mod invoke;
 mod output;
+mod remote;
 mod sessions;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,22 @@ tether invoke -s web 'echo $x $PWD'\n  tether get\n  tether remove web"
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// ssh configuration file for other computers (passed to ssh as -F).
+    #[arg(long, global = true, value_name = "FILE")]
+    ssh_config: Option<std::path::PathBuf>,
+    /// An ssh option for other computers, as Key=Value (repeatable; passed to ssh as -o).
+    #[arg(long, global = true, value_name = "K=V")]
+    ssh_option: Vec<String>,
+}
+
+/// The ssh flags given on the command line, read by the commands that reach other computers.
+static SSH_FLAGS: std::sync::OnceLock<(Option<std::path::PathBuf>, Vec<String>)> =
+    std::sync::OnceLock::new();
+
+/// The user's ssh settings: flags, then `TETHER_SSH_CONFIG` and `TETHER_SSH`.
+pub fn ssh_settings() -> Result<tether_transport::ssh::SshSettings, CliError> {
+    let (config, options) = SSH_FLAGS.get().cloned().unwrap_or_default();
+    remote::settings(config, options)
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +100,7 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> CliResult {
+    let _ = SSH_FLAGS.set((cli.ssh_config.clone(), cli.ssh_option.clone()));
     match cli.command {
         // These two fork or block before any runtime exists.
         Command::Daemon(args) => daemon::run(args),

@@ -69,11 +69,6 @@ pub struct GetArgs {
 }
 
 pub async fn get(a: GetArgs) -> CliResult {
-    if let Some(c) = a.computer.iter().find(|c| *c != "localhost") {
-        return Err(CliError::usage(format!(
-            "computer {c}: remote sessions are not available in this build yet"
-        )));
-    }
     let state = match a.state.as_deref() {
         Some(s) => Some(State::parse(s).ok_or_else(|| {
             CliError::usage(format!(
@@ -82,15 +77,23 @@ pub async fn get(a: GetArgs) -> CliResult {
         })?),
         None => None,
     };
-    let mut client = connect().await?;
-    let sessions = client
-        .get(SessionFilter {
-            name_glob: a.name,
-            id: a.id,
-            instance_id: a.instance_id,
-            state,
-        })
-        .await?;
+    let filter = SessionFilter {
+        name_glob: a.name,
+        id: a.id,
+        instance_id: a.instance_id,
+        state,
+    };
+    let remote: Vec<String> = a
+        .computer
+        .iter()
+        .filter(|c| *c != "localhost")
+        .cloned()
+        .collect();
+    let sessions = if remote.is_empty() {
+        connect().await?.get(filter).await?
+    } else {
+        super::remote::get(&remote, &super::ssh_settings()?, filter).await?
+    };
     output::print_sessions(&sessions, a.json);
     Ok(0)
 }

@@ -185,7 +185,13 @@ fn host_spec(daemon: &Daemon, id: u32, name: String, spec: &NewSession, idle: u6
         computer_name: "localhost".into(),
         owner: daemon.owner.clone(),
         idle_timeout_s: idle,
-        env: spec.env.clone(),
+        // A client on another computer sends no environment: the session starts with this
+        // computer's (the daemon's), as an ssh login would.
+        env: if spec.env.is_empty() {
+            std::env::vars().collect()
+        } else {
+            spec.env.clone()
+        },
         cwd: spec.cwd.clone(),
         shell: std::env::var("TETHER_SHELL").ok().filter(|s| !s.is_empty()),
         temporary: spec.temporary,

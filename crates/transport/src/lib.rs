@@ -7,6 +7,7 @@
 //! This layer knows nothing of what messages mean.
 
 pub mod paths;
+pub mod ssh;
 pub mod unix;
 
 use serde::{Serialize, de::DeserializeOwned};

@@ -1,0 +1,243 @@
+//! Other computers, reached with the system's ssh and `tether bridge` on the far side.
+//!
+//! This first step connects straight from the CLI, one ssh per target per call: `get
+//! --computer` and `invoke --computer` (temporary sessions, fanned out with a throttle). Warm
+//! connections kept by the client daemon, persistent remote sessions and bootstrap are next
+//! (issue 3).
+
+use super::error::{CliError, CliResult};
+use super::invoke::Prefixer;
+use std::sync::Arc;
+use std::time::Duration;
+use tether_client::{ErrorKind, InvokeSpec, SessionFilter, SessionInfo};
+use tether_proto::{PROTOCOL_VERSION, Request, Response};
+use tether_transport::ssh::{SshSettings, Target};
+use tether_transport::{FrameReader, FrameWriter};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// How long reaching a computer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The user's ssh settings from the environment (`TETHER_SSH`, `TETHER_SSH_CONFIG`) and flags.
+pub fn settings(
+    config: Option<std::path::PathBuf>,
+    options: Vec<String>,
+) -> Result<SshSettings, CliError> {
+    let s = SshSettings {
+        program: std::env::var_os("TETHER_SSH").map(Into::into),
+        config: config.or_else(|| std::env::var_os("TETHER_SSH_CONFIG").map(Into::into)),
+        options,
+    };
+    s.validate().map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(s)
+}
+
+/// A protocol connection to one computer's daemon, through ssh.
+pub struct Remote {
+    pub reader: FrameReader<ChildStdout>,
+    pub writer: FrameWriter<ChildStdin>,
+    child: Child,
+}
+
+/// What runs on the far side: `tether bridge`, or `TETHER_REMOTE_EXE` (tests point it at the
+/// binary under test), with `TETHER_REMOTE_HOME` as its `TETHER_HOME` when set. Every word is
+/// shell-quoted, because ssh hands the command to the remote user's shell.
+fn remote_command() -> Vec<String> {
+    use tether_engine::shell::quote;
+    let exe = std::env::var("TETHER_REMOTE_EXE").unwrap_or_else(|_| "tether".into());
+    let mut words = Vec::new();
+    if let Ok(home) = std::env::var("TETHER_REMOTE_HOME") {
+        words.push("env".to_string());
+        words.push(quote(&format!("TETHER_HOME={home}")));
+    }
+    words.push(quote(&exe));
+    words.push("bridge".into());
+    words
+}
+
+fn unreachable(label: &str, why: impl std::fmt::Display) -> CliError {
+    CliError::new(ErrorKind::Connection, format!("computer {label}: {why}"))
+}
+
+pub async fn connect(computer: &str, ssh: &SshSettings) -> Result<Remote, CliError> {
+    let target = Target::parse(computer).map_err(|e| CliError::usage(e.to_string()))?;
+    let (program, args) = ssh.command_line(&target, &remote_command());
+    let mut child = tokio::process::Command::new(&program)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| unreachable(computer, format!("cannot run {}: {e}", program.display())))?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(unreachable(computer, "ssh has no stdio"));
+    };
+    let mut remote = Remote {
+        reader: FrameReader::new(stdout),
+        writer: FrameWriter::new(stdin),
+        child,
+    };
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+        agent: format!("tether/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        remote.writer.send(&hello).await.ok()?;
+        remote.reader.read::<Response>().await.ok().flatten()
+    })
+    .await;
+    match answer {
+        Ok(Some(Response::Hello { .. })) => Ok(remote),
+        Ok(Some(Response::Error(e))) => Err(CliError::new(
+            e.kind,
+            format!("computer {computer}: {}", e.message),
+        )),
+        Ok(_) => Err(unreachable(computer, remote.ssh_error().await)),
+        Err(_) => Err(unreachable(
+            computer,
+            format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+impl Remote {
+    /// The last line ssh printed, once it has exited (why the connection failed).
+    async fn ssh_error(&mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), e.read_to_string(&mut err)).await;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        match (last.is_empty(), status) {
+            (false, _) => last.to_string(),
+            (true, Ok(Ok(st))) => format!("ssh exited with {st}"),
+            _ => "the connection closed during the handshake".into(),
+        }
+    }
+}
+
+/// `get --computer C…`: each computer's daemon lists this user's sessions there.
+pub async fn get(
+    computers: &[String],
+    ssh: &SshSettings,
+    filter: SessionFilter,
+) -> Result<Vec<SessionInfo>, CliError> {
+    let mut all = Vec::new();
+    for c in computers {
+        let mut r = connect(c, ssh).await?;
+        r.writer
+            .send(&Request::Get(filter.clone()))
+            .await
+            .map_err(|e| unreachable(c, e))?;
+        match r
+            .reader
+            .read::<Response>()
+            .await
+            .map_err(|e| unreachable(c, e))?
+        {
+            Some(Response::Sessions(v)) => all.extend(v.into_iter().map(|mut s| {
+                s.computer_name = c.clone();
+                s.computer_type = "remote".into();
+                s
+            })),
+            Some(Response::Error(e)) => {
+                return Err(CliError::new(
+                    e.kind,
+                    format!("computer {c}: {}", e.message),
+                ));
+            }
+            other => return Err(unreachable(c, format!("unexpected reply {other:?}"))),
+        }
+    }
+    Ok(all)
+}
+
+/// `invoke --computer A,B,… SCRIPT`: a temporary session on each, in parallel up to the throttle.
+pub async fn invoke(
+    computers: Vec<String>,
+    ssh: SshSettings,
+    spec: InvokeSpec,
+    throttle: usize,
+    hide: bool,
+) -> CliResult {
+    let several = computers.len() > 1;
+    let limit = Arc::new(tokio::sync::Semaphore::new(throttle.max(1)));
+    let ssh = Arc::new(ssh);
+    let mut tasks = Vec::new();
+    for c in computers {
+        let (limit, ssh, spec) = (limit.clone(), ssh.clone(), spec.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await;
+            match one(&c, &ssh, spec, several, hide).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("tether: {}", e.message);
+                    e.kind.exit_code()
+                }
+            }
+        }));
+    }
+    let mut status = 0;
+    for t in tasks {
+        let code = t.await.unwrap_or(1);
+        if status == 0 && code != 0 {
+            status = code;
+        }
+    }
+    Ok(status)
+}
+
+async fn one(c: &str, ssh: &SshSettings, spec: InvokeSpec, several: bool, hide: bool) -> CliResult {
+    let mut r = connect(c, ssh).await?;
+    r.writer
+        .send(&Request::Invoke(spec))
+        .await
+        .map_err(|e| unreachable(c, e))?;
+    r.writer
+        .send(&Request::StdinEof)
+        .await
+        .map_err(|e| unreachable(c, e))?;
+    let prefix = if several && !hide {
+        format!("{c}: ").into_bytes()
+    } else {
+        Vec::new()
+    };
+    let mut px = Prefixer::new(prefix);
+    loop {
+        match r.reader.read::<Response>().await {
+            Ok(Some(Response::Started { .. })) => {}
+            Ok(Some(Response::Output { stream, data })) => {
+                if several {
+                    px.push(stream, &data)
+                } else {
+                    super::invoke::write_fd(stream, &data)
+                }
+            }
+            Ok(Some(Response::Exit(e))) => {
+                px.finish();
+                return Ok(e.code);
+            }
+            Ok(Some(Response::Error(e))) => {
+                return Err(CliError::new(
+                    e.kind,
+                    format!("computer {c}: {}", e.message),
+                ));
+            }
+            Ok(_) | Err(_) => {
+                px.finish();
+                return Err(CliError::new(
+                    ErrorKind::Lost,
+                    format!("computer {c}: connection lost"),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Other computers through a real sshd on 127.0.0.1 (the "remote" side is a second
+//! `TETHER_HOME` on this machine): temporary sessions with `invoke --computer`, fan-out with
+//! prefixes and a failing target, `get --computer` seeing sessions made by another client, and
+//! computer names that try to inject ssh options.
+
+mod common;
+use common::sshd::Sshd;
+use common::*;
+
+/// A client home whose commands reach `remote` through `sshd`.
+fn client_for(sshd: &Sshd, remote: &Home) -> Home {
+    Home::new()
+        .env("TETHER_SSH_CONFIG", sshd.config().to_str().unwrap())
+        .env("TETHER_REMOTE_EXE", tether_bin().to_str().unwrap())
+        .env("TETHER_REMOTE_HOME", remote.path().to_str().unwrap())
+}
+
+#[test]
+fn invoke_on_a_computer_runs_in_a_temporary_session_with_separate_streams() {
+    let sshd = Sshd::start();
+    let remote = Home::new();
+    let client = client_for(&sshd, &remote);
+    client
+        .run(&[
+            "invoke",
+            "--computer",
+            "tether-test",
+            "echo hi; echo e >&2; (exit 3)",
+        ])
+        .code_is(3)
+        .stdout_is("hi\n")
+        .stderr_is("e\n");
+    client
+        .run(&[
+            "invoke",
+            "--computer",
+            "tether-test",
+            "--arg",
+            "a b",
+            "printf '[%s]' \"$1\"",
+        ])
+        .success()
+        .stdout_is("[a b]");
+    // Temporary: nothing is left listed on the target.
+    assert!(remote.sessions().is_empty(), "{:?}", remote.sessions());
+}
+
+#[test]
+fn fan_out_prefixes_lines_and_one_failing_computer_does_not_stop_the_others() {
+    let sshd = Sshd::start();
+    let remote = Home::new();
+    let client = client_for(&sshd, &remote);
+    client
+        .run(&["invoke", "--computer", "tether-test,tether-test", "echo hi"])
+        .success()
+        .stdout_is("tether-test: hi\ntether-test: hi\n");
+    client
+        .run(&[
+            "invoke",
+            "--computer",
+            "tether-test,tether-test",
+            "--hide-computer-name",
+            "echo hi",
+        ])
+        .success()
+        .stdout_is("hi\nhi\n");
+    // Port 1 on 127.0.0.1 refuses at once.
+    let out = client.run(&[
+        "invoke",
+        "--computer",
+        "tether-test,tether-test:1",
+        "echo hi",
+    ]);
+    assert_ne!(out.code(), Some(0), "{out}");
+    assert_eq!(out.out(), "tether-test: hi\n", "{out}");
+    assert!(out.err().contains("computer tether-test:1"), "{out}");
+}
+
+#[test]
+fn get_on_a_computer_lists_sessions_made_by_another_client() {
+    let sshd = Sshd::start();
+    let remote = Home::new();
+    remote.new_session("made-there", &[]);
+    let client = client_for(&sshd, &remote);
+    let out = client
+        .run(&["get", "--computer", "tether-test", "--json"])
+        .success();
+    let list = out.json();
+    let list = list.as_array().expect("a JSON array");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["name"], "made-there");
+    assert_eq!(list[0]["computer_name"], "tether-test");
+    assert_eq!(list[0]["computer_type"], "remote");
+    assert_eq!(list[0]["state"], "Opened");
+}
+
+#[test]
+fn computer_names_cannot_inject_ssh_options() {
+    let sshd = Sshd::start();
+    let remote = Home::new();
+    let client = client_for(&sshd, &remote);
+    let marker = client.scratch().join("injected");
+    let m = marker.to_str().unwrap();
+    for bad in [
+        format!("-oProxyCommand=touch {m}"),
+        format!("tether-test -oProxyCommand=touch {m}"),
+        format!("x -o ProxyCommand=touch {m}@tether-test"),
+        format!("tether-test:22 -oProxyCommand=touch {m}"),
+        "tether-test;touch x".to_string(),
+    ] {
+        // `--computer=VALUE`, so the value reaches tether's own check even when it starts
+        // with '-' (clap refuses `--computer -o…` by itself).
+        client
+            .run(&["invoke", &format!("--computer={bad}"), "true"])
+            .code_is(2)
+            .clear_error("computer", 1);
+        assert!(!marker.exists(), "{bad:?} ran a command");
+    }
+    client
+        .run(&[
+            "invoke",
+            "--ssh-option",
+            "ProxyCommand",
+            "--computer",
+            "tether-test",
+            "true",
+        ])
+        .code_is(2);
+}
