@@ -127,3 +127,51 @@ fn computer_names_cannot_inject_ssh_options() {
         ])
         .code_is(2);
 }
+
+#[test]
+fn stdin_json_and_ctrl_c_reach_a_computer() {
+    let sshd = Sshd::start();
+    let remote = Home::new();
+    let client = client_for(&sshd, &remote);
+    client
+        .run_stdin(&["invoke", "--computer", "tether-test", "wc -c"], b"12345")
+        .success()
+        .stdout_is("5\n");
+    let out = client
+        .run(&[
+            "invoke",
+            "--computer",
+            "tether-test",
+            "--json",
+            "echo hi; (exit 2)",
+        ])
+        .code_is(2);
+    let lines = out.json_lines();
+    assert_eq!(lines[0]["computer"], "tether-test");
+    assert_eq!(lines[0]["stream"], "stdout");
+    assert_eq!(lines[0]["data"], "hi\n");
+    assert_eq!(lines.last().unwrap()["exit_code"], 2);
+
+    let pid_file = client.scratch().join("remote.pid");
+    let mut inv = client.spawn(
+        &[
+            "invoke",
+            "--computer",
+            "tether-test",
+            "--arg",
+            pid_file.to_str().unwrap(),
+            "--",
+            &pid_then_exec(1, "sleep 300"),
+        ],
+        "remote-ctrl-c",
+    );
+    let pid = wait_pid_file(&pid_file);
+    assert!(send_signal(inv.pid(), "INT"), "send SIGINT");
+    let out = inv.wait(std::time::Duration::from_secs(30));
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.code() == Some(130) || out.status().signal() == Some(2),
+        "Ctrl-C should end the remote command with 130:\n{out}"
+    );
+    wait_gone(pid, "the remote command stopped by Ctrl-C");
+}

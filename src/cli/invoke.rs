@@ -83,14 +83,17 @@ pub async fn run(a: InvokeArgs) -> CliResult {
             ..Default::default()
         };
         let ssh = super::ssh_settings()?;
-        return super::remote::invoke(
-            a.computer.clone(),
-            ssh,
-            spec,
-            a.throttle_limit,
-            a.hide_computer_name,
-        )
-        .await;
+        let opts = super::remote::InvokeOpts {
+            throttle: a.throttle_limit,
+            hide: a.hide_computer_name,
+            json: a.json,
+            stdin: if stdin_has_input() {
+                Some(Arc::new(read_shared_stdin()?))
+            } else {
+                None
+            },
+        };
+        return super::remote::invoke(a.computer.clone(), ssh, spec, opts).await;
     }
     let client = connect().await?;
     let base = InvokeSpec {
@@ -128,6 +131,21 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         return single(client, spec, &label, a.json).await;
     }
     fan_out(client, base, targets, &a).await
+}
+
+/// Reads standard input whole, to copy it to several targets (or over ssh, for now).
+fn read_shared_stdin() -> Result<Vec<u8>, CliError> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_SHARED_STDIN as u64 + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() > MAX_SHARED_STDIN {
+        return Err(CliError::usage(
+            "standard input over 64 MiB cannot be copied to several targets",
+        ));
+    }
+    Ok(buf)
 }
 
 /// Standard input is forwarded unless it is a terminal or /dev/null (which would only add work).
@@ -303,17 +321,7 @@ async fn fan_out(
     a: &InvokeArgs,
 ) -> CliResult {
     let stdin = if base.stdin {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .lock()
-            .take(MAX_SHARED_STDIN as u64 + 1)
-            .read_to_end(&mut buf)?;
-        if buf.len() > MAX_SHARED_STDIN {
-            return Err(CliError::usage(
-                "standard input over 64 MiB cannot be copied to several sessions",
-            ));
-        }
-        Some(Arc::new(buf))
+        Some(Arc::new(read_shared_stdin()?))
     } else {
         None
     };

@@ -36,6 +36,7 @@ pub fn settings(
 pub struct Remote {
     pub reader: FrameReader<ChildStdout>,
     pub writer: FrameWriter<ChildStdin>,
+    /// Killed when dropped: the ssh process lives exactly as long as this connection.
     child: Child,
 }
 
@@ -160,62 +161,143 @@ pub async fn get(
     Ok(all)
 }
 
+/// How `invoke --computer` presents and feeds each target.
+#[derive(Clone)]
+pub struct InvokeOpts {
+    pub throttle: usize,
+    pub hide: bool,
+    pub json: bool,
+    /// Standard input, read once and sent to every target.
+    pub stdin: Option<Arc<Vec<u8>>>,
+}
+
 /// `invoke --computer A,B,… SCRIPT`: a temporary session on each, in parallel up to the throttle.
+/// Ctrl-C is passed on to every target (a third one gives up waiting).
 pub async fn invoke(
     computers: Vec<String>,
     ssh: SshSettings,
     spec: InvokeSpec,
-    throttle: usize,
-    hide: bool,
+    opts: InvokeOpts,
 ) -> CliResult {
     let several = computers.len() > 1;
-    let limit = Arc::new(tokio::sync::Semaphore::new(throttle.max(1)));
+    let limit = Arc::new(tokio::sync::Semaphore::new(opts.throttle.max(1)));
     let ssh = Arc::new(ssh);
-    let mut tasks = Vec::new();
-    for c in computers {
-        let (limit, ssh, spec) = (limit.clone(), ssh.clone(), spec.clone());
-        tasks.push(tokio::spawn(async move {
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(0u32);
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, c) in computers.into_iter().enumerate() {
+        let (limit, ssh, spec, opts) = (limit.clone(), ssh.clone(), spec.clone(), opts.clone());
+        let cancel = cancel_rx.clone();
+        tasks.spawn(async move {
             let _permit = limit.acquire().await;
-            match one(&c, &ssh, spec, several, hide).await {
+            let code = match one(&c, &ssh, spec, several, &opts, cancel).await {
                 Ok(code) => code,
                 Err(e) => {
+                    if opts.json {
+                        json_line(serde_json::json!({"computer": c, "error": e.message,
+                            "exit_code": e.kind.exit_code()}));
+                    }
                     eprintln!("tether: {}", e.message);
                     e.kind.exit_code()
                 }
-            }
-        }));
+            };
+            (i, code)
+        });
     }
-    let mut status = 0;
-    for t in tasks {
-        let code = t.await.unwrap_or(1);
-        if status == 0 && code != 0 {
-            status = code;
+    let mut codes = Vec::new();
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Ok(ic)) => codes.push(ic),
+                Some(Err(_)) => codes.push((usize::MAX, 1)),
+                None => break,
+            },
+            _ = sigint.recv() => {
+                let n = *cancel_tx.borrow() + 1;
+                if n > 2 {
+                    return Ok(130);
+                }
+                let _ = cancel_tx.send(n);
+            }
         }
     }
-    Ok(status)
+    codes.sort_unstable();
+    Ok(codes.iter().map(|(_, c)| *c).find(|c| *c != 0).unwrap_or(0))
 }
 
-async fn one(c: &str, ssh: &SshSettings, spec: InvokeSpec, several: bool, hide: bool) -> CliResult {
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn json_line(v: serde_json::Value) {
+    println!("{v}");
+}
+
+async fn one(
+    c: &str,
+    ssh: &SshSettings,
+    mut spec: InvokeSpec,
+    several: bool,
+    opts: &InvokeOpts,
+    mut cancel: tokio::sync::watch::Receiver<u32>,
+) -> CliResult {
     let mut r = connect(c, ssh).await?;
+    spec.stdin = opts.stdin.is_some();
     r.writer
-        .send(&Request::Invoke(spec))
+        .feed(&Request::Invoke(spec))
         .await
         .map_err(|e| unreachable(c, e))?;
+    if let Some(data) = &opts.stdin {
+        for chunk in data.chunks(64 * 1024) {
+            r.writer
+                .feed(&Request::Stdin(chunk.to_vec()))
+                .await
+                .map_err(|e| unreachable(c, e))?;
+        }
+    }
     r.writer
         .send(&Request::StdinEof)
         .await
         .map_err(|e| unreachable(c, e))?;
-    let prefix = if several && !hide {
+    let prefix = if several && !opts.hide {
         format!("{c}: ").into_bytes()
     } else {
         Vec::new()
     };
     let mut px = Prefixer::new(prefix);
+    // Ctrl-C goes out through a task of its own: reading a frame must never be interrupted.
+    let Remote {
+        mut reader,
+        mut writer,
+        child: _child,
+    } = r;
+    let canceller = tokio::spawn(async move {
+        while cancel.changed().await.is_ok() {
+            if writer.send(&Request::Cancel).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _stop = AbortOnDrop(canceller);
     loop {
-        match r.reader.read::<Response>().await {
+        let msg = reader.read::<Response>().await;
+        match msg {
             Ok(Some(Response::Started { .. })) => {}
             Ok(Some(Response::Output { stream, data })) => {
-                if several {
+                if opts.json {
+                    let name = match stream {
+                        tether_client::Stream::Stdout => "stdout",
+                        tether_client::Stream::Stderr => "stderr",
+                    };
+                    json_line(
+                        serde_json::json!({"computer": c, "session": "", "stream": name,
+                        "data": String::from_utf8_lossy(&data)}),
+                    );
+                } else if several {
                     px.push(stream, &data)
                 } else {
                     super::invoke::write_fd(stream, &data)
@@ -223,6 +305,14 @@ async fn one(c: &str, ssh: &SshSettings, spec: InvokeSpec, several: bool, hide: 
             }
             Ok(Some(Response::Exit(e))) => {
                 px.finish();
+                if opts.json {
+                    json_line(
+                        serde_json::json!({"computer": c, "session": "", "exit_code": e.code}),
+                    );
+                }
+                if e.timed_out {
+                    eprintln!("tether: computer {c}: the command timed out and was stopped");
+                }
                 return Ok(e.code);
             }
             Ok(Some(Response::Error(e))) => {
