@@ -3,12 +3,8 @@
 # `get` over all of them, a fan-out of `true` to all, and PSS per idle session (host + shell)
 # and the daemon's RSS. Usage: bench/sessions.sh [N]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 n=${1:-200}
-cargo build --release --quiet --bin tether
-T=$PWD/target/release/tether
-export TETHER_HOME=$(mktemp -d /tmp/tether-bench.XXXXXX)
-trap '"$T" remove --all >/dev/null 2>&1; "$T" daemon stop >/dev/null 2>&1; rm -rf "$TETHER_HOME"' EXIT
+source "$(dirname "$0")/common.sh"
 "$T" daemon start --quiet
 s=$(date +%s%N); for _ in $(seq "$n"); do "$T" new >/dev/null; done; e=$(date +%s%N)
 echo "new: $(( (e - s) / n / 1000 )) µs per session ($n sessions)"

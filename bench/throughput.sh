@@ -2,12 +2,8 @@
 # Output throughput of one invocation on an open local session, beside a plain pipe, and the
 # peak memory of every tether process meanwhile. Usage: bench/throughput.sh [GiB]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 gib=${1:-2}
-cargo build --release --quiet --bin tether
-T=$PWD/target/release/tether
-export TETHER_HOME=$(mktemp -d /tmp/tether-bench.XXXXXX)
-trap '"$T" remove --all >/dev/null 2>&1; "$T" daemon stop >/dev/null 2>&1; rm -rf "$TETHER_HOME"' EXIT
+source "$(dirname "$0")/common.sh"
 "$T" new --name tp >/dev/null
 bytes=$((gib * 1024 * 1024 * 1024))
 t0=$(date +%s.%N); "$T" invoke -s tp "head -c $bytes /dev/zero" | cat >/dev/null; t1=$(date +%s.%N)
