@@ -175,3 +175,33 @@ fn stdin_json_and_ctrl_c_reach_a_computer() {
     );
     wait_gone(pid, "the remote command stopped by Ctrl-C");
 }
+
+/// A host that accepts TCP but never answers (a hung sshd) fails within --connect-timeout with
+/// status 5 and a line naming it, while the healthy computer beside it still runs.
+#[test]
+fn a_silent_host_fails_within_the_connect_timeout_without_stopping_the_others() {
+    let sshd = Sshd::start();
+    let remote = Home::new();
+    let client = client_for(&sshd, &remote);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accept and hold connections without a word, on a thread that ends with the test.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().take(4) {
+            held.push(conn);
+        }
+    });
+    let hung = format!("tether-test:{port}");
+    let out = client.run(&[
+        "invoke",
+        "--connect-timeout",
+        "2s",
+        "--computer",
+        &format!("tether-test,{hung}"),
+        "echo ok",
+    ]);
+    assert_eq!(out.code(), Some(5), "{out}");
+    assert_eq!(out.out(), "tether-test: ok\n", "{out}");
+    assert!(out.err().contains(&format!("computer {hung}")), "{out}");
+}

@@ -33,16 +33,23 @@ pub struct Cli {
     /// An ssh option for other computers, as Key=Value (repeatable; passed to ssh as -o).
     #[arg(long, global = true, value_name = "K=V")]
     ssh_option: Vec<String>,
+    /// How long reaching another computer may take before it counts as unreachable.
+    #[arg(long, global = true, value_name = "DUR", value_parser = dur::parse)]
+    connect_timeout: Option<std::time::Duration>,
 }
 
 /// The ssh flags given on the command line, read by the commands that reach other computers.
-static SSH_FLAGS: std::sync::OnceLock<(Option<std::path::PathBuf>, Vec<String>)> =
-    std::sync::OnceLock::new();
+type SshFlags = (
+    Option<std::path::PathBuf>,
+    Vec<String>,
+    Option<std::time::Duration>,
+);
+static SSH_FLAGS: std::sync::OnceLock<SshFlags> = std::sync::OnceLock::new();
 
 /// The user's ssh settings: flags, then `TETHER_SSH_CONFIG` and `TETHER_SSH`.
 pub fn ssh_settings() -> Result<tether_transport::ssh::SshSettings, CliError> {
-    let (config, options) = SSH_FLAGS.get().cloned().unwrap_or_default();
-    remote::settings(config, options)
+    let (config, options, timeout) = SSH_FLAGS.get().cloned().unwrap_or_default();
+    remote::settings(config, options, timeout.filter(|t| !t.is_zero()))
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,7 +107,11 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> CliResult {
-    let _ = SSH_FLAGS.set((cli.ssh_config.clone(), cli.ssh_option.clone()));
+    let _ = SSH_FLAGS.set((
+        cli.ssh_config.clone(),
+        cli.ssh_option.clone(),
+        cli.connect_timeout,
+    ));
     match cli.command {
         // These two fork or block before any runtime exists.
         Command::Daemon(args) => daemon::run(args),

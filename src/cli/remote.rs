@@ -15,18 +15,17 @@ use tether_transport::ssh::{SshSettings, Target};
 use tether_transport::{FrameReader, FrameWriter};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-/// How long reaching a computer may take before it counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The user's ssh settings from the environment (`TETHER_SSH`, `TETHER_SSH_CONFIG`) and flags.
 pub fn settings(
     config: Option<std::path::PathBuf>,
     options: Vec<String>,
+    connect_timeout: Option<Duration>,
 ) -> Result<SshSettings, CliError> {
     let s = SshSettings {
         program: std::env::var_os("TETHER_SSH").map(Into::into),
         config: config.or_else(|| std::env::var_os("TETHER_SSH_CONFIG").map(Into::into)),
         options,
+        connect_timeout,
     };
     s.validate().map_err(|e| CliError::usage(e.to_string()))?;
     Ok(s)
@@ -83,7 +82,10 @@ pub async fn connect(computer: &str, ssh: &SshSettings) -> Result<Remote, CliErr
         version: PROTOCOL_VERSION,
         agent: format!("tether/{}", env!("CARGO_PKG_VERSION")),
     };
-    let answer = tokio::time::timeout(CONNECT_TIMEOUT, async {
+    let limit = ssh
+        .connect_timeout
+        .unwrap_or(tether_transport::ssh::DEFAULT_CONNECT_TIMEOUT);
+    let answer = tokio::time::timeout(limit, async {
         remote.writer.send(&hello).await.ok()?;
         remote.reader.read::<Response>().await.ok().flatten()
     })
@@ -97,7 +99,7 @@ pub async fn connect(computer: &str, ssh: &SshSettings) -> Result<Remote, CliErr
         Ok(_) => Err(unreachable(computer, remote.ssh_error().await)),
         Err(_) => Err(unreachable(
             computer,
-            format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            format!("no answer within {}s (--connect-timeout)", limit.as_secs()),
         )),
     }
 }

@@ -100,7 +100,13 @@ pub struct SshSettings {
     pub program: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub options: Vec<String>,
+    /// How long reaching a computer may take (ssh's ConnectTimeout, and the caller's own limit
+    /// on the whole handshake); `None` = 30 s.
+    pub connect_timeout: Option<std::time::Duration>,
 }
+
+/// Default for [`SshSettings::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SshSettings {
     /// Checks each `-o` value: `Key=Value`, a letters-only key, no line breaks.
