@@ -15,11 +15,18 @@ fn client_for(sshd: &Sshd, remote: &Home) -> Home {
         .env("TETHER_REMOTE_HOME", remote.path().to_str().unwrap())
 }
 
-#[test]
-fn invoke_on_a_computer_runs_in_a_temporary_session_with_separate_streams() {
+/// An sshd, the "remote" home behind it, and a client home that reaches it (kept in that order
+/// so the client is cleaned up first).
+fn setup() -> (Sshd, Home, Home) {
     let sshd = Sshd::start();
     let remote = Home::new();
     let client = client_for(&sshd, &remote);
+    (sshd, remote, client)
+}
+
+#[test]
+fn invoke_on_a_computer_runs_in_a_temporary_session_with_separate_streams() {
+    let (_sshd, remote, client) = setup();
     client
         .run(&[
             "invoke",
@@ -47,9 +54,7 @@ fn invoke_on_a_computer_runs_in_a_temporary_session_with_separate_streams() {
 
 #[test]
 fn fan_out_prefixes_lines_and_one_failing_computer_does_not_stop_the_others() {
-    let sshd = Sshd::start();
-    let remote = Home::new();
-    let client = client_for(&sshd, &remote);
+    let (_sshd, _remote, client) = setup();
     client
         .run(&["invoke", "--computer", "tether-test,tether-test", "echo hi"])
         .success()
@@ -96,9 +101,7 @@ fn get_on_a_computer_lists_sessions_made_by_another_client() {
 
 #[test]
 fn computer_names_cannot_inject_ssh_options() {
-    let sshd = Sshd::start();
-    let remote = Home::new();
-    let client = client_for(&sshd, &remote);
+    let (_sshd, _remote, client) = setup();
     let marker = client.scratch().join("injected");
     let m = marker.to_str().unwrap();
     for bad in [
@@ -130,9 +133,7 @@ fn computer_names_cannot_inject_ssh_options() {
 
 #[test]
 fn stdin_json_and_ctrl_c_reach_a_computer() {
-    let sshd = Sshd::start();
-    let remote = Home::new();
-    let client = client_for(&sshd, &remote);
+    let (_sshd, _remote, client) = setup();
     client
         .run_stdin(&["invoke", "--computer", "tether-test", "wc -c"], b"12345")
         .success()
@@ -180,9 +181,7 @@ fn stdin_json_and_ctrl_c_reach_a_computer() {
 /// status 5 and a line naming it, while the healthy computer beside it still runs.
 #[test]
 fn a_silent_host_fails_within_the_connect_timeout_without_stopping_the_others() {
-    let sshd = Sshd::start();
-    let remote = Home::new();
-    let client = client_for(&sshd, &remote);
+    let (_sshd, _remote, client) = setup();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     // Accept and hold connections without a word, on a thread that ends with the test.
