@@ -10,7 +10,7 @@ use super::procs::{require_program, wait_until};
 
 pub struct Sshd {
     dir: TempDir,
-    pid: u32,
+    child: std::process::Child,
     pub port: u16,
 }
 
@@ -65,27 +65,22 @@ impl Sshd {
         .unwrap();
         // sshd wants its privilege-separation directory to exist.
         let _ = std::fs::create_dir_all("/run/sshd");
-        let st = Command::new(sshd)
+        // -D keeps sshd in the foreground as our child, so its pid is known without a pid file.
+        let mut child = Command::new(sshd)
+            .arg("-D")
             .arg("-f")
             .arg(d.join("sshd_config"))
             .arg("-E")
             .arg(d.join("sshd.log"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "sshd did not start: {}", log(d));
-        let pid_file = d.join("sshd.pid");
-        wait_until(Duration::from_secs(20), "sshd writes its pid", || {
-            pid_file.exists()
-        });
-        let pid: u32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
+            .spawn()
             .unwrap();
         wait_until(Duration::from_secs(20), "sshd accepts connections", || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("sshd exited with {st}: {}", log(d));
+            }
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Sshd { dir, pid, port }
+        Sshd { dir, child, port }
     }
 
     pub fn config(&self) -> PathBuf {
@@ -95,7 +90,8 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
