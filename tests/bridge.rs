@@ -1,4 +1,5 @@
-//! `tether bridge` over a real sshd: a client speaks the protocol through `ssh … tether bridge`,
+//! `tether bridge` over a real sshd: a client speaks the protocol on a channel of the bridge's
+//! multiplexed link through `ssh … tether bridge`,
 //! creates a session on the target, runs commands in it (the second one on the connection the
 //! target's daemon handed to the session host), and the target's daemon outlives the ssh
 //! connection.
@@ -7,23 +8,25 @@ mod common;
 use common::sshd::Sshd;
 use common::*;
 use tether_proto::{InvokeSpec, NewSession, PROTOCOL_VERSION, Request, Response, Stream};
-use tether_transport::{FrameReader, FrameWriter};
+use tether_transport::FrameReader;
+use tether_transport::mux::{ChannelReader, ChannelWriter, Mux};
+use tokio::io::AsyncBufReadExt;
 
-async fn invoke_over<R, W>(
-    r: &mut FrameReader<R>,
-    w: &mut FrameWriter<W>,
+async fn send(w: &mut ChannelWriter, req: &Request) {
+    w.send(&tether_proto::encode(req).unwrap()).await.unwrap();
+}
+
+async fn invoke_over(
+    r: &mut FrameReader<ChannelReader>,
+    w: &mut ChannelWriter,
     script: &str,
-) -> (Vec<u8>, i32)
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
+) -> (Vec<u8>, i32) {
     let spec = InvokeSpec {
         session: "remote1".into(),
         script: script.into(),
         ..Default::default()
     };
-    w.send(&Request::Invoke(spec)).await.unwrap();
+    send(w, &Request::Invoke(spec)).await;
     let mut out = Vec::new();
     loop {
         match r.read::<Response>().await.unwrap() {
@@ -60,13 +63,18 @@ fn a_client_reaches_the_target_daemon_through_ssh_and_the_daemon_outlives_it() {
             .kill_on_drop(true)
             .spawn()
             .expect("ssh");
-        let mut w = FrameWriter::new(child.stdin.take().unwrap());
-        let mut r = FrameReader::new(child.stdout.take().unwrap());
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("TETHER-MUX "), "no preamble: {line:?}");
+        let (mux, _) = Mux::start(out, child.stdin.take().unwrap());
+        let (r, mut w) = mux.split(mux.open().unwrap());
+        let mut r = FrameReader::new(r);
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
             agent: "test".into(),
         };
-        w.send(&hello).await.unwrap();
+        send(&mut w, &hello).await;
         assert!(matches!(
             r.read::<Response>().await.unwrap(),
             Some(Response::Hello { .. })
@@ -75,7 +83,7 @@ fn a_client_reaches_the_target_daemon_through_ssh_and_the_daemon_outlives_it() {
             name: Some("remote1".into()),
             ..Default::default()
         };
-        w.send(&Request::New(new)).await.unwrap();
+        send(&mut w, &Request::New(new)).await;
         match r.read::<Response>().await.unwrap() {
             Some(Response::Sessions(v)) => assert_eq!(v[0].name, "remote1"),
             other => panic!("unexpected {other:?}"),
@@ -90,7 +98,9 @@ fn a_client_reaches_the_target_daemon_through_ssh_and_the_daemon_outlives_it() {
             invoke_over(&mut r, &mut w, "echo $x; (exit 4)").await,
             (b"remote\n".to_vec(), 4)
         );
-        drop(w);
+        drop((r, w));
+        // Ending the link ends the bridge, and with it ssh.
+        mux.close();
         let st = child.wait().await.unwrap();
         assert!(st.success(), "ssh exited with {st}");
     });

@@ -1,13 +1,17 @@
-//! `tether bridge`: run by ssh on the target computer. Connects its stdin and stdout to this
-//! user's daemon (starting it if needed), so a client elsewhere speaks the ordinary protocol
-//! over the ssh channel. The daemon outlives the bridge and the ssh connection.
+//! `tether bridge`: run by ssh on the target computer. It makes sure this user's daemon runs,
+//! announces itself (`TETHER-MUX …`, checked by the client) and then serves a multiplexed link
+//! on its stdin and stdout: every channel the client opens becomes one connection to the
+//! daemon's socket, copied byte for byte. The daemon outlives the bridge and the ssh connection.
 //!
 //! Because the daemon hands an invocation's connection to the session host (SCM_RIGHTS), the
-//! host then talks to the bridge directly: remote invocations cost one extra hop, not two.
+//! host then talks to the bridge directly.
 
 use super::error::{CliError, CliResult};
 use clap::Args;
+use std::os::fd::{AsFd, OwnedFd};
 use tether_client::{ErrorKind, Paths};
+use tether_transport::mux::Mux;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 #[derive(Args, Debug)]
 pub struct BridgeArgs {
@@ -24,24 +28,84 @@ pub async fn run(a: BridgeArgs) -> CliResult {
         ));
     }
     let paths = Paths::from_env()?;
-    // Make sure a daemon runs, then talk to its socket byte for byte.
     drop(tether_client::Client::connect_or_start(&paths).await?);
-    let sock = tokio::net::UnixStream::connect(paths.daemon_socket())
-        .await
-        .map_err(|e| {
-            CliError::new(
-                ErrorKind::Connection,
-                format!("cannot reach the daemon: {e}"),
-            )
-        })?;
-    let (mut sr, mut sw) = sock.into_split();
-    tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut sw).await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut sw).await;
-    });
-    // The daemon's side decides the end: once it closes, nothing more can come back.
-    let mut stdout = tokio::io::stdout();
-    let _ = tokio::io::copy(&mut sr, &mut stdout).await;
-    let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
+    let sock = paths.daemon_socket();
+    let input = async_input()?;
+    let mut output = async_output()?;
+    output
+        .write_all(tether_transport::link::preamble().as_bytes())
+        .await?;
+    output.flush().await?;
+    let (mux, mut incoming) = Mux::start(input, output);
+    loop {
+        tokio::select! {
+            ch = incoming.recv() => {
+                let Some((m, ch)) = ch else { break };
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let (r, w) = m.split(ch);
+                    match tokio::net::UnixStream::connect(&sock).await {
+                        Ok(s) => {
+                            let (sr, sw) = s.into_split();
+                            tether_transport::mux::splice(r, w, sr, sw).await;
+                        }
+                        // Dropping the halves resets the channel: the client sees it end.
+                        // (stderr reaches the client daemon's log through ssh.)
+                        Err(e) => eprintln!("tether bridge: cannot reach the daemon: {e}"),
+                    }
+                });
+            }
+            _ = mux.closed() => break,
+        }
+    }
     Ok(0)
+}
+
+/// A duplicate of fd 0 or 1, so tokio can own it without closing the real one early.
+fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, CliError> {
+    fd.try_clone_to_owned()
+        .map_err(|e| CliError::new(ErrorKind::Internal, format!("bridge: {e}")))
+}
+
+/// What ssh gave us as stdin or stdout: a socket pair, a pipe, or (rarely) something else,
+/// which falls back to tokio's blocking-thread stdio.
+enum Kind {
+    Socket,
+    Pipe,
+    Other,
+}
+
+fn kind(fd: &OwnedFd) -> Kind {
+    match nix::sys::stat::fstat(fd).map(|st| st.st_mode & libc::S_IFMT) {
+        Ok(libc::S_IFSOCK) => Kind::Socket,
+        Ok(libc::S_IFIFO) => Kind::Pipe,
+        _ => Kind::Other,
+    }
+}
+
+fn socket(fd: OwnedFd) -> std::io::Result<tokio::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::from(fd);
+    s.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(s)
+}
+
+type Input = Box<dyn AsyncRead + Unpin + Send>;
+type Output = Box<dyn AsyncWrite + Unpin + Send>;
+
+fn async_input() -> Result<Input, CliError> {
+    let fd = dup(std::io::stdin().as_fd())?;
+    Ok(match kind(&fd) {
+        Kind::Socket => Box::new(socket(fd)?),
+        Kind::Pipe => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?),
+        Kind::Other => Box::new(tokio::io::stdin()),
+    })
+}
+
+fn async_output() -> Result<Output, CliError> {
+    let fd = dup(std::io::stdout().as_fd())?;
+    Ok(match kind(&fd) {
+        Kind::Socket => Box::new(socket(fd)?),
+        Kind::Pipe => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?),
+        Kind::Other => Box::new(tokio::io::stdout()),
+    })
 }

@@ -3,16 +3,20 @@
 //! One target streams byte-exact to our own stdout and stderr and exits with the command's
 //! status. Several targets run in parallel (up to `--throttle-limit`), each output line prefixed
 //! with the target's label, and the exit status is 0 only if every target exited 0.
+//!
+//! Sessions and computers are alike here: every target is one invocation through the local
+//! daemon, which reaches other computers over its warm ssh connections.
 
 use super::error::{CliError, CliResult};
-use super::{captured_env, connect, current_dir, dur};
+use super::stream::{Prefixer, Progress, json_line, note, stream_name, write_fd};
+use super::{captured_env, connect, current_dir, dur, remote};
 use clap::Args;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tether_client::{Client, ClientError, ErrorKind, Event, ExitInfo, InvokeSpec, Stream};
-use tokio::sync::Semaphore;
+use tether_client::{Client, ClientError, ErrorKind, Event, ExitInfo, InvokeSpec};
+use tokio::sync::{Semaphore, watch};
 
 /// SPEC §3.3: a synchronous invoke waits up to 4 minutes for a busy session.
 const DEFAULT_WAIT: Duration = Duration::from_secs(240);
@@ -55,6 +59,15 @@ pub struct InvokeArgs {
     script: Option<String>,
 }
 
+/// One place a command runs: a session, or a temporary session on a computer.
+struct Target {
+    /// How output and errors name it (the session or computer as typed).
+    label: String,
+    /// The `computer` of `--json` lines.
+    computer: String,
+    spec: InvokeSpec,
+}
+
 pub async fn run(a: InvokeArgs) -> CliResult {
     if a.as_job {
         return Err(CliError::usage(
@@ -68,36 +81,10 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         })?,
         _ => return Err(CliError::usage("give a SCRIPT or --file FILE")),
     };
-    if !a.computer.is_empty() {
-        if !a.sessions.is_empty() {
-            return Err(CliError::usage("give --session or --computer, not both"));
-        }
-        let spec = InvokeSpec {
-            script,
-            args: a.args.clone(),
-            timeout_ms: a
-                .timeout
-                .filter(|d| !d.is_zero())
-                .map(|d| d.as_millis() as u64),
-            wait_timeout_ms: Some(DEFAULT_WAIT.as_millis() as u64),
-            ..Default::default()
-        };
-        let ssh = super::ssh_settings()?;
-        let opts = super::remote::InvokeOpts {
-            throttle: a.throttle_limit,
-            hide: a.hide_computer_name,
-            json: a.json,
-            stdin: if stdin_has_input() {
-                Some(Arc::new(read_shared_stdin()?))
-            } else {
-                None
-            },
-        };
-        return super::remote::invoke(a.computer.clone(), ssh, spec, opts).await;
+    if !a.computer.is_empty() && !a.sessions.is_empty() {
+        return Err(CliError::usage("give --session or --computer, not both"));
     }
-    let client = connect().await?;
     let base = InvokeSpec {
-        session: String::new(),
         script,
         args: a.args.clone(),
         stdin: stdin_has_input(),
@@ -106,31 +93,51 @@ pub async fn run(a: InvokeArgs) -> CliResult {
             .filter(|d| !d.is_zero())
             .map(|d| d.as_millis() as u64),
         wait_timeout_ms: Some(a.wait_timeout.unwrap_or(DEFAULT_WAIT).as_millis() as u64),
-        env: Vec::new(),
-        cwd: None,
+        ..Default::default()
     };
-    let targets: Vec<String> = a
-        .sessions
-        .iter()
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .collect();
-    if targets.len() <= 1 {
-        let mut spec = base;
-        match targets.first() {
-            Some(t) => spec.session = t.clone(),
-            None => {
-                spec.env = captured_env();
-                spec.cwd = current_dir();
-            }
-        }
-        let label = targets
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "localhost".into());
-        return single(client, spec, &label, a.json).await;
+    let temporary_here = |label: &str| Target {
+        label: label.to_string(),
+        computer: "localhost".into(),
+        spec: InvokeSpec {
+            env: captured_env(),
+            cwd: current_dir(),
+            ..base.clone()
+        },
+    };
+    let mut targets = Vec::new();
+    let flags = super::ssh_flags();
+    for c in a.computer.iter().filter(|c| !c.is_empty()) {
+        targets.push(match remote::is_local(c) {
+            true => temporary_here(c),
+            false => Target {
+                label: c.clone(),
+                computer: c.clone(),
+                spec: InvokeSpec {
+                    remote: Some(remote::target(c, &flags)?),
+                    ..base.clone()
+                },
+            },
+        });
     }
-    fan_out(client, base, targets, &a).await
+    for s in a.sessions.iter().filter(|s| !s.is_empty()) {
+        targets.push(Target {
+            label: s.clone(),
+            computer: "localhost".into(),
+            spec: InvokeSpec {
+                session: s.clone(),
+                ..base.clone()
+            },
+        });
+    }
+    if targets.is_empty() {
+        targets.push(temporary_here("localhost"));
+    }
+    let client = connect().await?;
+    if targets.len() == 1 {
+        let t = targets.remove(0);
+        return single(client, t, a.json).await;
+    }
+    fan_out(client, targets, &a).await
 }
 
 /// Reads standard input whole, to copy it to several targets (or over ssh, for now).
@@ -163,25 +170,14 @@ fn stdin_has_input() -> bool {
     }
 }
 
-/// Writes straight to fd 1/2: output is already chunked, and std's line buffering would only
-/// add copies. A closed stdout (e.g. `| head`) is not an error; we keep draining to the exit.
-pub(super) fn write_fd(stream: Stream, data: &[u8]) {
-    use std::os::fd::FromRawFd;
-    let fd = match stream {
-        Stream::Stdout => 1,
-        Stream::Stderr => 2,
-    };
-    // SAFETY: fds 1 and 2 stay open for the life of the process; ManuallyDrop never closes them.
-    let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
-    let _ = file.write_all(data);
-}
-
-fn json_line(value: serde_json::Value) {
-    println!("{value}");
-}
-
 /// Runs on one target, streaming raw output; returns the command's exit status.
-async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> CliResult {
+async fn single(client: Client, t: Target, json: bool) -> CliResult {
+    let Target {
+        label,
+        computer,
+        spec,
+    } = t;
+    let label = label.as_str();
     let forward_stdin = spec.stdin;
     let session = spec.session.clone();
     // Registered before the session is acquired: Ctrl-C while waiting for a busy session gives
@@ -220,7 +216,7 @@ async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> Cl
             ev = inv.next() => match ev.map_err(|e| annotate(e, label))? {
                 Event::Output { stream, data } => {
                     if json {
-                        json_line(serde_json::json!({"computer": "localhost", "session": session,
+                        json_line(serde_json::json!({"computer": computer, "session": session,
                             "stream": stream_name(stream), "data": String::from_utf8_lossy(&data)}));
                     } else {
                         write_fd(stream, &data);
@@ -228,7 +224,7 @@ async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> Cl
                 }
                 Event::Exit(exit) => {
                     if json {
-                        json_line(serde_json::json!({"computer": "localhost", "session": session,
+                        json_line(serde_json::json!({"computer": computer, "session": session,
                             "exit_code": exit.code}));
                     }
                     report_exit(label, &exit);
@@ -246,23 +242,16 @@ async fn single(client: Client, spec: InvokeSpec, label: &str, json: bool) -> Cl
     }
 }
 
-fn stream_name(s: Stream) -> &'static str {
-    match s {
-        Stream::Stdout => "stdout",
-        Stream::Stderr => "stderr",
-    }
-}
-
 fn report_exit(label: &str, exit: &ExitInfo) {
     if exit.timed_out {
-        eprintln!("tether: session {label}: the command timed out and was stopped");
+        note(&format!("{label}: the command timed out and was stopped"));
     }
     if let Some(reason) = &exit.broken {
-        eprintln!("tether: session {label} is now Broken: {reason}");
+        note(&format!("session {label} is now Broken: {reason}"));
     }
 }
 
-/// Errors for a target name the session, as SPEC §2 asks.
+/// Errors for a target name the session or computer, as SPEC §2 asks.
 fn annotate(e: ClientError, label: &str) -> CliError {
     let kind = e.kind();
     let msg = e.to_string();
@@ -273,103 +262,99 @@ fn annotate(e: ClientError, label: &str) -> CliError {
     }
 }
 
-/// Splits output into lines and prefixes each with the target's label.
-pub(super) struct Prefixer {
-    prefix: Vec<u8>,
-    partial: [Vec<u8>; 2],
-}
-
-impl Prefixer {
-    pub(super) fn new(prefix: Vec<u8>) -> Prefixer {
-        Prefixer {
-            prefix,
-            partial: [Vec::new(), Vec::new()],
-        }
-    }
-
-    pub(super) fn push(&mut self, stream: Stream, data: &[u8]) {
-        let i = stream as usize;
-        self.partial[i].extend_from_slice(data);
-        if let Some(last_nl) = self.partial[i].iter().rposition(|b| *b == b'\n') {
-            let rest = self.partial[i].split_off(last_nl + 1);
-            let lines = std::mem::replace(&mut self.partial[i], rest);
-            let mut out = Vec::with_capacity(lines.len() + 32);
-            for line in lines.split_inclusive(|b| *b == b'\n') {
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(line);
-            }
-            write_fd(stream, &out);
-        }
-    }
-
-    pub(super) fn finish(&mut self) {
-        for (i, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
-            if !self.partial[i].is_empty() {
-                let mut out = self.prefix.clone();
-                out.append(&mut self.partial[i]);
-                out.push(b'\n');
-                write_fd(stream, &out);
-            }
-        }
-    }
-}
-
-async fn fan_out(
-    client: Client,
-    base: InvokeSpec,
-    targets: Vec<String>,
-    a: &InvokeArgs,
-) -> CliResult {
-    let stdin = if base.stdin {
+/// Runs every target, up to the throttle at once. Ctrl-C is passed on to each running target;
+/// a third one gives up waiting.
+async fn fan_out(client: Client, targets: Vec<Target>, a: &InvokeArgs) -> CliResult {
+    let stdin = if targets[0].spec.stdin {
         Some(Arc::new(read_shared_stdin()?))
     } else {
         None
     };
     let client = Arc::new(client);
     let limit = Arc::new(Semaphore::new(a.throttle_limit.max(1)));
-    let mut tasks = Vec::new();
-    for t in targets {
+    let progress = Arc::new(Progress::start(targets.len(), !a.json));
+    let (cancel_tx, cancel_rx) = watch::channel(0u32);
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, t) in targets.into_iter().enumerate() {
         let (client, limit, stdin) = (client.clone(), limit.clone(), stdin.clone());
-        let mut spec = base.clone();
-        spec.session = t.clone();
-        let (json, hide) = (a.json, a.hide_computer_name);
-        tasks.push(tokio::spawn(async move {
+        let (progress, cancel) = (progress.clone(), cancel_rx.clone());
+        let show = Show {
+            json: a.json,
+            prefix: if a.hide_computer_name {
+                Vec::new()
+            } else {
+                format!("{}: ", t.label).into_bytes()
+            },
+        };
+        tasks.spawn(async move {
             let _permit = limit.acquire().await;
-            one_of_many(&client, spec, &t, stdin, json, hide).await
-        }));
+            let code = one_of_many(&client, t, stdin, show, cancel).await;
+            progress.finished(code == 0);
+            (i, code)
+        });
     }
-    let mut status = 0;
-    for t in tasks {
-        let code = t.await.unwrap_or(1);
-        if status == 0 && code != 0 {
-            status = code;
+    let mut codes = Vec::new();
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Ok(ic)) => codes.push(ic),
+                Some(Err(_)) => codes.push((usize::MAX, 1)),
+                None => break,
+            },
+            _ = sigint.recv() => {
+                let n = *cancel_tx.borrow() + 1;
+                if n > 2 {
+                    progress.done();
+                    return Ok(130);
+                }
+                let _ = cancel_tx.send(n);
+            }
         }
     }
-    Ok(status)
+    progress.done();
+    codes.sort_unstable();
+    Ok(codes.iter().map(|(_, c)| *c).find(|c| *c != 0).unwrap_or(0))
+}
+
+/// How one target of several is shown.
+struct Show {
+    json: bool,
+    prefix: Vec<u8>,
 }
 
 async fn one_of_many(
     client: &Client,
-    spec: InvokeSpec,
-    label: &str,
+    t: Target,
     stdin: Option<Arc<Vec<u8>>>,
-    json: bool,
-    hide: bool,
+    show: Show,
+    mut cancel: watch::Receiver<u32>,
 ) -> i32 {
+    let Target {
+        label,
+        computer,
+        spec,
+    } = t;
     let session = spec.session.clone();
-    let mut inv = match client.invoke(spec).await {
-        Ok(i) => i,
-        Err(e) => {
-            let e = annotate(e, label);
-            if json {
-                json_line(
-                    serde_json::json!({"computer": "localhost", "session": session,
-                    "error": e.message, "exit_code": e.kind.exit_code()}),
-                );
-            }
-            eprintln!("tether: {}", e.message);
-            return e.kind.exit_code();
+    let failed = |e: CliError| {
+        if show.json {
+            json_line(serde_json::json!({"computer": computer, "session": session,
+                "error": e.message, "exit_code": e.kind.exit_code()}));
         }
+        note(&e.message);
+        if e.kind == ErrorKind::Internal {
+            1
+        } else {
+            e.kind.exit_code()
+        }
+    };
+    let mut inv = tokio::select! {
+        inv = client.invoke(spec) => match inv {
+            Ok(i) => i,
+            Err(e) => return failed(annotate(e, &label)),
+        },
+        // Ctrl-C before the command started: give up on this target.
+        _ = cancel.changed() => return 130,
     };
     if let Some(data) = stdin {
         let ctl = inv.control();
@@ -382,46 +367,39 @@ async fn one_of_many(
             ctl.eof().await;
         });
     }
-    let mut px = Prefixer {
-        prefix: if hide {
-            Vec::new()
-        } else {
-            format!("{label}: ").into_bytes()
-        },
-        partial: [Vec::new(), Vec::new()],
-    };
+    let mut px = Prefixer::new(show.prefix.clone());
+    let ctl = inv.control();
     loop {
-        match inv.next().await {
+        let ev = tokio::select! {
+            ev = inv.next() => ev,
+            changed = cancel.changed() => {
+                if changed.is_ok() {
+                    ctl.cancel().await;
+                }
+                continue;
+            }
+        };
+        match ev {
             Ok(Event::Output { stream, data }) => {
-                if json {
-                    json_line(
-                        serde_json::json!({"computer": "localhost", "session": session,
-                        "stream": stream_name(stream), "data": String::from_utf8_lossy(&data)}),
-                    );
+                if show.json {
+                    json_line(serde_json::json!({"computer": computer, "session": session,
+                        "stream": stream_name(stream), "data": String::from_utf8_lossy(&data)}));
                 } else {
                     px.push(stream, &data);
                 }
             }
             Ok(Event::Exit(exit)) => {
                 px.finish();
-                if json {
-                    json_line(
-                        serde_json::json!({"computer": "localhost", "session": session,
-                        "exit_code": exit.code}),
-                    );
+                if show.json {
+                    json_line(serde_json::json!({"computer": computer, "session": session,
+                        "exit_code": exit.code}));
                 }
-                report_exit(label, &exit);
+                report_exit(&label, &exit);
                 return exit.code;
             }
             Err(e) => {
                 px.finish();
-                let e = annotate(e, label);
-                eprintln!("tether: {}", e.message);
-                return if e.kind == ErrorKind::Internal {
-                    1
-                } else {
-                    e.kind.exit_code()
-                };
+                return failed(annotate(e, &label));
             }
         }
     }

@@ -8,6 +8,7 @@ mod invoke;
 mod output;
 mod remote;
 mod sessions;
+mod stream;
 
 use clap::{Parser, Subcommand};
 use error::{CliError, CliResult};
@@ -38,18 +39,11 @@ pub struct Cli {
     connect_timeout: Option<std::time::Duration>,
 }
 
-/// The ssh flags given on the command line, read by the commands that reach other computers.
-type SshFlags = (
-    Option<std::path::PathBuf>,
-    Vec<String>,
-    Option<std::time::Duration>,
-);
-static SSH_FLAGS: std::sync::OnceLock<SshFlags> = std::sync::OnceLock::new();
+static SSH_FLAGS: std::sync::OnceLock<remote::SshFlags> = std::sync::OnceLock::new();
 
-/// The user's ssh settings: flags, then `TETHER_SSH_CONFIG` and `TETHER_SSH`.
-pub fn ssh_settings() -> Result<tether_transport::ssh::SshSettings, CliError> {
-    let (config, options, timeout) = SSH_FLAGS.get().cloned().unwrap_or_default();
-    remote::settings(config, options, timeout.filter(|t| !t.is_zero()))
+/// The ssh flags given on the command line, for the commands that reach other computers.
+pub fn ssh_flags() -> remote::SshFlags {
+    SSH_FLAGS.get().cloned().unwrap_or_default()
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,11 +101,11 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> CliResult {
-    let _ = SSH_FLAGS.set((
-        cli.ssh_config.clone(),
-        cli.ssh_option.clone(),
-        cli.connect_timeout,
-    ));
+    let _ = SSH_FLAGS.set(remote::SshFlags {
+        config: cli.ssh_config.clone(),
+        options: cli.ssh_option.clone(),
+        connect_timeout: cli.connect_timeout,
+    });
     match cli.command {
         // These two fork or block before any runtime exists.
         Command::Daemon(args) => daemon::run(args),

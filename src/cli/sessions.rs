@@ -1,7 +1,7 @@
 //! `tether new`, `tether get`, `tether remove`.
 
 use super::error::{CliError, CliResult};
-use super::{captured_env, connect, current_dir, dur, output};
+use super::{captured_env, connect, current_dir, dur, output, remote};
 use clap::Args;
 use tether_client::{NewSession, RemoveSpec, SessionFilter, State};
 
@@ -23,27 +23,62 @@ pub struct NewArgs {
     json: bool,
 }
 
+/// `new [COMPUTER…]`: a local session, or one per computer. Computers are tried in order; the
+/// first failure stops the rest and is reported (what was created is printed first).
 pub async fn new(a: NewArgs) -> CliResult {
-    let local = |c: &String| c == "localhost" || c == "." || c.is_empty();
-    if let Some(c) = a.computers.iter().find(|c| !local(c)) {
-        return Err(CliError::usage(format!(
-            "computer {c}: remote sessions are not available in this build yet"
-        )));
-    }
-    let mut client = connect().await?;
-    let spec = NewSession {
-        name: a.name,
-        configuration: a.configuration,
-        idle_timeout_s: a
-            .idle_timeout
-            .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),
-        env: captured_env(),
-        cwd: current_dir(),
-        temporary: false,
+    let computers: Vec<String> = if a.computers.is_empty() {
+        vec!["localhost".into()]
+    } else {
+        a.computers
+            .iter()
+            .flat_map(|c| c.split(','))
+            .map(String::from)
+            .collect()
     };
-    let created = client.new_session(spec).await?;
-    output::print_sessions(&created, a.json);
-    Ok(0)
+    if a.name.is_some() && computers.len() > 1 {
+        return Err(CliError::usage(
+            "--name names one session; give one computer, or leave names to their default",
+        ));
+    }
+    let flags = super::ssh_flags();
+    let targets = computers
+        .iter()
+        .map(|c| match remote::is_local(c) {
+            true => Ok(None),
+            false => remote::target(c, &flags).map(Some),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut client = connect().await?;
+    let mut created = Vec::new();
+    let mut failed = None;
+    for rt in targets {
+        let local = rt.is_none();
+        let spec = NewSession {
+            name: a.name.clone(),
+            configuration: a.configuration.clone(),
+            idle_timeout_s: a
+                .idle_timeout
+                .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),
+            env: if local { captured_env() } else { Vec::new() },
+            cwd: if local { current_dir() } else { None },
+            temporary: false,
+            remote: rt,
+        };
+        match client.new_session(spec).await {
+            Ok(v) => created.extend(v),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if !created.is_empty() {
+        output::print_sessions(&created, a.json);
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(0),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -82,17 +117,18 @@ pub async fn get(a: GetArgs) -> CliResult {
         id: a.id,
         instance_id: a.instance_id,
         state,
+        remote: None,
     };
     let remote: Vec<String> = a
         .computer
         .iter()
-        .filter(|c| *c != "localhost")
+        .filter(|c| !remote::is_local(c))
         .cloned()
         .collect();
     let sessions = if remote.is_empty() {
         connect().await?.get(filter).await?
     } else {
-        super::remote::get(&remote, &super::ssh_settings()?, filter).await?
+        remote::get(&remote, &super::ssh_flags(), filter).await?
     };
     output::print_sessions(&sessions, a.json);
     Ok(0)

@@ -7,7 +7,9 @@
 //! releases it automatically, so stale socket or pid files never block the next start.
 
 mod hosts;
+mod links;
 mod registry;
+mod remote;
 mod server;
 
 pub use registry::glob_match;

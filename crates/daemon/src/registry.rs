@@ -5,10 +5,26 @@
 //! table is a cache of those records plus the names of recently removed sessions, so that using a
 //! removed handle gives "was removed" rather than "not found".
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use tether_engine::HostMeta;
-use tether_proto::{ErrorInfo, ErrorKind, SessionInfo, State};
+use tether_proto::{ErrorInfo, ErrorKind, RemoteTarget, SessionInfo, State};
 use tether_transport::paths::Paths;
+
+/// This client's handle to a session on another computer.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RemoteHandle {
+    /// Id and Name are this client's; the rest is the last state seen.
+    pub info: SessionInfo,
+    pub target: RemoteTarget,
+}
+
+/// A session found by Name, Id or InstanceId.
+pub enum Found<'a> {
+    Local(&'a HostMeta),
+    Remote(&'a RemoteHandle),
+}
 
 /// How many removed names we remember for clear errors.
 const TOMBSTONES: usize = 256;
@@ -18,6 +34,8 @@ pub struct Registry {
     pub paths: Paths,
     /// Keyed by instance id.
     pub sessions: BTreeMap<String, HostMeta>,
+    /// Handles to sessions on other computers, keyed by instance id.
+    pub remotes: BTreeMap<String, RemoteHandle>,
     removed: VecDeque<(u32, String)>,
     next_id: u32,
 }
@@ -40,12 +58,56 @@ impl Registry {
                 }
             }
         }
-        let next_id = sessions.values().map(|m| m.info.id).max().unwrap_or(0) + 1;
+        let remotes = load_remotes(&paths);
+        let next_id = sessions
+            .values()
+            .map(|m| m.info.id)
+            .chain(remotes.values().map(|h| h.info.id))
+            .max()
+            .unwrap_or(0)
+            + 1;
         Registry {
             paths,
             sessions,
+            remotes,
             removed: VecDeque::new(),
             next_id,
+        }
+    }
+
+    fn remote_path(&self, instance_id: &str) -> PathBuf {
+        self.paths
+            .home
+            .join("remotes")
+            .join(format!("{instance_id}.json"))
+    }
+
+    /// Records a handle to a remote session (written atomically).
+    pub fn insert_remote(&mut self, h: RemoteHandle) -> std::io::Result<()> {
+        let dir = self.paths.home.join("remotes");
+        tether_transport::paths::private_dir(&dir)?;
+        let path = self.remote_path(&h.info.instance_id);
+        let tmp = path.with_extension("json.tmp");
+        let data = serde_json::to_vec_pretty(&h).map_err(std::io::Error::other)?;
+        tether_transport::paths::write_private(&tmp, &data)?;
+        std::fs::rename(&tmp, &path)?;
+        self.next_id = self.next_id.max(h.info.id + 1);
+        self.remotes.insert(h.info.instance_id.clone(), h);
+        Ok(())
+    }
+
+    /// Forgets a remote handle, remembering its name for later errors.
+    pub fn forget_remote(&mut self, instance_id: &str) -> Option<RemoteHandle> {
+        let h = self.remotes.remove(instance_id)?;
+        let _ = std::fs::remove_file(self.remote_path(instance_id));
+        self.tombstone(h.info.id, h.info.name.clone());
+        Some(h)
+    }
+
+    fn tombstone(&mut self, id: u32, name: String) {
+        self.removed.push_back((id, name));
+        if self.removed.len() > TOMBSTONES {
+            self.removed.pop_front();
         }
     }
 
@@ -59,20 +121,32 @@ impl Registry {
         self.sessions
             .values()
             .any(|m| !m.temporary && m.info.name == name)
+            || self.remotes.values().any(|h| h.info.name == name)
     }
 
-    /// Finds a session by Name or Id (an all-digit word is an Id).
-    pub fn resolve(&self, word: &str) -> Result<&HostMeta, ErrorInfo> {
+    /// Finds a session by Name, Id (an all-digit word) or InstanceId (how a client on another
+    /// computer names it).
+    pub fn resolve(&self, word: &str) -> Result<Found<'_>, ErrorInfo> {
+        if let Some(m) = self.sessions.get(word) {
+            return Ok(Found::Local(m));
+        }
+        if let Some(h) = self.remotes.get(word) {
+            return Ok(Found::Remote(h));
+        }
         let by_id = word.parse::<u32>().ok();
-        let found = self.sessions.values().find(|m| {
-            !m.temporary
-                && match by_id {
-                    Some(id) => m.info.id == id,
-                    None => m.info.name == word,
-                }
-        });
-        if let Some(m) = found {
-            return Ok(m);
+        let matches = |info: &SessionInfo| match by_id {
+            Some(id) => info.id == id,
+            None => info.name == word,
+        };
+        if let Some(m) = self
+            .sessions
+            .values()
+            .find(|m| !m.temporary && matches(&m.info))
+        {
+            return Ok(Found::Local(m));
+        }
+        if let Some(h) = self.remotes.values().find(|h| matches(&h.info)) {
+            return Ok(Found::Remote(h));
         }
         let was_removed = self.removed.iter().any(|(id, name)| match by_id {
             Some(want) => *id == want,
@@ -96,11 +170,7 @@ impl Registry {
         let meta = self.sessions.remove(instance_id)?;
         let _ = std::fs::remove_file(self.paths.host_meta(instance_id));
         if !meta.temporary {
-            self.removed
-                .push_back((meta.info.id, meta.info.name.clone()));
-            if self.removed.len() > TOMBSTONES {
-                self.removed.pop_front();
-            }
+            self.tombstone(meta.info.id, meta.info.name.clone());
         }
         Some(meta)
     }
@@ -153,10 +223,34 @@ impl Registry {
             .values()
             .filter(|m| !m.temporary)
             .map(|m| m.info.clone())
+            .chain(self.remotes.values().map(|h| h.info.clone()))
             .collect();
         v.sort_by_key(|i| i.id);
         v
     }
+}
+
+fn load_remotes(paths: &Paths) -> BTreeMap<String, RemoteHandle> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(paths.home.join("remotes")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<RemoteHandle>(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(h) => {
+                out.insert(h.info.instance_id.clone(), h);
+            }
+            Err(e) => tracing::warn!("ignoring remote handle {}: {e}", path.display()),
+        }
+    }
+    out
 }
 
 /// Shell-style glob match with `*` and `?` (for `get --name`).

@@ -1,7 +1,8 @@
 //! The daemon's listener and request handlers.
 
 use crate::hosts;
-use crate::registry::{Registry, glob_match};
+use crate::links::Links;
+use crate::registry::{Found, Registry, glob_match};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct Daemon {
     pub paths: Paths,
     pub registry: Mutex<Registry>,
     pub shutdown: watch::Sender<bool>,
+    /// Warm connections to other computers (the client role).
+    pub links: Arc<Links>,
     min_idle: u64,
     owner: String,
 }
@@ -46,6 +49,7 @@ impl Daemon {
             paths,
             registry: Mutex::new(registry),
             shutdown: watch::channel(false).0,
+            links: Links::new(),
             min_idle,
             owner,
         })
@@ -97,8 +101,8 @@ async fn cleanup_temporaries(daemon: &Daemon) {
     }
 }
 
-type Reader = FrameReader<tokio::net::unix::OwnedReadHalf>;
-type Writer = FrameWriter<tokio::net::unix::OwnedWriteHalf>;
+pub(crate) type Reader = FrameReader<tokio::net::unix::OwnedReadHalf>;
+pub(crate) type Writer = FrameWriter<tokio::net::unix::OwnedWriteHalf>;
 
 async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     match tether_transport::unix::peer_is_us(&stream) {
@@ -136,7 +140,15 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             }
         };
         let reply = match req {
+            Request::New(spec) if spec.remote.is_some() => {
+                crate::remote::new_session(&daemon, spec)
+                    .await
+                    .map(|i| Response::Sessions(vec![i]))
+            }
             Request::New(spec) => new_session(&daemon, spec).await.map(Response::Sessions),
+            Request::Get(filter) if filter.remote.is_some() => crate::remote::get(&daemon, filter)
+                .await
+                .map(Response::Sessions),
             Request::Get(filter) => Ok(Response::Sessions(get(&daemon, &filter).await)),
             Request::Remove(spec) => remove(&daemon, spec).await,
             Request::DaemonStatus => Ok(Response::Status(status(&daemon).await)),
@@ -263,28 +275,36 @@ fn placeholder(hs: &HostSpec) -> tether_engine::HostMeta {
     }
 }
 
-/// Lists sessions, asking each live host for its current availability.
+fn selected(filter: &SessionFilter, i: &SessionInfo) -> bool {
+    filter
+        .name_glob
+        .as_deref()
+        .is_none_or(|g| glob_match(g, &i.name))
+        && filter.id.is_none_or(|id| id == i.id)
+        && filter
+            .instance_id
+            .as_deref()
+            .is_none_or(|u| u == i.instance_id)
+}
+
+/// Lists sessions, asking each live host (and each computer holding one) for its current state.
 async fn get(daemon: &Daemon, filter: &SessionFilter) -> Vec<SessionInfo> {
-    let candidates: Vec<SessionInfo> = daemon
-        .registry
-        .lock()
-        .await
-        .list()
-        .into_iter()
-        .filter(|i| {
-            filter
-                .name_glob
-                .as_deref()
-                .is_none_or(|g| glob_match(g, &i.name))
-        })
-        .filter(|i| filter.id.is_none_or(|id| id == i.id))
-        .filter(|i| {
-            filter
-                .instance_id
-                .as_deref()
-                .is_none_or(|u| u == i.instance_id)
-        })
-        .collect();
+    let (candidates, remotes): (Vec<SessionInfo>, Vec<_>) = {
+        let reg = daemon.registry.lock().await;
+        let local = reg
+            .sessions
+            .values()
+            .filter(|m| !m.temporary && selected(filter, &m.info))
+            .map(|m| m.info.clone())
+            .collect();
+        let remote = reg
+            .remotes
+            .values()
+            .filter(|h| selected(filter, &h.info))
+            .cloned()
+            .collect();
+        (local, remote)
+    };
     let mut tasks = Vec::new();
     for info in candidates {
         let paths = daemon.paths.clone();
@@ -317,26 +337,52 @@ async fn get(daemon: &Daemon, filter: &SessionFilter) -> Vec<SessionInfo> {
             out.push(info);
         }
     }
+    if !remotes.is_empty() {
+        let live = crate::remote::refresh(daemon, remotes).await;
+        out.extend(
+            live.into_iter()
+                .filter(|i| filter.state.is_none_or(|s| s == i.state)),
+        );
+        out.sort_by_key(|i| i.id);
+    }
     out
 }
 
 async fn remove(daemon: &Daemon, spec: RemoveSpec) -> Result<Response, ErrorInfo> {
-    let targets: Vec<Result<String, ErrorInfo>> = {
+    let targets: Vec<Result<(String, Option<tether_proto::RemoteTarget>), ErrorInfo>> = {
         let reg = daemon.registry.lock().await;
-        if spec.all {
-            reg.list().into_iter().map(|i| Ok(i.instance_id)).collect()
+        let words: Vec<String> = if spec.all {
+            reg.list().into_iter().map(|i| i.instance_id).collect()
         } else {
-            spec.sessions
-                .iter()
-                .map(|w| reg.resolve(w).map(|m| m.info.instance_id.clone()))
-                .collect()
-        }
+            spec.sessions.clone()
+        };
+        words
+            .iter()
+            .map(|w| {
+                reg.resolve(w).map(|f| match f {
+                    Found::Local(m) => (m.info.instance_id.clone(), None),
+                    Found::Remote(h) => (h.info.instance_id.clone(), Some(h.target.clone())),
+                })
+            })
+            .collect()
     };
     let mut removed = Vec::new();
     let mut first_err = None;
     for t in targets {
         match t {
-            Ok(iid) => {
+            Ok((iid, Some(rt))) => {
+                // The handle goes whatever the far side says: a computer that is gone for good
+                // must not pin a handle forever. Its error is still reported.
+                if let Err(e) = crate::remote::close(daemon, &rt, &iid).await {
+                    first_err.get_or_insert(e);
+                }
+                if let Some(mut h) = daemon.registry.lock().await.forget_remote(&iid) {
+                    h.info.state = State::Closed;
+                    h.info.availability = tether_proto::Availability::None;
+                    removed.push(h.info);
+                }
+            }
+            Ok((iid, None)) => {
                 let closed = hosts::close(&daemon.paths, &iid).await;
                 let mut reg = daemon.registry.lock().await;
                 if let Err(e) = closed {
@@ -366,6 +412,7 @@ async fn status(daemon: &Daemon) -> DaemonStatus {
         version: env!("CARGO_PKG_VERSION").into(),
         home: daemon.paths.home.display().to_string(),
         sessions: daemon.registry.lock().await.list().len() as u32,
+        links: daemon.links.status(),
     }
 }
 
@@ -380,12 +427,28 @@ async fn stop(daemon: &Daemon) {
             daemon.registry.lock().await.forget(&s.instance_id);
         }
     }
+    daemon.links.close_all();
     let _ = daemon.shutdown.send(true);
 }
 
 /// Runs an invocation: resolves the session (or creates a temporary one) and hands the client's
 /// connection to its host, which serves the rest of the invocation directly.
-async fn invoke(daemon: &Daemon, spec: InvokeSpec, reader: Reader, mut writer: Writer) {
+async fn invoke(daemon: &Daemon, mut spec: InvokeSpec, reader: Reader, mut writer: Writer) {
+    if spec.session.is_empty()
+        && let Some(rt) = spec.remote.clone()
+    {
+        return crate::remote::invoke(daemon, rt, spec, reader, writer).await;
+    }
+    if !spec.session.is_empty() {
+        let remote = match daemon.registry.lock().await.resolve(&spec.session) {
+            Ok(Found::Remote(h)) => Some((h.target.clone(), h.info.instance_id.clone())),
+            _ => None,
+        };
+        if let Some((rt, iid)) = remote {
+            spec.session = iid;
+            return crate::remote::invoke(daemon, rt, spec, reader, writer).await;
+        }
+    }
     let temporary = spec.session.is_empty();
     let target = if temporary {
         let ns = NewSession {
@@ -428,7 +491,12 @@ async fn invoke(daemon: &Daemon, spec: InvokeSpec, reader: Reader, mut writer: W
 
 async fn resolve_open(daemon: &Daemon, word: &str) -> Result<SessionInfo, ErrorInfo> {
     let reg = daemon.registry.lock().await;
-    let meta = reg.resolve(word)?;
+    let Found::Local(meta) = reg.resolve(word)? else {
+        return Err(ErrorInfo::new(
+            ErrorKind::Internal,
+            format!("session {word} is on another computer"),
+        ));
+    };
     match meta.info.state {
         State::Opened => Ok(meta.info.clone()),
         state => Err(closed_error(

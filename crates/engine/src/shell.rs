@@ -85,21 +85,8 @@ impl Flavour {
     }
 }
 
-/// Quotes a string as one shell word. Inside single quotes nothing is special except `'` itself,
-/// which becomes `'\''`. NUL bytes cannot exist in shell words and are refused by the caller.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
-}
+/// Quoting lives in the transport crate, which also builds remote command lines.
+pub use tether_transport::shell_quote as quote;
 
 /// Where one invocation's streams are.
 pub struct InvocationPaths<'a> {

@@ -20,7 +20,7 @@ pub use session::{Availability, SessionInfo, State};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest output chunk a host sends in one frame; keeps frames far below [`MAX_FRAME_LEN`].
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -106,6 +106,8 @@ pub struct NewSession {
     pub cwd: Option<String>,
     /// A temporary session is hidden from `get` and closed by its creator after one use.
     pub temporary: bool,
+    /// Create it on another computer (the client daemon keeps the handle).
+    pub remote: Option<RemoteTarget>,
 }
 
 /// Which sessions `get` returns. Empty fields match everything.
@@ -115,6 +117,8 @@ pub struct SessionFilter {
     pub id: Option<u32>,
     pub instance_id: Option<String>,
     pub state: Option<State>,
+    /// Ask another computer's daemon instead (`get --computer`).
+    pub remote: Option<RemoteTarget>,
 }
 
 /// Parameters of `tether remove`.
@@ -143,6 +147,28 @@ pub struct InvokeSpec {
     pub env: Vec<(String, String)>,
     /// For a temporary session: its starting directory.
     pub cwd: Option<String>,
+    /// With an empty `session`: run in a temporary session on this computer instead.
+    pub remote: Option<RemoteTarget>,
+}
+
+/// Another computer and how to reach it. It travels with each request because the client
+/// daemon, not the CLI, runs ssh: the CLI's flags and environment must reach it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct RemoteTarget {
+    /// `[user@]host[:port]` or an ssh alias, as the user typed it.
+    pub computer: String,
+    /// `TETHER_SSH`: the ssh program.
+    pub ssh_program: Option<String>,
+    /// `--ssh-config`: passed as `ssh -F`.
+    pub ssh_config: Option<String>,
+    /// `--ssh-option K=V`, each passed as `ssh -o`.
+    pub ssh_options: Vec<String>,
+    /// `--connect-timeout`.
+    pub connect_timeout_ms: Option<u64>,
+    /// The tether command on the far side (`TETHER_REMOTE_EXE`; default `tether`).
+    pub remote_exe: Option<String>,
+    /// `TETHER_HOME` for the far side's daemon (`TETHER_REMOTE_HOME`; default its own).
+    pub remote_home: Option<String>,
 }
 
 /// How an invocation ended.
@@ -165,6 +191,20 @@ pub struct DaemonStatus {
     pub version: String,
     pub home: String,
     pub sessions: u32,
+    /// Warm connections to other computers.
+    pub links: Vec<LinkStatus>,
+}
+
+/// One warm ssh connection held by the client daemon.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct LinkStatus {
+    pub computer: String,
+    /// The ssh process's pid.
+    pub pid: u32,
+    /// Channels (sessions' requests and invocations) open on it now.
+    pub channels: u32,
+    /// The far side's tether version.
+    pub version: String,
 }
 
 /// Error categories; each maps to one CLI exit status (SPEC §2).

@@ -109,9 +109,12 @@ fn exit_codes_follow_the_spec() {
 proptest! {
     #[test]
     fn invoke_roundtrips(script in ".*", args in proptest::collection::vec(".*", 0..4),
-                         stdin in any::<bool>(), t in proptest::option::of(any::<u64>())) {
+                         stdin in any::<bool>(), t in proptest::option::of(any::<u64>()),
+                         computer in proptest::option::of("[a-z@:.]{0,20}")) {
+        let remote = computer.map(|computer| RemoteTarget { computer,
+            ssh_options: vec!["A=b".into()], ..Default::default() });
         roundtrip(&Request::Invoke(InvokeSpec { session: "s".into(), script, args, stdin,
-            timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None }));
+            timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None, remote }));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!
 //! This layer knows nothing of what messages mean.
 
+pub mod link;
+pub mod mux;
 pub mod paths;
 pub mod ssh;
 pub mod unix;
@@ -13,6 +15,22 @@ pub mod unix;
 use serde::{Serialize, de::DeserializeOwned};
 use tether_proto::{DecodeError, FRAME_HEADER_LEN, decode, encode, frame_len};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+
+/// Quotes a string as one POSIX shell word. Inside single quotes nothing is special except `'`
+/// itself, which becomes `'\''`. NUL bytes cannot exist in shell words; callers refuse them.
+pub fn shell_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
 
 /// Errors moving frames.
 #[derive(Debug, thiserror::Error)]

@@ -137,6 +137,9 @@ impl SshSettings {
             args.push("-o".into());
             args.push(o.into());
         }
+        let limit = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        args.push("-o".into());
+        args.push(format!("ConnectTimeout={}", limit.as_secs().max(1)).into());
         for o in [
             "BatchMode=yes",
             "ServerAliveInterval=5",

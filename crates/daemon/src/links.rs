@@ -1,0 +1,178 @@
+//! The client role: one warm ssh connection per computer, shared by every session handle and
+//! invocation that goes there, and closed after it has carried no channel for a while.
+//!
+//! Connecting is serialised per computer (a per-key lock), so a fan-out or several CLI calls at
+//! once never start two ssh handshakes to the same place; a link that died is replaced on next
+//! use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tether_proto::{ErrorInfo, ErrorKind, LinkStatus, RemoteTarget};
+use tether_transport::link::{Link, OwnBinary};
+use tether_transport::mux::{Channel, Mux};
+
+/// How long an unused connection stays open, unless `TETHER_CONNECTION_IDLE` (seconds, or a
+/// duration like `90s`, `10m`) says otherwise.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
+
+struct Warm {
+    link: Link,
+    computer: String,
+    last_used: Mutex<Instant>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Warm>>>>;
+
+pub struct Links {
+    own: tokio::sync::OnceCell<Result<OwnBinary, String>>,
+    table: Mutex<HashMap<RemoteTarget, Slot>>,
+    idle: Duration,
+}
+
+/// Two requests share a connection when everything but the timeout is the same.
+fn key(rt: &RemoteTarget) -> RemoteTarget {
+    RemoteTarget {
+        connect_timeout_ms: None,
+        ..rt.clone()
+    }
+}
+
+impl Links {
+    pub fn new() -> Arc<Links> {
+        let idle = std::env::var("TETHER_CONNECTION_IDLE")
+            .ok()
+            .and_then(|v| {
+                v.parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs)
+                    .or_else(|| humantime::parse_duration(&v).ok())
+            })
+            .unwrap_or(DEFAULT_IDLE);
+        let links = Arc::new(Links {
+            own: tokio::sync::OnceCell::new(),
+            table: Mutex::new(HashMap::new()),
+            idle,
+        });
+        tokio::spawn(reap(Arc::downgrade(&links)));
+        links
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<RemoteTarget, Slot>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn own_binary(&self) -> Result<OwnBinary, ErrorInfo> {
+        let r = self
+            .own
+            .get_or_init(|| async {
+                tokio::task::spawn_blocking(OwnBinary::of_current_exe)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            })
+            .await;
+        r.clone().map_err(|e| {
+            ErrorInfo::new(
+                ErrorKind::Internal,
+                format!("cannot read this tether executable: {e}"),
+            )
+        })
+    }
+
+    /// A new channel to `rt`'s daemon, connecting first if no warm link exists.
+    pub async fn channel(&self, rt: &RemoteTarget) -> Result<(Mux, Channel), ErrorInfo> {
+        let slot = self.table().entry(key(rt)).or_default().clone();
+        let mut guard = slot.lock().await;
+        if let Some(w) = guard.as_ref().filter(|w| !w.link.mux.is_closed())
+            && let Ok(ch) = w.link.mux.open()
+        {
+            *w.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            return Ok((w.link.mux.clone(), ch));
+        }
+        let own = self.own_binary().await?;
+        let link = tether_transport::link::connect(rt, &own).await?;
+        tracing::info!(
+            "connected to {} (ssh pid {}, tether {})",
+            rt.computer,
+            link.pid,
+            link.version
+        );
+        let ch = link.mux.open().map_err(|e| {
+            ErrorInfo::new(
+                ErrorKind::Connection,
+                format!("computer {}: {e}", rt.computer),
+            )
+        })?;
+        let mux = link.mux.clone();
+        *guard = Some(Arc::new(Warm {
+            link,
+            computer: rt.computer.clone(),
+            last_used: Mutex::new(Instant::now()),
+        }));
+        Ok((mux, ch))
+    }
+
+    pub fn status(&self) -> Vec<LinkStatus> {
+        let slots: Vec<Slot> = self.table().values().cloned().collect();
+        let mut out = Vec::new();
+        for s in slots {
+            if let Ok(g) = s.try_lock()
+                && let Some(w) = g.as_ref().filter(|w| !w.link.mux.is_closed())
+            {
+                out.push(LinkStatus {
+                    computer: w.computer.clone(),
+                    pid: w.link.pid,
+                    channels: w.link.mux.channels() as u32,
+                    version: w.link.version.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.computer.cmp(&b.computer));
+        out
+    }
+
+    /// Closes every connection (daemon stop).
+    pub fn close_all(&self) {
+        self.table().clear();
+    }
+
+    /// Drops links that died or that carried no channel for the idle time.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.table().retain(|_, slot| {
+            let Ok(mut g) = slot.try_lock() else {
+                return true; // connecting right now
+            };
+            let keep = match g.as_ref() {
+                None => false,
+                Some(w) if w.link.mux.is_closed() => false,
+                Some(w) => {
+                    let mut last = w.last_used.lock().unwrap_or_else(|p| p.into_inner());
+                    if w.link.mux.channels() > 0 {
+                        *last = now;
+                    }
+                    now.duration_since(*last) < self.idle
+                }
+            };
+            if !keep && let Some(w) = g.take() {
+                tracing::info!("closing the idle connection to {}", w.computer);
+            }
+            keep
+        });
+    }
+}
+
+async fn reap(links: std::sync::Weak<Links>) {
+    let period = match links.upgrade() {
+        Some(l) => (l.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        match links.upgrade() {
+            Some(l) => l.sweep(),
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! One ssh connection to another computer, carrying a [`Mux`](crate::mux::Mux).
+//!
+//! The far side runs a short POSIX `sh` script (the user's login shell only has to run `sh -c`):
+//! it execs `tether bridge` if the command is on `PATH`, else a copy of this very binary kept in
+//! the user's data directory under its SHA-256, else it asks for one. The client then sends its
+//! own executable over the same ssh channel; the script writes it to a temporary name, checks the
+//! hash, renames it into place (atomic) and execs it. Later connections reuse it.
+//!
+//! The bridge announces itself with one line, `TETHER-MUX <mux> <protocol> <version>`. Lines
+//! before it (a chatty `.bashrc`) are skipped; different protocol numbers are refused with an
+//! error naming both versions.
+
+use crate::mux::Mux;
+use crate::shell_quote;
+use crate::ssh::{DEFAULT_CONNECT_TIMEOUT, SshSettings, Target};
+use std::path::PathBuf;
+use std::time::Duration;
+use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, RemoteTarget};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout};
+
+/// Version of the link framing itself ([`crate::mux`]).
+pub const MUX_VERSION: u32 = 1;
+/// The bridge's first line starts with this.
+pub const PREAMBLE: &str = "TETHER-MUX";
+const NEED_BINARY: &str = "TETHER-NEED-BINARY";
+/// Bytes of shell chatter tolerated before the preamble.
+const MAX_CHATTER: usize = 64 * 1024;
+
+/// The line `tether bridge` prints before speaking the mux protocol.
+pub fn preamble() -> String {
+    format!(
+        "{PREAMBLE} {MUX_VERSION} {PROTOCOL_VERSION} {}\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// This executable, as offered to computers that lack tether.
+#[derive(Debug, Clone)]
+pub struct OwnBinary {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl OwnBinary {
+    /// Hashes the running executable (once per daemon; a few hundred ms for a debug build).
+    pub fn of_current_exe() -> std::io::Result<OwnBinary> {
+        use sha2::Digest;
+        use std::io::Read;
+        let path = std::env::current_exe()?;
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            h.update(&buf[..n]);
+        }
+        let sha256 = h
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Ok(OwnBinary { path, sha256, size })
+    }
+}
+
+/// A live link: the mux, and the ssh process under it (killed when this is dropped).
+pub struct Link {
+    pub mux: Mux,
+    pub pid: u32,
+    /// The far side's tether version.
+    pub version: String,
+    _child: Child,
+}
+
+/// Run by the remote login shell as `sh -c SCRIPT tether EXE HASH SIZE HOME`. No single quotes
+/// and no `!` in here: it travels inside single quotes through whatever shell the user has.
+const SCRIPT: &str = r#"e=$1 h=$2 n=$3
+if [ -n "$4" ]; then TETHER_HOME=$4; export TETHER_HOME; fi
+if command -v "$e" >/dev/null 2>&1; then exec "$e" bridge; fi
+d=${TETHER_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/tether}/bin
+b=$d/tether-$h
+if [ -x "$b" ]; then exec "$b" bridge; fi
+echo "TETHER-NEED-BINARY $(uname -s) $(uname -m)"
+umask 077
+mkdir -p "$d" || exit 1
+t=$b.$$.part
+head -c "$n" >"$t"
+s=$(sha256sum "$t" 2>/dev/null || shasum -a 256 "$t" 2>/dev/null)
+if [ "${s%% *}" = "$h" ]; then chmod 700 "$t" && mv -f "$t" "$b" && exec "$b" bridge; fi
+rm -f "$t"
+echo "tether: the copy of tether sent to this computer did not arrive intact" >&2
+exit 1"#;
+
+fn err(kind: ErrorKind, computer: &str, why: impl std::fmt::Display) -> ErrorInfo {
+    ErrorInfo::new(kind, format!("computer {computer}: {why}"))
+}
+
+/// The ssh settings a [`RemoteTarget`] carries, validated.
+pub fn settings(rt: &RemoteTarget) -> Result<(Target, SshSettings), ErrorInfo> {
+    let target =
+        Target::parse(&rt.computer).map_err(|e| ErrorInfo::new(ErrorKind::Usage, e.to_string()))?;
+    let s = SshSettings {
+        program: rt.ssh_program.as_ref().map(PathBuf::from),
+        config: rt.ssh_config.as_ref().map(PathBuf::from),
+        options: rt.ssh_options.clone(),
+        connect_timeout: rt.connect_timeout_ms.map(Duration::from_millis),
+    };
+    s.validate()
+        .map_err(|e| ErrorInfo::new(ErrorKind::Usage, e.to_string()))?;
+    Ok((target, s))
+}
+
+/// Opens the ssh connection, bootstraps tether if needed and checks versions.
+pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorInfo> {
+    let c = rt.computer.as_str();
+    let (target, ssh) = settings(rt)?;
+    let exe = rt.remote_exe.as_deref().unwrap_or("tether");
+    let words = vec![
+        "sh".to_string(),
+        "-c".into(),
+        shell_quote(SCRIPT),
+        "tether".into(),
+        shell_quote(exe),
+        own.sha256.clone(),
+        own.size.to_string(),
+        shell_quote(rt.remote_home.as_deref().unwrap_or("")),
+    ];
+    let (program, args) = ssh.command_line(&target, &words);
+    let mut child = tokio::process::Command::new(&program)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            err(
+                ErrorKind::Connection,
+                c,
+                format!("cannot run {}: {e}", program.display()),
+            )
+        })?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(err(ErrorKind::Connection, c, "ssh has no stdio"));
+    };
+    let mut out = BufReader::with_capacity(64 * 1024, stdout);
+    let limit = ssh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let mut first = first_line(c, &mut out, &mut child, limit).await?;
+    if first.starts_with(NEED_BINARY) {
+        check_platform(c, &first)?;
+        send_binary(c, own, &mut stdin).await?;
+        first = first_line(c, &mut out, &mut child, limit).await?;
+    }
+    let version = check_preamble(c, &first)?;
+    let pid = child.id().unwrap_or(0);
+    // Keep ssh's stderr drained (a full pipe would stop ssh) and log what the far side says.
+    if let Some(err) = child.stderr.take() {
+        let label = c.to_string();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!("{label}: {line}");
+            }
+        });
+    }
+    let (mux, _) = Mux::start(out, stdin);
+    Ok(Link {
+        mux,
+        pid,
+        version,
+        _child: child,
+    })
+}
+
+/// Reads up to the preamble or the bootstrap request, skipping shell chatter. If ssh ends
+/// first, its last stderr line says why (host key, permission denied, no route…).
+async fn first_line(
+    c: &str,
+    out: &mut BufReader<ChildStdout>,
+    child: &mut Child,
+    limit: Duration,
+) -> Result<String, ErrorInfo> {
+    let read = async {
+        let mut seen = 0usize;
+        loop {
+            let mut line = Vec::new();
+            let n = (&mut *out)
+                .take(4096)
+                .read_until(b'\n', &mut line)
+                .await
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            seen += n;
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            if text.starts_with(PREAMBLE) || text.starts_with(NEED_BINARY) {
+                return Some(Ok(text));
+            }
+            if seen > MAX_CHATTER {
+                return Some(Err(err(
+                    ErrorKind::Connection,
+                    c,
+                    "the remote shell printed too much before tether started (check its startup files)",
+                )));
+            }
+        }
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(Some(r)) => r,
+        Ok(None) => Err(err(ErrorKind::Connection, c, ssh_failure(child).await)),
+        Err(_) => Err(err(
+            ErrorKind::Connection,
+            c,
+            format!("no answer within {}s (--connect-timeout)", limit.as_secs()),
+        )),
+    }
+}
+
+async fn ssh_failure(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), e.read_to_string(&mut text)).await;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let last = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    match (last.is_empty(), status) {
+        (false, _) => last.to_string(),
+        (true, Ok(Ok(st))) => format!("ssh exited with {st} before tether answered"),
+        _ => "the connection closed during the handshake".into(),
+    }
+}
+
+/// Compares the far side's `uname -s`/`uname -m` with this build before copying anything.
+fn check_platform(c: &str, line: &str) -> Result<(), ErrorInfo> {
+    let mut w = line.split_whitespace().skip(1);
+    let (os, arch) = (w.next().unwrap_or("?"), w.next().unwrap_or("?"));
+    let os_ok = match std::env::consts::OS {
+        "macos" => os == "Darwin",
+        local => os.eq_ignore_ascii_case(local),
+    };
+    let arch_ok = match (std::env::consts::ARCH, arch) {
+        (a, b) if a == b => true,
+        ("aarch64", "arm64") | ("x86_64", "amd64") => true,
+        _ => false,
+    };
+    if os_ok && arch_ok {
+        return Ok(());
+    }
+    Err(err(
+        ErrorKind::Connection,
+        c,
+        format!(
+            "tether is not installed there, and this tether ({} {}) cannot run on {os} {arch}: install tether on it",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ),
+    ))
+}
+
+async fn send_binary(
+    c: &str,
+    own: &OwnBinary,
+    stdin: &mut tokio::process::ChildStdin,
+) -> Result<(), ErrorInfo> {
+    let fail = |e: std::io::Error| err(ErrorKind::Connection, c, format!("copying tether: {e}"));
+    let mut f = tokio::fs::File::open(&own.path).await.map_err(fail)?;
+    // Send exactly the bytes that were hashed, even if the file has grown since.
+    let mut limited = (&mut f).take(own.size);
+    tokio::io::copy(&mut limited, stdin).await.map_err(fail)?;
+    stdin.flush().await.map_err(fail)
+}
+
+/// Checks `TETHER-MUX <mux> <protocol> <version>` and returns the far side's version.
+pub fn check_preamble(c: &str, line: &str) -> Result<String, ErrorInfo> {
+    let mut w = line.split_whitespace().skip(1);
+    let mux: Option<u32> = w.next().and_then(|v| v.parse().ok());
+    let proto: Option<u32> = w.next().and_then(|v| v.parse().ok());
+    let version = w.next().unwrap_or("unknown").to_string();
+    if mux == Some(MUX_VERSION) && proto == Some(PROTOCOL_VERSION) {
+        return Ok(version);
+    }
+    Err(err(
+        ErrorKind::Connection,
+        c,
+        format!(
+            "it runs tether {version} (protocol {}), which cannot talk to this tether {} \
+             (protocol {PROTOCOL_VERSION}); install the same version on both",
+            proto.map_or("unknown".into(), |p| p.to_string()),
+            env!("CARGO_PKG_VERSION"),
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preamble_round_trips_and_mismatch_names_both_versions() {
+        let p = preamble();
+        assert!(check_preamble("h", p.trim_end()).is_ok());
+        let e = check_preamble("web1", "TETHER-MUX 1 999 9.9.9").unwrap_err();
+        assert!(e.message.contains("web1"), "{}", e.message);
+        assert!(e.message.contains("9.9.9"), "{}", e.message);
+        assert!(
+            e.message.contains(env!("CARGO_PKG_VERSION")),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn platform_names_from_uname_match_this_build() {
+        let os = match std::env::consts::OS {
+            "macos" => "Darwin",
+            "linux" => "Linux",
+            o => o,
+        };
+        let line = format!("{NEED_BINARY} {os} {}", std::env::consts::ARCH);
+        assert!(check_platform("h", &line).is_ok());
+        assert!(check_platform("h", &format!("{NEED_BINARY} Plan9 mips")).is_err());
+    }
+
+    #[test]
+    fn the_script_survives_single_quoting() {
+        assert!(!SCRIPT.contains('\''));
+        assert!(!SCRIPT.contains('!'));
+    }
+}
