@@ -4,25 +4,8 @@
 //! computer names that try to inject ssh options.
 
 mod common;
-use common::sshd::Sshd;
+use common::sshd::{Sshd, setup};
 use common::*;
-
-/// A client home whose commands reach `remote` through `sshd`.
-fn client_for(sshd: &Sshd, remote: &Home) -> Home {
-    Home::new()
-        .env("TETHER_SSH_CONFIG", sshd.config().to_str().unwrap())
-        .env("TETHER_REMOTE_EXE", tether_bin().to_str().unwrap())
-        .env("TETHER_REMOTE_HOME", remote.path().to_str().unwrap())
-}
-
-/// An sshd, the "remote" home behind it, and a client home that reaches it (kept in that order
-/// so the client is cleaned up first).
-fn setup() -> (Sshd, Home, Home) {
-    let sshd = Sshd::start();
-    let remote = Home::new();
-    let client = client_for(&sshd, &remote);
-    (sshd, remote, client)
-}
 
 #[test]
 fn invoke_on_a_computer_runs_in_a_temporary_session_with_separate_streams() {
@@ -86,7 +69,7 @@ fn get_on_a_computer_lists_sessions_made_by_another_client() {
     let sshd = Sshd::start();
     let remote = Home::new();
     remote.new_session("made-there", &[]);
-    let client = client_for(&sshd, &remote);
+    let client = sshd.client_for(&remote);
     let out = client
         .run(&["get", "--computer", "tether-test", "--json"])
         .success();
@@ -203,4 +186,29 @@ fn a_silent_host_fails_within_the_connect_timeout_without_stopping_the_others() 
     assert_eq!(out.code(), Some(5), "{out}");
     assert_eq!(out.out(), "tether-test: ok\n", "{out}");
     assert!(out.err().contains(&format!("computer {hung}")), "{out}");
+}
+
+#[test]
+fn a_fan_out_on_a_terminal_shows_progress_on_stderr() {
+    require_program("script", "util-linux");
+    let (_sshd, _remote, client) = setup();
+    // `script` gives the command a terminal; it records what the terminal showed.
+    let tether = client.command();
+    let line = format!(
+        "{} invoke --computer tether-test,tether-test:1 'sleep 2; echo slow'",
+        tether_bin().display()
+    );
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in tether.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    let out = run_command(c, None, std::time::Duration::from_secs(60));
+    assert_ne!(out.code(), Some(0), "one target fails: {out}");
+    let screen = out.out();
+    assert!(screen.contains("tether-test: slow"), "{out}");
+    assert!(screen.contains("1 failed"), "no progress shown: {out}");
+    assert!(screen.contains("/2 done"), "no progress shown: {out}");
 }

@@ -22,8 +22,12 @@ enum Action {
     },
     /// Stop the daemon: idle sessions close, busy ones go on.
     Stop,
-    /// Show whether the daemon runs, its pid and how many sessions it has.
-    Status,
+    /// Show whether the daemon runs, its pid, its sessions and its warm connections.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn is_running(paths: &Paths) -> bool {
@@ -55,7 +59,7 @@ pub fn run(a: DaemonArgs) -> CliResult {
             }
         }
         Action::Stop => stop(&paths),
-        Action::Status => status(&paths),
+        Action::Status { json } => status(&paths, json),
     }
 }
 
@@ -100,7 +104,7 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn status(paths: &Paths) -> CliResult {
+fn status(paths: &Paths, json: bool) -> CliResult {
     if !is_running(paths) {
         println!(
             "tether daemon is not running (home {})",
@@ -112,10 +116,23 @@ fn status(paths: &Paths) -> CliResult {
         let mut client = Client::connect(paths).await?;
         Ok::<_, CliError>(client.status().await?)
     })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&st).map_err(std::io::Error::other)?
+        );
+        return Ok(0);
+    }
     println!(
         "tether daemon running: pid {}, version {}, home {}, {} session(s)",
         st.pid, st.version, st.home, st.sessions
     );
+    for l in &st.links {
+        println!(
+            "  connected to {}: ssh pid {}, tether {}, {} channel(s) open",
+            l.computer, l.pid, l.version, l.channels
+        );
+    }
     Ok(0)
 }
 

@@ -38,6 +38,14 @@ impl Sshd {
             assert!(st.success(), "ssh-keygen failed");
         }
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        // sshd reads authorized_keys with the logging-in user's rights: let a second test user
+        // (tests/ownership.rs) reach it. The directory stays unlistable; private keys stay 0600.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |m| std::fs::Permissions::from_mode(m);
+            std::fs::set_permissions(d, mode(0o711)).unwrap();
+            std::fs::set_permissions(d.join("authorized_keys"), mode(0o644)).unwrap();
+        }
         let port = free_port();
         let user = whoami();
         std::fs::write(
@@ -86,6 +94,23 @@ impl Sshd {
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("ssh_config")
     }
+
+    /// A client home whose commands reach `remote` through this sshd as `tether-test`.
+    pub fn client_for(&self, remote: &super::Home) -> super::Home {
+        super::Home::new()
+            .env("TETHER_SSH_CONFIG", self.config().to_str().unwrap())
+            .env("TETHER_REMOTE_EXE", super::tether_bin().to_str().unwrap())
+            .env("TETHER_REMOTE_HOME", remote.path().to_str().unwrap())
+    }
+}
+
+/// An sshd, the "remote" home behind it, and a client home that reaches it (returned in that
+/// order so the client is dropped, and its daemon stopped, first).
+pub fn setup() -> (Sshd, super::Home, super::Home) {
+    let sshd = Sshd::start();
+    let remote = super::Home::new();
+    let client = sshd.client_for(&remote);
+    (sshd, remote, client)
 }
 
 impl Drop for Sshd {

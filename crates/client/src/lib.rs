@@ -263,8 +263,13 @@ pub fn tether_exe() -> PathBuf {
     if let Some(p) = std::env::var_os("TETHER_EXE") {
         return PathBuf::from(p);
     }
+    // `tether-<sha256>` is the copy a client put on this computer (bootstrap).
+    let is_tether = |n: &std::ffi::OsStr| {
+        n.to_str()
+            .is_some_and(|n| n == "tether" || n.starts_with("tether-"))
+    };
     match std::env::current_exe() {
-        Ok(p) if p.file_name().is_some_and(|n| n == "tether") => p,
+        Ok(p) if p.file_name().is_some_and(is_tether) => p,
         _ => PathBuf::from("tether"),
     }
 }
