@@ -8,7 +8,8 @@
 #   d. throughput: tether invoke -s S 'head -c BYTES /dev/zero' vs ssh h1 'head -c …'
 # Usage: bench/remote.sh   (needs sshd, ssh, hyperfine; run as root, or as the user to log in as)
 # Environment: BENCH_RUNS (a, default 50), BENCH_NEW_RUNS (b, default 10),
-#   BENCH_FANOUT_RUNS (c, default 3), BENCH_BYTES (d, default 1 GiB), BENCH_TP_RUNS (d, default 2)
+#   BENCH_FANOUT_RUNS (c, default 3), BENCH_BYTES (d, default 1 GiB), BENCH_TP_RUNS (d, default 2),
+#   BENCH_REAL_HOME=1 (logins keep the user's HOME and dotfiles; default: an empty HOME)
 set -euo pipefail
 runs=${BENCH_RUNS:-50}
 new_runs=${BENCH_NEW_RUNS:-10}
@@ -67,6 +68,10 @@ LogLevel ERROR
 MaxStartups 1000
 MaxSessions 1000
 EOF
+# Logins get an empty HOME, so every ssh command (and tether's bootstrap `sh -c`) measures ssh,
+# not the login shell's dotfiles (a ~/.bashrc running `pyenv init` made each login 100s of ms
+# here, and 200 at once queued on its lock). BENCH_REAL_HOME=1 keeps the user's own HOME.
+if [ -z "${BENCH_REAL_HOME:-}" ]; then mkdir "$D/home"; echo "SetEnv HOME=$D/home" >>"$D/sshd_config"; fi
 {
   echo "Host $(seq -f 'h%g' -s ' ' 1 $aliases)"
   printf '  %s\n' "HostName 127.0.0.1" "Port $port" "User $(id -un)" "IdentityFile $D/client_key" \
@@ -87,10 +92,11 @@ echo "machine: $(nproc) cores, $(uname -srm); $(ssh -V 2>&1 | cut -d, -f1); sshd
 R=$D/results
 now() { date +%s%N; }
 put() { echo "$1 $2" >>"$R"; }   # key, nanoseconds (or bytes per second)
-hosts() { seq -f 'h%g' -s "$1" 1 "$2"; }
+hosts() { seq -f 'h%g' 1 "$1"; }   # one a line
 restart_daemon() { "$T" daemon stop >/dev/null; "$T" daemon start --quiet; }
 
 # --- a. warm invoke round trip ------------------------------------------------------------------
+echo "a. warm invoke round trip…" >&2
 "$T" new h1 --name S --json >/dev/null
 "$T" invoke -s S true
 ssh -F "$CFG" "${CM[@]}" h1 true </dev/null >/dev/null 2>&1   # the master, up before timing
@@ -107,6 +113,7 @@ for k, x in zip(["a_tether", "a_cm", "a_fresh"], r):
 PY
 
 # --- d. throughput (on the same warm session) ---------------------------------------------------
+echo "d. throughput…" >&2
 best_t=0 best_s=0
 for _ in $(seq "$tp_runs"); do
   s=$(now); "$T" invoke -s S "head -c $bytes /dev/zero" >/dev/null; e=$(now)
@@ -118,6 +125,7 @@ put d_tether "$best_t"; put d_ssh "$best_s"
 "$T" remove S
 
 # --- b. tether new h1, cold and warm ------------------------------------------------------------
+echo "b. tether new h1, cold and warm…" >&2
 cold=0 warm=0 rm=0
 for i in $(seq "$new_runs"); do
   restart_daemon                      # no warm link (the far side's daemon stays up)
@@ -132,22 +140,23 @@ done
 put b_cold $((cold / new_runs)); put b_warm $((warm / new_runs)); put b_remove $((rm / new_runs))
 
 # --- c. fan-out ---------------------------------------------------------------------------------
+echo "c. fan-out…" >&2
 for n in 50 $aliases; do
-  list=$(hosts , "$n")
+  list=$(hosts "$n" | paste -sd,)
   tc=0 tw=0 xc=0 xw=0
   for _ in $(seq "$fan_runs"); do
     restart_daemon
     s=$(now); "$T" invoke --computer "$list" --throttle-limit 200 true; e=$(now); tc=$((tc + e - s))
     s=$(now); "$T" invoke --computer "$list" --throttle-limit 200 true; e=$(now); tw=$((tw + e - s))
-    s=$(now); hosts '\n' "$n" | xargs -P 200 -I{} ssh -F "$CFG" {} true; e=$(now); xc=$((xc + e - s))
+    s=$(now); hosts "$n" | xargs -P 200 -I{} ssh -F "$CFG" {} true; e=$(now); xc=$((xc + e - s))
   done
   links=$("$T" daemon status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d.get("links", d.get("connections", []))))' 2>/dev/null || echo "?")
   echo "after the warm fan-out to $n: $links warm links in tether's daemon"
   # One master per alias (ControlPath cm-%n: %C would hash 127.0.0.1:port and let every alias
   # share one master, unlike tether's one link per computer).
-  hosts '\n' "$n" | xargs -P 200 -I{} ssh -F "$CFG" "${CM[@]}" {} true </dev/null >/dev/null 2>&1
+  hosts "$n" | xargs -P 200 -I{} ssh -F "$CFG" "${CM[@]}" {} true >/dev/null 2>&1
   for _ in $(seq "$fan_runs"); do
-    s=$(now); hosts '\n' "$n" | xargs -P 200 -I{} ssh -F "$CFG" "${CM[@]}" {} true; e=$(now); xw=$((xw + e - s))
+    s=$(now); hosts "$n" | xargs -P 200 -I{} ssh -F "$CFG" "${CM[@]}" {} true; e=$(now); xw=$((xw + e - s))
   done
   put "c${n}_tether_cold" $((tc / fan_runs)); put "c${n}_tether_warm" $((tw / fan_runs))
   put "c${n}_ssh_cold" $((xc / fan_runs)); put "c${n}_ssh_cm" $((xw / fan_runs))

@@ -1,5 +1,6 @@
 //! A real OpenSSH server for tests: started on a free 127.0.0.1 port with throw-away host and
-//! client keys, and an ssh_config whose alias `tether-test` reaches it. Stopped (by pid) on drop.
+//! client keys, and an ssh_config whose aliases `tether-test` and [`ALIASES`] reach it. Stopped
+//! (by pid) on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,6 +8,11 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::procs::{require_program, wait_until};
+
+/// More names for the same sshd, to play several computers (each is its own connection).
+pub const ALIASES: [&str; 8] = [
+    "tether-1", "tether-2", "tether-3", "tether-4", "tether-5", "tether-6", "tether-7", "tether-8",
+];
 
 pub struct Sshd {
     dir: TempDir,
@@ -64,10 +70,11 @@ impl Sshd {
         std::fs::write(
             d.join("ssh_config"),
             format!(
-                "Host tether-test\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
+                "Host tether-test {aliases}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
                  IdentityFile {ck}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  \
                  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n",
                 ck = d.join("client_key").display(),
+                aliases = ALIASES.join(" "),
             ),
         )
         .unwrap();

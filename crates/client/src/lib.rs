@@ -39,7 +39,7 @@ pub enum ClientError {
     Connect { path: PathBuf, err: std::io::Error },
     #[error("cannot start the tether daemon: {0}")]
     Start(String),
-    #[error("connection to the tether daemon lost: {0}")]
+    #[error("connection lost: {0}")]
     Lost(String),
     #[error("unexpected reply from the tether daemon: {0}")]
     Protocol(String),
