@@ -47,6 +47,8 @@ cleanup() {
   rm -rf "$D" "$TETHER_HOME"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # --- a private sshd -----------------------------------------------------------------------------
 for key in host_key client_key; do ssh-keygen -q -t ed25519 -N "" -f "$D/$key"; done
@@ -93,7 +95,9 @@ R=$D/results
 now() { date +%s%N; }
 put() { echo "$1 $2" >>"$R"; }   # key, nanoseconds (or bytes per second)
 hosts() { seq -f 'h%g' 1 "$1"; }   # one a line
-restart_daemon() { "$T" daemon stop >/dev/null; "$T" daemon start --quiet; }
+# A fresh local daemon: no warm link. The far side's daemon stays up, as on a real computer.
+# $1: seconds to let the old links' ssh, sshd and bridge processes wind down.
+restart_daemon() { "$T" daemon stop >/dev/null; sleep "${1:-0}"; "$T" daemon start --quiet; }
 
 # --- a. warm invoke round trip ------------------------------------------------------------------
 echo "a. warm invoke round trip…" >&2
@@ -128,7 +132,7 @@ put d_tether "$best_t"; put d_ssh "$best_s"
 echo "b. tether new h1, cold and warm…" >&2
 cold=0 warm=0 rm=0
 for i in $(seq "$new_runs"); do
-  restart_daemon                      # no warm link (the far side's daemon stays up)
+  restart_daemon
   s=$(now); "$T" new h1 --name "c$i" --json >/dev/null; e=$(now); cold=$((cold + e - s))
   s=$(now); "$T" remove "c$i"; e=$(now); rm=$((rm + e - s))
 done
@@ -145,12 +149,12 @@ for n in 50 $aliases; do
   list=$(hosts "$n" | paste -sd,)
   tc=0 tw=0 xc=0 xw=0
   for _ in $(seq "$fan_runs"); do
-    restart_daemon
+    restart_daemon 1
     s=$(now); "$T" invoke --computer "$list" --throttle-limit 200 true; e=$(now); tc=$((tc + e - s))
     s=$(now); "$T" invoke --computer "$list" --throttle-limit 200 true; e=$(now); tw=$((tw + e - s))
     s=$(now); hosts "$n" | xargs -P 200 -I{} ssh -F "$CFG" {} true; e=$(now); xc=$((xc + e - s))
   done
-  links=$("$T" daemon status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d.get("links", d.get("connections", []))))' 2>/dev/null || echo "?")
+  links=$("$T" daemon status --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["links"]))')
   echo "after the warm fan-out to $n: $links warm links in tether's daemon"
   # One master per alias (ControlPath cm-%n: %C would hash 127.0.0.1:port and let every alias
   # share one master, unlike tether's one link per computer).
@@ -170,6 +174,8 @@ runs, new_runs, fan_runs, nbytes, tp_runs = sys.argv[2:]
 ms = lambda k: f"{r[k] / 1e6:.1f} ms"
 s = lambda k: f"{r[k] / 1e9:.2f} s"
 x = lambda a, b: f"{r[a] / r[b]:.2f}×"
+print()
+print("peer / tether above 1: tether is faster; for throughput, tether / ssh above 1: tether is faster.")
 print()
 print(f"| what | tether | peer, same run | peer / tether |")
 print(f"|---|---:|---:|---:|")

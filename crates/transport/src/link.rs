@@ -334,6 +334,57 @@ mod tests {
         assert!(check_platform("h", &format!("{NEED_BINARY} Plan9 mips")).is_err());
     }
 
+    /// Runs the bootstrap script as ssh would, with `input` as the bytes "sent by the client".
+    fn bootstrap(home: &std::path::Path, hash: &str, input: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", SCRIPT, "tether", "tether-absent-for-this-test", hash])
+            .arg(input.len().to_string())
+            .arg(home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    #[test]
+    fn a_copy_that_fails_its_hash_is_discarded_and_a_good_one_is_installed() {
+        use sha2::Digest;
+        let home = std::env::temp_dir().join(format!("tether-link-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        // A stand-in "binary": a script that says it is the bridge.
+        let good = b"#!/bin/sh\necho bridged \"$1\"\n".to_vec();
+        let hash: String = sha2::Sha256::digest(&good)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut bad = good.clone();
+        bad[12] ^= 1;
+        let out = bootstrap(&home, &hash, &bad);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(NEED_BINARY));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("did not arrive intact"));
+        let bin = home.join("bin");
+        assert_eq!(
+            std::fs::read_dir(&bin).unwrap().count(),
+            0,
+            "damaged copy kept"
+        );
+
+        let out = bootstrap(&home, &hash, &good);
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with("bridged bridge\n"));
+        let installed = bin.join(format!("tether-{hash}"));
+        assert_eq!(std::fs::read(&installed).unwrap(), good);
+        // Next time it is used as it is: nothing is read from the client.
+        let out = bootstrap(&home, &hash, b"");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "bridged bridge\n");
+        let _ = std::fs::remove_dir_all(&home);
+    }
+
     #[test]
     fn the_script_survives_single_quoting() {
         assert!(!SCRIPT.contains('\''));
