@@ -96,7 +96,10 @@ fn async_input() -> Result<Input, CliError> {
     let fd = dup(std::io::stdin().as_fd())?;
     Ok(match kind(&fd) {
         Kind::Socket => Box::new(socket(fd)?),
-        Kind::Pipe => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?),
+        Kind::Pipe => {
+            tether_transport::widen_pipe(&fd);
+            Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?)
+        }
         Kind::Other => Box::new(tokio::io::stdin()),
     })
 }
@@ -105,7 +108,10 @@ fn async_output() -> Result<Output, CliError> {
     let fd = dup(std::io::stdout().as_fd())?;
     Ok(match kind(&fd) {
         Kind::Socket => Box::new(socket(fd)?),
-        Kind::Pipe => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?),
+        Kind::Pipe => {
+            tether_transport::widen_pipe(&fd);
+            Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?)
+        }
         Kind::Other => Box::new(tokio::io::stdout()),
     })
 }

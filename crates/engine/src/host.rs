@@ -344,8 +344,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     }
     // Give in-flight replies (the final Exit of a broken session, HostClose's Ok) a moment.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    procs::signal_session(shell_pid, Signal::SIGHUP);
-    procs::signal_session(shell_pid, Signal::SIGKILL);
+    procs::signal_session(shell_pid, &[Signal::SIGHUP, Signal::SIGKILL]);
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_dir_all(&fifo_dir);
     if spec.temporary {

@@ -32,6 +32,18 @@ pub fn shell_quote(s: &str) -> String {
     out
 }
 
+/// Asks for a 1 MiB kernel buffer on a pipe (Linux; elsewhere, and for non-pipes, a no-op).
+/// Bulk output crosses the ssh pipes in fewer, larger writes, so the processes on the path
+/// wake each other less often.
+pub fn widen_pipe<F: std::os::fd::AsFd>(fd: &F) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
 /// Errors moving frames.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

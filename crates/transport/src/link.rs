@@ -150,6 +150,8 @@ pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(err(ErrorKind::Connection, c, "ssh has no stdio"));
     };
+    crate::widen_pipe(&stdin);
+    crate::widen_pipe(&stdout);
     let mut out = BufReader::with_capacity(64 * 1024, stdout);
     let limit = ssh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let mut first = first_line(c, &mut out, &mut child, limit).await?;
