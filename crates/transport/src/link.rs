@@ -1,4 +1,4 @@
-//! One ssh connection to another computer, carrying a [`Mux`](crate::mux::Mux).
+//! One ssh connection to another computer, carrying a [`Mux`].
 //!
 //! The far side runs a short POSIX `sh` script (the user's login shell only has to run `sh -c`):
 //! it execs `tether bridge` if the command is on `PATH`, else a copy of this very binary kept in
