@@ -177,15 +177,43 @@ async fn single(client: Client, t: Target, json: bool) -> CliResult {
         computer,
         spec,
     } = t;
-    let label = label.as_str();
+    let view = View {
+        label,
+        computer,
+        session: spec.session.clone(),
+        json,
+    };
     let forward_stdin = spec.stdin;
-    let session = spec.session.clone();
+    stream(client.into_invocation(spec), view, forward_stdin).await
+}
+
+/// How one streamed target is named in output and errors.
+pub(super) struct View {
+    pub label: String,
+    pub computer: String,
+    pub session: String,
+    pub json: bool,
+}
+
+/// Streams one invocation (or `receive`) to our stdout and stderr and returns its status.
+pub(super) async fn stream(
+    start: impl std::future::Future<Output = Result<tether_client::Invocation, ClientError>>,
+    view: View,
+    forward_stdin: bool,
+) -> CliResult {
+    let View {
+        label,
+        computer,
+        session,
+        json,
+    } = view;
+    let label = label.as_str();
     // Registered before the session is acquired: Ctrl-C while waiting for a busy session gives
     // up (closing the connection, so the command never starts); once running, it stops the
     // command and a third one gives up waiting for it.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut inv = tokio::select! {
-        inv = client.into_invocation(spec) => inv.map_err(|e| annotate(e, label))?,
+        inv = start => inv.map_err(|e| annotate(e, label))?,
         _ = sigint.recv() => return Ok(130),
     };
     if forward_stdin {

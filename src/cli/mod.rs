@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch. Each subcommand's behaviour is in its own file.
 
+mod attach;
 mod bridge;
 mod daemon;
 mod dur;
@@ -70,6 +71,19 @@ tether invoke 'uname -a'   # a temporary local session"
         after_help = "Examples:\n  tether remove web\n  tether remove 1 2\n  tether remove --all"
     )]
     Remove(sessions::RemoveArgs),
+    /// Detach sessions; running commands go on (Disconnect-PSSession).
+    #[command(
+        after_help = "Examples:\n  tether disconnect web\n  tether receive web   # later, from any client"
+    )]
+    Disconnect(attach::DisconnectArgs),
+    /// Reattach disconnected sessions, or adopt them from another computer (Connect-PSSession).
+    #[command(
+        after_help = "Examples:\n  tether connect web\n  tether connect --computer db1 --name nightly"
+    )]
+    Connect(attach::ConnectArgs),
+    /// Collect what a disconnected command wrote, then the rest of it (Receive-PSSession).
+    #[command(after_help = "Example:\n  tether receive web > build.log; echo \"status $?\"")]
+    Receive(attach::ReceiveArgs),
     /// Manage the per-user daemon that keeps sessions.
     #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon stop")]
     Daemon(daemon::DaemonArgs),
@@ -120,6 +134,9 @@ fn run(cli: Cli) -> CliResult {
                     Command::Get(a) => sessions::get(a).await,
                     Command::Remove(a) => sessions::remove(a).await,
                     Command::Invoke(a) => invoke::run(a).await,
+                    Command::Disconnect(a) => attach::disconnect(a).await,
+                    Command::Connect(a) => attach::connect_cmd(a).await,
+                    Command::Receive(a) => attach::receive(a).await,
                     Command::Bridge(a) => bridge::run(a).await,
                     Command::Daemon(_) | Command::Host => unreachable!("handled above"),
                 }

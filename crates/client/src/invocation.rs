@@ -61,12 +61,22 @@ impl Invocation {
     }
 
     pub(crate) async fn start_on(
-        mut reader: Reader,
-        mut writer: Writer,
+        reader: Reader,
+        writer: Writer,
         hello_pending: bool,
         spec: InvokeSpec,
     ) -> Result<Invocation, ClientError> {
-        writer.send(&Request::Invoke(spec)).await?;
+        Invocation::start_request(reader, writer, hello_pending, Request::Invoke(spec)).await
+    }
+
+    /// Sends a request whose answer is an invocation's stream (`Invoke`, `Receive`).
+    pub(crate) async fn start_request(
+        mut reader: Reader,
+        mut writer: Writer,
+        hello_pending: bool,
+        req: Request,
+    ) -> Result<Invocation, ClientError> {
+        writer.send(&req).await?;
         if hello_pending {
             read_hello(&mut reader).await?;
         }

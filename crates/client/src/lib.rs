@@ -20,7 +20,7 @@ mod invocation;
 pub use invocation::{Event, Invocation, InvocationControl, Output};
 pub use tether_proto::{
     Availability, DaemonStatus, ErrorInfo, ErrorKind, ExitInfo, InvokeSpec, NewSession, RemoveSpec,
-    SessionFilter, SessionInfo, State, Stream,
+    SessionFilter, SessionInfo, SessionList, State, Stream,
 };
 pub use tether_transport::paths::Paths;
 
@@ -206,6 +206,35 @@ impl Client {
     /// Asks the daemon to exit (idle sessions close; busy ones go on).
     pub async fn stop(mut self) -> Result<(), ClientError> {
         self.call(Request::DaemonStop).await.map(|_| ())
+    }
+
+    /// Detaches sessions from this client; running commands go on (`tether disconnect`).
+    pub async fn disconnect(&mut self, list: SessionList) -> Result<Vec<SessionInfo>, ClientError> {
+        self.sessions(Request::Disconnect(list)).await
+    }
+
+    /// Reattaches sessions, or adopts ones found on another computer (`tether connect`).
+    pub async fn connect_sessions(
+        &mut self,
+        list: SessionList,
+    ) -> Result<Vec<SessionInfo>, ClientError> {
+        self.sessions(Request::Connect(list)).await
+    }
+
+    /// Streams what a disconnected command wrote, then the rest live, then its exit status
+    /// (`tether receive`); the client is used up.
+    pub async fn into_receive(self, session: &str) -> Result<Invocation, ClientError> {
+        let list = SessionList {
+            sessions: vec![session.to_string()],
+            remote: None,
+        };
+        Invocation::start_request(
+            self.reader,
+            self.writer,
+            self.hello_pending,
+            Request::Receive(list),
+        )
+        .await
     }
 
     /// Starts an invocation on its own connection. The stream of events ends with

@@ -133,9 +133,15 @@ impl HostConn {
 
 /// Live information from a host, or `None` if it does not answer (gone or hung).
 pub async fn info(paths: &Paths, instance_id: &str) -> Option<SessionInfo> {
+    ask(paths, instance_id, &Request::HostInfo).await
+}
+
+/// Sends a host a request it answers with its session's information (`HostInfo`,
+/// `HostDisconnect`, `HostConnect`); `None` if it does not answer.
+pub async fn ask(paths: &Paths, instance_id: &str, req: &Request) -> Option<SessionInfo> {
     let fut = async {
         let mut conn = connect(paths, instance_id).await.ok()?;
-        match conn.call(&Request::HostInfo).await.ok()? {
+        match conn.call(req).await.ok()? {
             Response::Sessions(mut v) if v.len() == 1 => v.pop(),
             _ => None,
         }

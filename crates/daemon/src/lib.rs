@@ -6,6 +6,7 @@
 //! `flock` for the daemon's lifetime makes "is a daemon running?" race-free, and a killed daemon
 //! releases it automatically, so stale socket or pid files never block the next start.
 
+mod attach;
 mod hosts;
 mod links;
 mod registry;

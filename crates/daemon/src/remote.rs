@@ -61,7 +61,7 @@ async fn open(
 }
 
 /// One request, one reply.
-async fn call(daemon: &Daemon, rt: &RemoteTarget, req: Request) -> Result<Response, ErrorInfo> {
+pub async fn call(daemon: &Daemon, rt: &RemoteTarget, req: Request) -> Result<Response, ErrorInfo> {
     let c = rt.computer.as_str();
     let (mut reader, _w) = open(daemon, rt, &req, &[]).await?;
     match reader.read::<Response>().await {
@@ -72,7 +72,7 @@ async fn call(daemon: &Daemon, rt: &RemoteTarget, req: Request) -> Result<Respon
     }
 }
 
-fn as_seen_here(mut info: SessionInfo, rt: &RemoteTarget) -> SessionInfo {
+pub fn as_seen_here(mut info: SessionInfo, rt: &RemoteTarget) -> SessionInfo {
     info.computer_name = rt.computer.clone();
     info.computer_type = "remote".into();
     info.host_pid = 0;
@@ -248,16 +248,28 @@ pub async fn invoke(
     rt: RemoteTarget,
     mut spec: InvokeSpec,
     reader: Reader,
-    mut writer: Writer,
+    writer: Writer,
 ) {
     spec.remote = None;
     spec.env.clear();
     spec.cwd = None;
+    splice(daemon, rt, Request::Invoke(spec), reader, writer).await;
+}
+
+/// Sends `req` to the far daemon on a new channel and then joins the CLI's connection and the
+/// channel byte for byte (an invocation or a receive stream).
+pub async fn splice(
+    daemon: &Daemon,
+    rt: RemoteTarget,
+    req: Request,
+    reader: Reader,
+    mut writer: Writer,
+) {
     if writer.flush().await.is_err() {
         return;
     }
     let (cli_r, prefix) = reader.into_parts();
-    let opened = open(daemon, &rt, &Request::Invoke(spec), &prefix).await;
+    let opened = open(daemon, &rt, &req, &prefix).await;
     let (far_r, far_w) = match opened {
         Ok(pair) => pair,
         Err(e) => {

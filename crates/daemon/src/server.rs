@@ -161,6 +161,12 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 invoke(&daemon, spec, reader, writer).await;
                 return;
             }
+            Request::Receive(list) => {
+                crate::attach::receive(&daemon, list, reader, writer).await;
+                return;
+            }
+            Request::Disconnect(list) => crate::attach::disconnect(&daemon, list).await,
+            Request::Connect(list) => crate::attach::connect(&daemon, list).await,
             _ => Err(ErrorInfo::new(
                 ErrorKind::Usage,
                 "request not valid outside an invocation",
@@ -309,7 +315,7 @@ async fn get(daemon: &Daemon, filter: &SessionFilter) -> Vec<SessionInfo> {
     for info in candidates {
         let paths = daemon.paths.clone();
         tasks.push(tokio::spawn(async move {
-            if info.state != State::Opened {
+            if !matches!(info.state, State::Opened | State::Disconnected) {
                 return (info, None, false);
             }
             let live = hosts::info(&paths, &info.instance_id).await;
@@ -498,7 +504,8 @@ async fn resolve_open(daemon: &Daemon, word: &str) -> Result<SessionInfo, ErrorI
         ));
     };
     match meta.info.state {
-        State::Opened => Ok(meta.info.clone()),
+        // A Disconnected session's host gives the precise answer.
+        State::Opened | State::Disconnected => Ok(meta.info.clone()),
         state => Err(closed_error(
             &meta.info.name,
             state,
@@ -507,7 +514,7 @@ async fn resolve_open(daemon: &Daemon, word: &str) -> Result<SessionInfo, ErrorI
     }
 }
 
-fn closed_error(name: &str, state: State, reason: Option<&str>) -> ErrorInfo {
+pub(crate) fn closed_error(name: &str, state: State, reason: Option<&str>) -> ErrorInfo {
     let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
     ErrorInfo::new(
         ErrorKind::NotFound,
@@ -521,10 +528,29 @@ fn closed_error(name: &str, state: State, reason: Option<&str>) -> ErrorInfo {
 /// Hands the client's connection to the session host (SCM_RIGHTS) together with the `Invoke`
 /// and any bytes already read past it. From then on client and host talk directly: the daemon
 /// adds no hop to the output, the exit status or Ctrl-C.
-async fn hand_off(
+pub(crate) async fn hand_off(
     daemon: &Daemon,
     info: &SessionInfo,
     spec: InvokeSpec,
+    reader: Reader,
+    writer: Writer,
+) -> std::io::Result<bool> {
+    hand_off_with(
+        daemon,
+        info,
+        |prefix| Request::Handoff { spec, prefix },
+        reader,
+        writer,
+    )
+    .await
+}
+
+/// Hands the client's connection to the session's host with the request `make` builds from
+/// the bytes already read past the client's own request.
+pub(crate) async fn hand_off_with(
+    daemon: &Daemon,
+    info: &SessionInfo,
+    make: impl FnOnce(Vec<u8>) -> Request,
     reader: Reader,
     mut writer: Writer,
 ) -> std::io::Result<bool> {
@@ -533,8 +559,7 @@ async fn hand_off(
     let client = client_r
         .reunite(writer.into_inner())
         .map_err(std::io::Error::other)?;
-    let frame =
-        tether_proto::encode(&Request::Handoff { spec, prefix }).map_err(std::io::Error::other)?;
+    let frame = tether_proto::encode(&make(prefix)).map_err(std::io::Error::other)?;
     let sent = async {
         let host = UnixStream::connect(daemon.paths.host_socket(&info.instance_id)).await?;
         tether_transport::unix::send_with_fd(&host, &frame, client.as_raw_fd()).await

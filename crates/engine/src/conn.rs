@@ -63,19 +63,43 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
     let mut reader = FrameReader::new(std::io::Cursor::new(initial).chain(r));
     let mut writer = FrameWriter::new(w);
     let first = reader.read::<Request>().await;
-    if let (Ok(Some(Request::Handoff { spec, prefix })), Some(fd)) = (&first, passed) {
-        let Ok(client) = tether_transport::unix::stream_from_fd(fd) else {
+    match (&first, passed) {
+        (Ok(Some(Request::Handoff { spec, prefix })), Some(fd)) => {
+            let Some((reader, writer)) = handed(fd, prefix) else {
+                return;
+            };
+            return serve(host, reader, writer, Some(spec.clone())).await;
+        }
+        (Ok(Some(Request::HandoffReceive { prefix })), Some(fd)) => {
+            let Some((reader, mut writer)) = handed(fd, prefix) else {
+                return;
+            };
+            let mut requests = Requests::spawn(reader);
+            if crate::retain::receive(&host, &mut requests, &mut writer).await {
+                serve_requests(host, requests, writer).await;
+            }
             return;
-        };
-        drop((reader, writer));
-        let (cr, cw) = client.into_split();
-        let reader = FrameReader::new(std::io::Cursor::new(prefix.clone()).chain(cr));
-        return serve(host, reader, FrameWriter::new(cw), Some(spec.clone())).await;
+        }
+        _ => {}
     }
     if !tether_transport::answer_hello(first, &mut writer, "session host").await {
         return;
     }
     serve(host, reader, writer, None).await;
+}
+
+type HandedReader =
+    FrameReader<tokio::io::Chain<std::io::Cursor<Vec<u8>>, tokio::net::unix::OwnedReadHalf>>;
+
+/// The client connection the daemon passed, with the bytes it had already read put back first.
+fn handed(
+    fd: std::os::fd::OwnedFd,
+    prefix: &[u8],
+) -> Option<(HandedReader, FrameWriter<OwnedWriteHalf>)> {
+    let client = tether_transport::unix::stream_from_fd(fd).ok()?;
+    let (cr, cw) = client.into_split();
+    let reader = FrameReader::new(std::io::Cursor::new(prefix.to_vec()).chain(cr));
+    Some((reader, FrameWriter::new(cw)))
 }
 
 /// Serves requests on one connection until the peer closes it.
@@ -93,6 +117,14 @@ async fn serve<R: AsyncRead + Unpin + Send + 'static>(
     } else if writer.flush().await.is_err() {
         return;
     }
+    serve_requests(host, requests, writer).await;
+}
+
+async fn serve_requests(
+    host: Arc<Host>,
+    mut requests: Requests,
+    mut writer: FrameWriter<OwnedWriteHalf>,
+) {
     while let Some(req) = requests.rx.recv().await {
         let ok = match req {
             Request::HostInfo => writer
@@ -100,6 +132,24 @@ async fn serve<R: AsyncRead + Unpin + Send + 'static>(
                 .await
                 .is_ok(),
             Request::Invoke(spec) => invoke(&host, spec, &mut requests, &mut writer).await,
+            Request::HostDisconnect => {
+                // A running command's client is let go (it goes on); an idle session is marked.
+                if host.lock_inner().busy {
+                    host.detach.send_modify(|d| *d += 1);
+                }
+                host.set_disconnected();
+                writer
+                    .send(&Response::Sessions(vec![host.info()]))
+                    .await
+                    .is_ok()
+            }
+            Request::HostConnect => {
+                host.set_connected();
+                writer
+                    .send(&Response::Sessions(vec![host.info()]))
+                    .await
+                    .is_ok()
+            }
             Request::HostClose => {
                 host.finish(State::Closed, "removed".into());
                 let _ = writer.send(&Response::Ok).await;

@@ -147,6 +147,17 @@ pub(crate) async fn invoke(
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
         return refuse(writer, ErrorKind::NotFound, msg).await;
     }
+    if host.lock_inner().state == State::Disconnected {
+        let msg = format!("session {name} is Disconnected; 'tether connect {name}' reattaches it");
+        return refuse(writer, ErrorKind::NotFound, msg).await;
+    }
+    if host.outbox.pending() {
+        let msg = format!(
+            "session {name} holds output of a command that ran while disconnected; \
+             'tether receive {name}' first"
+        );
+        return refuse(writer, ErrorKind::Busy, msg).await;
+    }
     // A Ctrl-C or hang-up while we wait for a busy session gives up: a command the user has
     // abandoned must never start later.
     let seen = requests.stop.borrow().cancels;
@@ -273,7 +284,14 @@ async fn run(
     let mut cancel: Option<(Instant, u8)> = None;
     let mut timed_out = false;
     let mut cancelled = false;
+    // Set when the client went away or was let go (disconnect): the command goes on and its
+    // output is kept in the outbox until `receive`.
     let mut client_gone = false;
+    let mut detach = host.detach.subscribe();
+    let mut remote_cancel = host.remote_cancel.subscribe();
+    let mut kept = host.outbox.subscribe();
+    detach.borrow_and_update();
+    remote_cancel.borrow_and_update();
 
     let code: i32;
     let mut broken = None;
@@ -301,24 +319,54 @@ async fn run(
                 broken = Some(format!("the shell exited with status {c}"));
                 break;
             }
-            n = out.read() => forward(&mut out, n, writer, client_gone).await?,
-            n = err.read() => forward(&mut err, n, writer, client_gone).await?,
+            // While detached, reading stops at the quota: the command blocks on its next write.
+            n = out.read(), if !client_gone || host.outbox.room() => {
+                forward(host, &mut out, n, writer, client_gone).await?
+            }
+            n = err.read(), if !client_gone || host.outbox.room() => {
+                forward(host, &mut err, n, writer, client_gone).await?
+            }
+            _ = kept.changed(), if client_gone => {}
             req = req_rx.recv(), if !client_gone => match req {
                 Some(Request::Stdin(data)) => {
                     if let Some(tx) = stdin_tx.as_ref() { let _ = tx.send(data).await; }
                 }
                 Some(Request::StdinEof) => { stdin_tx = None; }
-                Some(Request::Cancel) | None => {
-                    // A client that went away stops its command, as ssh's SIGHUP does.
-                    client_gone |= req_rx.is_closed();
+                Some(Request::Cancel) => {
                     if cancel.is_none() {
                         cancelled = true;
                         interrupt(host.shell_pid, since_ticks(started));
                         cancel = Some((Instant::now(), 1));
                     }
                 }
+                // The client went away without a word (killed, network lost): the command
+                // goes on and the session is Disconnected (SPEC §3.13).
+                None => {
+                    client_gone = true;
+                    stdin_tx = None;
+                    host.outbox.begin();
+                    host.set_disconnected();
+                }
                 Some(_) => {}
             },
+            _ = detach.changed(), if !client_gone => {
+                let msg = format!(
+                    "session {name} was disconnected; its command goes on: 'tether receive {name}' gets its output",
+                    name = host.spec.name
+                );
+                let _ = writer.send(&Response::Error(ErrorInfo::new(ErrorKind::Lost, msg))).await;
+                client_gone = true;
+                stdin_tx = None;
+                host.outbox.begin();
+                host.set_disconnected();
+            }
+            _ = remote_cancel.changed() => {
+                if cancel.is_none() {
+                    cancelled = true;
+                    interrupt(host.shell_pid, since_ticks(started));
+                    cancel = Some((Instant::now(), 1));
+                }
+            }
             _ = sleep_until(timeout_at), if timeout_at.is_some() && cancel.is_none() => {
                 timed_out = true;
                 interrupt(host.shell_pid, since_ticks(started));
@@ -347,19 +395,23 @@ async fn run(
     out.hold = None;
     err.hold = None;
     for f in [&mut out, &mut err] {
-        drain(f, writer, client_gone).await?;
+        drain(host, f, writer, client_gone).await?;
     }
-    if broken.is_some() && !client_gone {
+    if broken.is_some() {
         // Output of an EXIT trap lands on the shell's own stdout/stderr: it is this invocation's.
         let [o, e] = host.console.take_final().await;
         for (stream, data) in [(Stream::Stdout, o), (Stream::Stderr, e)] {
             for chunk in data.chunks(OUTPUT_CHUNK) {
-                writer
-                    .feed(&Response::Output {
-                        stream,
-                        data: chunk.to_vec(),
-                    })
-                    .await?;
+                if client_gone {
+                    host.outbox.push(stream, chunk);
+                } else {
+                    writer
+                        .feed(&Response::Output {
+                            stream,
+                            data: chunk.to_vec(),
+                        })
+                        .await?;
+                }
             }
         }
     }
@@ -392,7 +444,9 @@ async fn run(
         cancelled: cancelled && !timed_out,
         broken,
     };
-    if !client_gone {
+    if client_gone {
+        host.outbox.finish(exit);
+    } else {
         writer.send(&Response::Exit(exit)).await?;
     }
     Ok(!client_gone)
@@ -426,6 +480,7 @@ fn interrupt(shell: i32, since: u64) {
 }
 
 async fn forward(
+    host: &Host,
     f: &mut OutFifo,
     n: std::io::Result<usize>,
     writer: &mut FrameWriter<OwnedWriteHalf>,
@@ -437,7 +492,7 @@ async fn forward(
             Ok(())
         }
         Ok(n) if client_gone => {
-            let _ = n;
+            host.outbox.push(f.stream, &f.buf[..n]);
             Ok(())
         }
         Ok(n) => writer.send_output(f.stream, &f.buf[..n]).await,
@@ -445,6 +500,7 @@ async fn forward(
 }
 
 async fn drain(
+    host: &Host,
     f: &mut OutFifo,
     writer: &mut FrameWriter<OwnedWriteHalf>,
     client_gone: bool,
@@ -466,7 +522,9 @@ async fn drain(
             }
             Ok(n) => {
                 total += n;
-                if !client_gone {
+                if client_gone {
+                    host.outbox.push(f.stream, &f.buf[..n]);
+                } else {
                     writer
                         .feed(&Response::Output {
                             stream: f.stream,

@@ -23,6 +23,8 @@ pub(crate) struct Inner {
     pub next_inv: u64,
     pub state: State,
     pub reason: Option<String>,
+    /// When the session was disconnected (wall clock for users, monotonic for the idle clock).
+    pub disconnected: Option<(SystemTime, Instant)>,
 }
 
 /// Everything an invocation needs; shared by connection handlers.
@@ -48,6 +50,12 @@ pub(crate) struct Host {
     pub spare: std::sync::Mutex<Option<crate::driver::FifoPair>>,
     /// What the shell writes to its own stdout and stderr, outside any invocation's FIFOs.
     pub console: Console,
+    /// Output of a command whose client went away, until `receive` takes it.
+    pub outbox: crate::retain::Outbox,
+    /// Bumped by `disconnect`: the running command's client is let go.
+    pub detach: watch::Sender<u64>,
+    /// Bumped by Ctrl-C from a client receiving a detached command's output.
+    pub remote_cancel: watch::Sender<u64>,
 }
 
 /// The shell's own stdout and stderr. Between invocations nothing should appear there; what
@@ -117,14 +125,19 @@ impl Host {
             (State::Opened, false) => Availability::Available,
             _ => Availability::None,
         };
-        let expires_on =
-            if self.spec.idle_timeout_s > 0 && !inner.busy && inner.state == State::Opened {
-                let left = Duration::from_secs(self.spec.idle_timeout_s)
-                    .saturating_sub(inner.last_used.elapsed());
+        let idle = Duration::from_secs(self.spec.idle_timeout_s);
+        let expires_on = match (inner.state, inner.disconnected) {
+            _ if idle.is_zero() => None,
+            // Once disconnected the clock runs even while a command runs (SPEC §3.6).
+            (State::Disconnected, Some((_, at))) => Some(rfc3339(
+                SystemTime::now() + idle.saturating_sub(at.elapsed()),
+            )),
+            (State::Opened, _) if !inner.busy => {
+                let left = idle.saturating_sub(inner.last_used.elapsed());
                 Some(rfc3339(SystemTime::now() + left))
-            } else {
-                None
-            };
+            }
+            _ => None,
+        };
         SessionInfo {
             id: self.spec.id,
             name: self.spec.name.clone(),
@@ -137,10 +150,10 @@ impl Host {
             owner: self.spec.owner.clone(),
             idle_timeout_s: self.spec.idle_timeout_s,
             created_on: rfc3339(self.created_on),
-            disconnected_on: None,
+            disconnected_on: inner.disconnected.map(|(t, _)| rfc3339(t)),
             expires_on,
             reason: inner.reason.clone(),
-            host_pid: if matches!(inner.state, State::Opened) {
+            host_pid: if matches!(inner.state, State::Opened | State::Disconnected) {
                 std::process::id()
             } else {
                 0
@@ -157,6 +170,33 @@ impl Host {
         if let Err(e) = meta.store(&self.paths.host_meta(&self.spec.instance_id)) {
             tracing::warn!("session {}: cannot record state: {e}", self.spec.name);
         }
+    }
+
+    /// Marks an open session Disconnected (its client let go) and records it.
+    pub(crate) fn set_disconnected(&self) {
+        {
+            let mut inner = self.lock_inner();
+            if inner.state != State::Opened {
+                return;
+            }
+            inner.state = State::Disconnected;
+            inner.disconnected = Some((SystemTime::now(), Instant::now()));
+        }
+        self.store_meta();
+    }
+
+    /// Marks a Disconnected session Opened again (connect, receive) and records it.
+    pub(crate) fn set_connected(&self) {
+        {
+            let mut inner = self.lock_inner();
+            if inner.state != State::Disconnected {
+                return;
+            }
+            inner.state = State::Opened;
+            inner.disconnected = None;
+            inner.last_used = Instant::now();
+        }
+        self.store_meta();
     }
 
     /// Moves to a final state (Broken or Closed), records it, and asks the host to exit.
@@ -284,6 +324,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             next_inv: 1,
             state: State::Opened,
             reason: None,
+            disconnected: None,
         }),
         created_on: SystemTime::now(),
         shutdown: shutdown_tx,
@@ -291,6 +332,9 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         status_file: private_file(&fifo_dir.join("s"))?,
         spare: std::sync::Mutex::new(None),
         console,
+        outbox: crate::retain::Outbox::new(),
+        detach: watch::channel(0).0,
+        remote_cancel: watch::channel(0).0,
     });
 
     // The shell's end is a state change: Broken, with the reason (SPEC §3.4).
@@ -414,14 +458,24 @@ fn spawn_idle_timer(host: Arc<Host>) {
     tokio::spawn(async move {
         let idle = Duration::from_secs(idle);
         loop {
-            let (due, busy) = {
+            let (due, busy, away) = {
                 let inner = host.lock_inner();
-                (idle.saturating_sub(inner.last_used.elapsed()), inner.busy)
+                match inner.disconnected {
+                    // Disconnected: the clock started at disconnect and runs while a command
+                    // runs; the session then closes and its kept output is freed.
+                    Some((_, at)) => (idle.saturating_sub(at.elapsed()), false, true),
+                    None => (
+                        idle.saturating_sub(inner.last_used.elapsed()),
+                        inner.busy,
+                        false,
+                    ),
+                }
             };
             if !busy && due.is_zero() {
+                let while_away = if away { " while disconnected" } else { "" };
                 host.finish(
                     State::Closed,
-                    format!("idle timeout of {}s expired", idle.as_secs()),
+                    format!("idle timeout of {}s expired{while_away}", idle.as_secs()),
                 );
                 return;
             }

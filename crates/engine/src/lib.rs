@@ -8,6 +8,7 @@ mod conn;
 mod driver;
 mod host;
 mod procs;
+mod retain;
 pub mod shell;
 pub mod spec;
 

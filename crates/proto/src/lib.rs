@@ -67,6 +67,29 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
     },
+    /// Detach sessions: a running command goes on, its output is kept (SPEC §3.11).
+    Disconnect(SessionList),
+    /// Reattach disconnected sessions (or, with `remote` and names, adopt sessions found there).
+    Connect(SessionList),
+    /// Stream the output a disconnected command produced, then its exit; the connection then
+    /// carries that stream as for `Invoke` (`Output`… `Exit`).
+    Receive(SessionList),
+    /// Host only: detach the client of the running command and mark the session Disconnected.
+    HostDisconnect,
+    /// Host only: mark a Disconnected session Opened again.
+    HostConnect,
+    /// Host only, with the client's connection attached: serve a `Receive`.
+    HandoffReceive {
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+    },
+}
+
+/// Sessions named by Name, Id or InstanceId, optionally on another computer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct SessionList {
+    pub sessions: Vec<String>,
+    pub remote: Option<RemoteTarget>,
 }
 
 /// A reply or event on a connection.

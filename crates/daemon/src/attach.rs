@@ -1,0 +1,180 @@
+//! `disconnect`, `connect` and `receive` (SPEC §3.11): detaching a session from this client,
+//! reattaching it (from this or any other client), and collecting what a detached command
+//! wrote. Local sessions are asked directly; sessions on other computers through their link.
+
+use crate::registry::{Found, RemoteHandle};
+use crate::server::{Daemon, Reader, Writer, closed_error, hand_off_with};
+use crate::{hosts, remote};
+use tether_proto::{
+    ErrorInfo, ErrorKind, Request, Response, SessionFilter, SessionInfo, SessionList, State,
+};
+
+enum Target {
+    Local(SessionInfo),
+    Remote(RemoteHandle),
+}
+
+async fn resolve(daemon: &Daemon, word: &str) -> Result<Target, ErrorInfo> {
+    let reg = daemon.registry.lock().await;
+    Ok(match reg.resolve(word)? {
+        Found::Local(m) => Target::Local(m.info.clone()),
+        Found::Remote(h) => Target::Remote(h.clone()),
+    })
+}
+
+/// The far session's new state, shown with this client's Id and Name.
+fn seen_here(h: &RemoteHandle, reply: Response) -> Result<SessionInfo, ErrorInfo> {
+    match reply {
+        Response::Sessions(mut v) if !v.is_empty() => {
+            let mut info = remote::as_seen_here(v.remove(0), &h.target);
+            info.id = h.info.id;
+            info.name = h.info.name.clone();
+            Ok(info)
+        }
+        _ => Err(ErrorInfo::new(
+            ErrorKind::Internal,
+            format!("session {}: unexpected reply", h.info.name),
+        )),
+    }
+}
+
+/// Sends a host-level request (`HostDisconnect`, `HostConnect`) to each named session.
+async fn each(
+    daemon: &Daemon,
+    list: SessionList,
+    host_req: Request,
+    far_req: fn(SessionList) -> Request,
+) -> Result<Response, ErrorInfo> {
+    let mut out = Vec::new();
+    for word in &list.sessions {
+        match resolve(daemon, word).await? {
+            Target::Local(info) => {
+                if !matches!(info.state, State::Opened | State::Disconnected) {
+                    return Err(closed_error(&info.name, info.state, info.reason.as_deref()));
+                }
+                match hosts::ask(&daemon.paths, &info.instance_id, &host_req).await {
+                    Some(now) => out.push(now),
+                    None => {
+                        let mut reg = daemon.registry.lock().await;
+                        let m = reg.settle(&info.instance_id);
+                        let (state, reason) = m
+                            .map(|m| (m.info.state, m.info.reason.clone()))
+                            .unwrap_or((State::Closed, None));
+                        return Err(closed_error(&info.name, state, reason.as_deref()));
+                    }
+                }
+            }
+            Target::Remote(h) => {
+                let req = far_req(SessionList {
+                    sessions: vec![h.info.instance_id.clone()],
+                    remote: None,
+                });
+                let reply = remote::call(daemon, &h.target, req).await?;
+                out.push(seen_here(&h, reply)?);
+            }
+        }
+    }
+    Ok(Response::Sessions(out))
+}
+
+/// `disconnect N…`: a running command goes on and its output is kept; the session waits,
+/// Disconnected, for `connect` or `receive` from any client.
+pub async fn disconnect(daemon: &Daemon, list: SessionList) -> Result<Response, ErrorInfo> {
+    each(daemon, list, Request::HostDisconnect, Request::Disconnect).await
+}
+
+/// `connect N…` reattaches this client's handles; `connect --computer C --name N…` finds
+/// sessions on C (made by any client) and gives this client handles to them first.
+pub async fn connect(daemon: &Daemon, mut list: SessionList) -> Result<Response, ErrorInfo> {
+    if let Some(rt) = list.remote.take() {
+        let mut words = Vec::new();
+        for name in &list.sessions {
+            words.push(adopt(daemon, &rt, name).await?);
+        }
+        list.sessions = words;
+    }
+    each(daemon, list, Request::HostConnect, Request::Connect).await
+}
+
+/// Finds the session named `name` on `rt` and returns the instance id of this client's handle
+/// to it (made now if it had none).
+async fn adopt(
+    daemon: &Daemon,
+    rt: &tether_proto::RemoteTarget,
+    name: &str,
+) -> Result<String, ErrorInfo> {
+    let filter = SessionFilter {
+        name_glob: Some(name.to_string()),
+        ..Default::default()
+    };
+    let found = match remote::call(daemon, rt, Request::Get(filter)).await? {
+        Response::Sessions(v) => v.into_iter().find(|s| s.name == name),
+        _ => None,
+    };
+    let Some(far) = found else {
+        return Err(ErrorInfo::new(
+            ErrorKind::NotFound,
+            format!(
+                "computer {}: no session named {name}; 'tether get --computer {}' lists them",
+                rt.computer, rt.computer
+            ),
+        ));
+    };
+    let mut reg = daemon.registry.lock().await;
+    if reg.remotes.contains_key(&far.instance_id) {
+        return Ok(far.instance_id);
+    }
+    if reg.name_taken(name) {
+        return Err(ErrorInfo::new(
+            ErrorKind::Usage,
+            format!("a session named {name} already exists here; remove it first"),
+        ));
+    }
+    let mut info = remote::as_seen_here(far, rt);
+    info.id = reg.allocate_id();
+    let iid = info.instance_id.clone();
+    reg.insert_remote(RemoteHandle {
+        info,
+        target: rt.clone(),
+    })
+    .map_err(|e| {
+        ErrorInfo::new(
+            ErrorKind::Internal,
+            format!("cannot record the handle: {e}"),
+        )
+    })?;
+    Ok(iid)
+}
+
+/// `receive N`: the connection becomes the stream of what the detached command wrote, then
+/// the rest of it live, then its exit status.
+pub async fn receive(daemon: &Daemon, list: SessionList, reader: Reader, mut writer: Writer) {
+    let target = match list.sessions.as_slice() {
+        [word] => resolve(daemon, word).await,
+        _ => Err(ErrorInfo::new(
+            ErrorKind::Usage,
+            "receive takes one session",
+        )),
+    };
+    match target {
+        Ok(Target::Local(info)) => {
+            if !matches!(info.state, State::Opened | State::Disconnected) {
+                let e = closed_error(&info.name, info.state, info.reason.as_deref());
+                let _ = writer.send(&Response::Error(e)).await;
+                return;
+            }
+            let make = |prefix| Request::HandoffReceive { prefix };
+            let _ = hand_off_with(daemon, &info, make, reader, writer).await;
+        }
+        Ok(Target::Remote(h)) => {
+            let req = Request::Receive(SessionList {
+                sessions: vec![h.info.instance_id.clone()],
+                remote: None,
+            });
+            remote::splice(daemon, h.target.clone(), req, reader, writer).await;
+        }
+        Err(e) => {
+            let _ = writer.send(&Response::Error(e)).await;
+        }
+    }
+}
