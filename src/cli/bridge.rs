@@ -41,10 +41,10 @@ pub async fn run(a: BridgeArgs) -> CliResult {
         tokio::select! {
             ch = incoming.recv() => {
                 let Some((m, ch)) = ch else { break };
-                let sock = sock.clone();
+                let (sock, paths) = (sock.clone(), paths.clone());
                 tokio::spawn(async move {
                     let (r, w) = m.split(ch);
-                    match tokio::net::UnixStream::connect(&sock).await {
+                    match daemon_stream(&paths, &sock).await {
                         Ok(s) => {
                             let (sr, sw) = s.into_split();
                             tether_transport::mux::splice(r, w, sr, sw).await;
@@ -59,6 +59,25 @@ pub async fn run(a: BridgeArgs) -> CliResult {
         }
     }
     Ok(0)
+}
+
+/// A connection to the daemon; a daemon that died since (killed, upgraded) is started again,
+/// and it adopts the running sessions (SPEC §3.15).
+async fn daemon_stream(
+    paths: &Paths,
+    sock: &std::path::Path,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match tokio::net::UnixStream::connect(sock).await {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            drop(
+                tether_client::Client::connect_or_start(paths)
+                    .await
+                    .map_err(std::io::Error::other)?,
+            );
+            tokio::net::UnixStream::connect(sock).await
+        }
+    }
 }
 
 /// A duplicate of fd 0 or 1, so tokio can own it without closing the real one early.
