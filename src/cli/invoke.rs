@@ -242,6 +242,7 @@ pub(super) async fn stream(
     loop {
         tokio::select! {
             ev = inv.next() => match ev.map_err(|e| annotate(e, label))? {
+                Event::Notice(n) => note(&n),
                 Event::Output { stream, data } => {
                     if json {
                         json_line(serde_json::json!({"computer": computer, "session": session,
@@ -408,6 +409,7 @@ async fn one_of_many(
             }
         };
         match ev {
+            Ok(Event::Notice(n)) => note(&n),
             Ok(Event::Output { stream, data }) => {
                 if show.json {
                     json_line(serde_json::json!({"computer": computer, "session": session,

@@ -7,7 +7,12 @@ use tokio::sync::mpsc;
 /// What an invocation produces, in order; `Exit` is always last.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Output { stream: Stream, data: Vec<u8> },
+    Output {
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    /// A line for the user about the connection (reconnecting, restored).
+    Notice(String),
     Exit(ExitInfo),
 }
 
@@ -81,7 +86,7 @@ impl Invocation {
             read_hello(&mut reader).await?;
         }
         let id = match reader.read::<Response>().await? {
-            Some(Response::Started { invocation }) => invocation,
+            Some(Response::Started { invocation, .. }) => invocation,
             Some(Response::Error(e)) => return Err(e.into()),
             Some(other) => return Err(ClientError::Protocol(format!("{other:?}"))),
             None => return Err(ClientError::Lost("the daemon closed the connection".into())),
@@ -105,6 +110,7 @@ impl Invocation {
         match self.reader.read::<Response>().await? {
             Some(Response::Output { stream, data }) => Ok(Event::Output { stream, data }),
             Some(Response::Exit(e)) => Ok(Event::Exit(e)),
+            Some(Response::Notice(n)) => Ok(Event::Notice(n)),
             Some(Response::Error(e)) => Err(e.into()),
             Some(other) => Err(ClientError::Protocol(format!("{other:?}"))),
             None => Err(ClientError::Lost(
@@ -127,6 +133,7 @@ impl Invocation {
                     stream: Stream::Stderr,
                     data,
                 } => out.stderr.extend_from_slice(&data),
+                Event::Notice(_) => {}
                 Event::Exit(e) => {
                     out.exit = e;
                     return Ok(out);

@@ -146,6 +146,46 @@ async fn adopt(
     Ok(iid)
 }
 
+/// `Resume` (from a client daemon whose connection broke): the stream of the invocation in
+/// `session` from output byte `from`, kept by the host until acknowledged.
+pub async fn resume(
+    daemon: &Daemon,
+    session: String,
+    from: u64,
+    reader: Reader,
+    mut writer: Writer,
+) {
+    let target = match resolve(daemon, &session).await {
+        // A temporary session is not listed, but its host keeps a record.
+        Err(_) => tether_engine::HostMeta::load(&daemon.paths.host_meta(&session))
+            .map(|m| Target::Local(m.info))
+            .map_err(|_| {
+                ErrorInfo::new(
+                    ErrorKind::NotFound,
+                    format!("session {session} no longer exists"),
+                )
+            }),
+        found => found,
+    };
+    match target {
+        Ok(Target::Local(info)) => {
+            let make = |prefix| Request::HandoffReceive {
+                prefix,
+                from: Some(from),
+                acked: true,
+            };
+            let _ = hand_off_with(daemon, &info, make, reader, writer).await;
+        }
+        Ok(Target::Remote(_)) => {
+            let e = ErrorInfo::new(ErrorKind::Usage, "resume names a session on this computer");
+            let _ = writer.send(&Response::Error(e)).await;
+        }
+        Err(e) => {
+            let _ = writer.send(&Response::Error(e)).await;
+        }
+    }
+}
+
 /// `receive N`: the connection becomes the stream of what the detached command wrote, then
 /// the rest of it live, then its exit status.
 pub async fn receive(daemon: &Daemon, list: SessionList, reader: Reader, mut writer: Writer) {
@@ -163,15 +203,19 @@ pub async fn receive(daemon: &Daemon, list: SessionList, reader: Reader, mut wri
                 let _ = writer.send(&Response::Error(e)).await;
                 return;
             }
-            let make = |prefix| Request::HandoffReceive { prefix };
+            let make = |prefix| Request::HandoffReceive {
+                prefix,
+                from: None,
+                acked: false,
+            };
             let _ = hand_off_with(daemon, &info, make, reader, writer).await;
         }
         Ok(Target::Remote(h)) => {
-            let req = Request::Receive(SessionList {
-                sessions: vec![h.info.instance_id.clone()],
-                remote: None,
-            });
-            remote::splice(daemon, h.target.clone(), req, reader, writer).await;
+            let req = Request::Resume {
+                session: h.info.instance_id.clone(),
+                from: 0,
+            };
+            crate::relay::relay(daemon, h.target.clone(), req, reader, writer).await;
         }
         Err(e) => {
             let _ = writer.send(&Response::Error(e)).await;

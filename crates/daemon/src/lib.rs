@@ -10,6 +10,7 @@ mod attach;
 mod hosts;
 mod links;
 mod registry;
+mod relay;
 mod remote;
 mod server;
 

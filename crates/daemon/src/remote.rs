@@ -13,7 +13,6 @@ use tether_proto::{
 };
 use tether_transport::FrameReader;
 use tether_transport::mux::{ChannelReader, ChannelWriter};
-use tokio::io::AsyncWriteExt;
 
 fn hello() -> Request {
     Request::Hello {
@@ -38,7 +37,7 @@ fn on(c: &str, e: ErrorInfo) -> ErrorInfo {
 }
 
 /// Opens a channel and sends `Hello` plus `req` in one write (no round trip for the hello).
-async fn open(
+pub async fn open(
     daemon: &Daemon,
     rt: &RemoteTarget,
     req: &Request,
@@ -253,34 +252,6 @@ pub async fn invoke(
     spec.remote = None;
     spec.env.clear();
     spec.cwd = None;
-    splice(daemon, rt, Request::Invoke(spec), reader, writer).await;
-}
-
-/// Sends `req` to the far daemon on a new channel and then joins the CLI's connection and the
-/// channel byte for byte (an invocation or a receive stream).
-pub async fn splice(
-    daemon: &Daemon,
-    rt: RemoteTarget,
-    req: Request,
-    reader: Reader,
-    mut writer: Writer,
-) {
-    if writer.flush().await.is_err() {
-        return;
-    }
-    let (cli_r, prefix) = reader.into_parts();
-    let opened = open(daemon, &rt, &req, &prefix).await;
-    let (far_r, far_w) = match opened {
-        Ok(pair) => pair,
-        Err(e) => {
-            let _ = writer.send(&Response::Error(e)).await;
-            return;
-        }
-    };
-    let (far_r, leftover) = far_r.into_parts();
-    let mut cli_w = writer.into_inner();
-    if cli_w.write_all(&leftover).await.is_err() {
-        return;
-    }
-    tether_transport::mux::splice(far_r, far_w, cli_r, cli_w).await;
+    spec.acked = true;
+    crate::relay::relay(daemon, rt, Request::Invoke(spec), reader, writer).await;
 }

@@ -165,6 +165,10 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 crate::attach::receive(&daemon, list, reader, writer).await;
                 return;
             }
+            Request::Resume { session, from } => {
+                crate::attach::resume(&daemon, session, from, reader, writer).await;
+                return;
+            }
             Request::Disconnect(list) => crate::attach::disconnect(&daemon, list).await,
             Request::Connect(list) => crate::attach::connect(&daemon, list).await,
             _ => Err(ErrorInfo::new(

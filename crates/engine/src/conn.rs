@@ -70,12 +70,19 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
             };
             return serve(host, reader, writer, Some(spec.clone())).await;
         }
-        (Ok(Some(Request::HandoffReceive { prefix })), Some(fd)) => {
+        (
+            Ok(Some(Request::HandoffReceive {
+                prefix,
+                from,
+                acked,
+            })),
+            Some(fd),
+        ) => {
             let Some((reader, mut writer)) = handed(fd, prefix) else {
                 return;
             };
             let mut requests = Requests::spawn(reader);
-            if crate::retain::receive(&host, &mut requests, &mut writer).await {
+            if crate::retain::receive(&host, &mut requests, &mut writer, *from, *acked).await {
                 serve_requests(host, requests, writer).await;
             }
             return;
@@ -155,6 +162,10 @@ async fn serve_requests(
                 let _ = writer.send(&Response::Ok).await;
                 false
             }
+            Request::Ack(seq) => {
+                host.outbox.ack(seq);
+                true
+            }
             // Stdin or Ctrl-C for an invocation that has already ended.
             Request::Stdin(_) | Request::StdinEof | Request::Cancel => true,
             _ => {
@@ -180,8 +191,9 @@ async fn invoke(
     writer: &mut FrameWriter<OwnedWriteHalf>,
 ) -> bool {
     let alive = driver::invoke(host.clone(), spec, requests, writer).await;
-    // A temporary session serves exactly one invocation, then closes itself.
-    if host.spec.temporary {
+    // A temporary session serves exactly one invocation, then closes itself; one whose client
+    // went away waits, Disconnected, for its output to be received (or its idle timeout).
+    if host.spec.temporary && !host.outbox.pending() {
         host.finish(State::Closed, "temporary session finished".into());
         return false;
     }

@@ -259,7 +259,15 @@ async fn run(
         &host.status_file,
         &shell::status_script(host.flavour, id, &dir.join("st")),
     )?;
-    writer.send(&Response::Started { invocation: id }).await?;
+    // Output is numbered from 0 per invocation; in acked mode it is kept until acknowledged.
+    host.outbox.reset();
+    let acked = spec.acked;
+    let started = Response::Started {
+        invocation: id,
+        session: host.spec.instance_id.clone(),
+        from: 0,
+    };
+    writer.send(&started).await?;
 
     let mut exited = host.exited.clone();
     let mut status_rx = host.status_rx.lock().await;
@@ -287,6 +295,7 @@ async fn run(
     // Set when the client went away or was let go (disconnect): the command goes on and its
     // output is kept in the outbox until `receive`.
     let mut client_gone = false;
+    let mut requests_open = true;
     let mut detach = host.detach.subscribe();
     let mut remote_cancel = host.remote_cancel.subscribe();
     let mut kept = host.outbox.subscribe();
@@ -320,14 +329,18 @@ async fn run(
                 break;
             }
             // While detached, reading stops at the quota: the command blocks on its next write.
-            n = out.read(), if !client_gone || host.outbox.room() => {
-                forward(host, &mut out, n, writer, client_gone).await?
+            n = out.read(), if (!client_gone && !acked) || host.outbox.room() => {
+                forward(host, &mut out, n, writer, client_gone, acked).await?
             }
-            n = err.read(), if !client_gone || host.outbox.room() => {
-                forward(host, &mut err, n, writer, client_gone).await?
+            n = err.read(), if (!client_gone && !acked) || host.outbox.room() => {
+                forward(host, &mut err, n, writer, client_gone, acked).await?
             }
-            _ = kept.changed(), if client_gone => {}
-            req = req_rx.recv(), if !client_gone => match req {
+            _ = kept.changed(), if client_gone || acked => {}
+            // After a detach the connection is still read, for the acknowledgement of what the
+            // client did receive; stdin and Ctrl-C from it no longer apply.
+            req = req_rx.recv(), if requests_open => match req {
+                Some(Request::Ack(seq)) => host.outbox.ack(seq),
+                Some(_) if client_gone => {}
                 Some(Request::Stdin(data)) => {
                     if let Some(tx) = stdin_tx.as_ref() { let _ = tx.send(data).await; }
                 }
@@ -341,7 +354,9 @@ async fn run(
                 }
                 // The client went away without a word (killed, network lost): the command
                 // goes on and the session is Disconnected (SPEC §3.13).
+                None if client_gone => requests_open = false,
                 None => {
+                    requests_open = false;
                     client_gone = true;
                     stdin_tx = None;
                     host.outbox.begin();
@@ -395,16 +410,17 @@ async fn run(
     out.hold = None;
     err.hold = None;
     for f in [&mut out, &mut err] {
-        drain(host, f, writer, client_gone).await?;
+        drain(host, f, writer, client_gone, acked).await?;
     }
     if broken.is_some() {
         // Output of an EXIT trap lands on the shell's own stdout/stderr: it is this invocation's.
         let [o, e] = host.console.take_final().await;
         for (stream, data) in [(Stream::Stdout, o), (Stream::Stderr, e)] {
             for chunk in data.chunks(OUTPUT_CHUNK) {
-                if client_gone {
+                if client_gone || acked {
                     host.outbox.push(stream, chunk);
-                } else {
+                }
+                if !client_gone {
                     writer
                         .feed(&Response::Output {
                             stream,
@@ -444,9 +460,12 @@ async fn run(
         cancelled: cancelled && !timed_out,
         broken,
     };
-    if client_gone {
-        host.outbox.finish(exit);
-    } else {
+    if client_gone || acked {
+        // Kept until received (detached) or acknowledged (acked: the Exit may be lost in a
+        // connection that breaks right now, and a resume must find it).
+        host.outbox.finish(exit.clone());
+    }
+    if !client_gone {
         writer.send(&Response::Exit(exit)).await?;
     }
     Ok(!client_gone)
@@ -485,6 +504,7 @@ async fn forward(
     n: std::io::Result<usize>,
     writer: &mut FrameWriter<OwnedWriteHalf>,
     client_gone: bool,
+    acked: bool,
 ) -> Result<(), tether_transport::TransportError> {
     match n {
         Ok(0) | Err(_) => {
@@ -495,7 +515,12 @@ async fn forward(
             host.outbox.push(f.stream, &f.buf[..n]);
             Ok(())
         }
-        Ok(n) => writer.send_output(f.stream, &f.buf[..n]).await,
+        Ok(n) => {
+            if acked {
+                host.outbox.push(f.stream, &f.buf[..n]);
+            }
+            writer.send_output(f.stream, &f.buf[..n]).await
+        }
     }
 }
 
@@ -504,6 +529,7 @@ async fn drain(
     f: &mut OutFifo,
     writer: &mut FrameWriter<OwnedWriteHalf>,
     client_gone: bool,
+    acked: bool,
 ) -> Result<(), tether_transport::TransportError> {
     let Some(rx) = f.rx.as_mut() else {
         return Ok(());
@@ -522,9 +548,10 @@ async fn drain(
             }
             Ok(n) => {
                 total += n;
-                if client_gone {
+                if client_gone || acked {
                     host.outbox.push(f.stream, &f.buf[..n]);
-                } else {
+                }
+                if !client_gone {
                     writer
                         .feed(&Response::Output {
                             stream: f.stream,

@@ -26,11 +26,40 @@ const BATCH: usize = 1 << 20;
 #[derive(Default)]
 struct Kept {
     chunks: VecDeque<(Stream, Vec<u8>)>,
+    /// Output byte number of the first kept byte (bytes of both streams, in order, from the
+    /// start of the invocation).
+    base: u64,
     bytes: usize,
     exit: Option<ExitInfo>,
     /// A detached command's output is (or was) being kept and has not been received whole.
     pending: bool,
 }
+
+impl Kept {
+    fn end(&self) -> u64 {
+        self.base + self.bytes as u64
+    }
+
+    /// Forgets everything before byte `seq`.
+    fn trim_to(&mut self, seq: u64) {
+        while self.base < seq {
+            let Some((_, front)) = self.chunks.front_mut() else {
+                break;
+            };
+            let cut = ((seq - self.base) as usize).min(front.len());
+            if cut == front.len() {
+                self.chunks.pop_front();
+            } else {
+                front.drain(..cut);
+            }
+            self.base += cut as u64;
+            self.bytes -= cut;
+        }
+    }
+}
+
+/// Chunks to send, the byte number after them, and the exit once nothing precedes it.
+type Batch = (Vec<(Stream, Vec<u8>)>, u64, Option<ExitInfo>);
 
 pub(crate) struct Outbox {
     kept: std::sync::Mutex<Kept>,
@@ -65,7 +94,14 @@ impl Outbox {
         self.version.subscribe()
     }
 
-    /// From now on the running command's output is kept.
+    /// A new invocation starts: output numbering restarts at 0 and leftovers of an earlier,
+    /// fully delivered one are dropped.
+    pub fn reset(&self) {
+        *self.lock() = Kept::default();
+        self.bump();
+    }
+
+    /// From now on the running command's output is kept for `receive`.
     pub fn begin(&self) {
         self.lock().pending = true;
         self.bump();
@@ -97,54 +133,67 @@ impl Outbox {
         self.bump();
     }
 
-    /// Up to [`BATCH`] bytes from the front (copied: they are removed only once delivered), or
-    /// the exit status once everything before it is delivered.
-    fn peek(&self) -> (Vec<(Stream, Vec<u8>)>, Option<ExitInfo>) {
+    /// The client has everything before `seq`; past the end it also has the exit, and nothing
+    /// is left to keep.
+    pub fn ack(&self, seq: u64) {
+        {
+            let mut k = self.lock();
+            if seq > k.end() && k.exit.is_some() {
+                *k = Kept::default();
+            } else {
+                k.trim_to(seq);
+            }
+        }
+        self.bump();
+    }
+
+    /// Up to [`BATCH`] bytes from byte `from` on (copied: they stay until acknowledged or
+    /// consumed), or the exit status once everything before it is out.
+    fn read_from(&self, from: u64) -> Batch {
         let k = self.lock();
         let mut out = Vec::new();
+        let mut at = k.base;
         let mut size = 0;
         for (s, d) in &k.chunks {
-            if size >= BATCH {
-                break;
+            let end = at + d.len() as u64;
+            if end > from && size < BATCH {
+                let skip = from.saturating_sub(at) as usize;
+                size += d.len() - skip;
+                out.push((*s, d[skip..].to_vec()));
             }
-            size += d.len();
-            out.push((*s, d.clone()));
+            at = end;
         }
-        let exit = if k.chunks.is_empty() {
+        let next = from.max(k.base) + size as u64;
+        let exit = if next >= k.end() {
             k.exit.clone()
         } else {
             None
         };
-        (out, exit)
+        (out, next, exit)
     }
 
-    fn consume(&self, n: usize) {
-        {
-            let mut k = self.lock();
-            for _ in 0..n {
-                if let Some((_, d)) = k.chunks.pop_front() {
-                    k.bytes -= d.len();
-                }
-            }
-        }
-        self.bump();
+    fn base(&self) -> u64 {
+        self.lock().base
     }
 
-    fn clear(&self) {
-        *self.lock() = Kept::default();
-        self.bump();
+    fn has_anything(&self) -> bool {
+        let k = self.lock();
+        k.pending || k.bytes > 0 || k.exit.is_some()
     }
 }
 
-/// Serves `receive`: kept output, then live output, then the exit status. Returns whether the
+/// Serves `receive` (from the first kept byte, consuming as it delivers) or a resume (from
+/// byte `from`, keeping what it sends until the client acknowledges it). Returns whether the
 /// connection can serve another request.
 pub(crate) async fn receive(
     host: &Arc<Host>,
     requests: &mut Requests,
     writer: &mut FrameWriter<OwnedWriteHalf>,
+    from: Option<u64>,
+    acked: bool,
 ) -> bool {
     let ob = &host.outbox;
-    if !ob.pending() {
+    if !ob.has_anything() {
         let msg = format!(
             "session {}: no output to receive (no command ran while it was disconnected)",
             host.spec.name
@@ -152,21 +201,22 @@ pub(crate) async fn receive(
         let err = Response::Error(ErrorInfo::new(ErrorKind::NotFound, msg));
         return writer.send(&err).await.is_ok();
     }
+    let mut next = from.unwrap_or_else(|| ob.base()).max(ob.base());
     // Receiving reattaches the session (as Receive-PSSession connects it).
     host.set_connected();
-    if writer
-        .send(&Response::Started { invocation: 0 })
-        .await
-        .is_err()
-    {
+    let started = Response::Started {
+        invocation: 0,
+        session: host.spec.instance_id.clone(),
+        from: next,
+    };
+    if writer.send(&started).await.is_err() {
         return detached(host);
     }
     let mut changed = ob.subscribe();
     loop {
         changed.borrow_and_update();
-        let (chunks, exit) = ob.peek();
+        let (chunks, upto, exit) = ob.read_from(next);
         if !chunks.is_empty() {
-            let n = chunks.len();
             for (stream, data) in chunks {
                 if writer
                     .feed(&Response::Output { stream, data })
@@ -179,18 +229,32 @@ pub(crate) async fn receive(
             if writer.flush().await.is_err() {
                 return detached(host);
             }
-            ob.consume(n);
+            next = upto;
+            if !acked {
+                ob.ack(next);
+            }
             continue;
         }
         if let Some(exit) = exit {
-            ob.clear();
-            return writer.send(&Response::Exit(exit)).await.is_ok();
+            if !acked {
+                ob.reset();
+            }
+            let ok = writer.send(&Response::Exit(exit)).await.is_ok();
+            if host.spec.temporary {
+                host.finish(
+                    tether_proto::State::Closed,
+                    "temporary session finished".into(),
+                );
+                return false;
+            }
+            return ok;
         }
         tokio::select! {
             _ = changed.changed() => {}
             req = requests.rx.recv() => match req {
                 // Ctrl-C of the receiving client stops the command, as for its invoker.
                 Some(Request::Cancel) => host.remote_cancel.send_modify(|c| *c += 1),
+                Some(Request::Ack(seq)) => ob.ack(seq),
                 Some(_) => {}
                 None => return detached(host),
             }

@@ -78,11 +78,20 @@ pub enum Request {
     HostDisconnect,
     /// Host only: mark a Disconnected session Opened again.
     HostConnect,
-    /// Host only, with the client's connection attached: serve a `Receive`.
+    /// Host only, with the client's connection attached: serve a `Receive` (or a `Resume`,
+    /// from byte `from` of the output, acknowledged with `Ack`).
     HandoffReceive {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
+        from: Option<u64>,
+        acked: bool,
     },
+    /// Continue an invocation's stream after a lost connection, from output byte `from`; the
+    /// client acknowledges with `Ack`.
+    Resume { session: String, from: u64 },
+    /// The client has the invocation's output up to this byte (and, past its end, the exit):
+    /// the host may forget it.
+    Ack(u64),
 }
 
 /// Sessions named by Name, Id or InstanceId, optionally on another computer.
@@ -100,9 +109,12 @@ pub enum Response {
         pid: u32,
     },
     Sessions(Vec<SessionInfo>),
-    /// The invocation acquired the session and is running.
+    /// The invocation acquired the session and is running. `session` is its instance id and
+    /// `from` the output byte the stream starts at (both for resuming after a lost connection).
     Started {
         invocation: u64,
+        session: String,
+        from: u64,
     },
     Output {
         stream: Stream,
@@ -114,6 +126,9 @@ pub enum Response {
     Ok,
     Status(DaemonStatus),
     Error(ErrorInfo),
+    /// A line for the user about the connection ("reconnecting…", "restored"). Last, so the
+    /// variant numbers before it (which `output_frame_header` relies on) stay put.
+    Notice(String),
 }
 
 /// Parameters of `tether new`.
@@ -170,6 +185,9 @@ pub struct InvokeSpec {
     pub env: Vec<(String, String)>,
     /// For a temporary session: its starting directory.
     pub cwd: Option<String>,
+    /// The client acknowledges output (`Ack`), so the host keeps what is unacknowledged and a
+    /// lost connection can resume without loss.
+    pub acked: bool,
     /// With an empty `session`: run in a temporary session on this computer instead.
     pub remote: Option<RemoteTarget>,
 }

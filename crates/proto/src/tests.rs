@@ -114,7 +114,7 @@ proptest! {
         let remote = computer.map(|computer| RemoteTarget { computer,
             ssh_options: vec!["A=b".into()], ..Default::default() });
         roundtrip(&Request::Invoke(InvokeSpec { session: "s".into(), script, args, stdin,
-            timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None, remote }));
+            timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None, remote, acked: stdin }));
     }
 
     #[test]

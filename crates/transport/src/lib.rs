@@ -145,6 +145,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.inner.into_inner()
     }
 
+    /// Queues an already encoded frame (header included) without flushing: a relay passes
+    /// frames on without decoding and re-encoding them.
+    pub async fn write_raw(&mut self, frame: &[u8]) -> Result<(), TransportError> {
+        self.inner.write_all(frame).await?;
+        Ok(())
+    }
+
     /// Queues one message without flushing (for bursts of output).
     pub async fn feed<T: Serialize>(&mut self, msg: &T) -> Result<(), TransportError> {
         let frame = encode(msg)?;

@@ -1,0 +1,255 @@
+//! An invocation on another computer, relayed frame by frame between the CLI and the link, and
+//! carried across a broken connection without losing or repeating a byte (SPEC §3.13).
+//!
+//! The far host numbers the invocation's output bytes and, because the relay asks for it
+//! (`InvokeSpec::acked`), keeps every byte until the relay acknowledges it (`Ack`, sent every
+//! [`ACK_EVERY`] bytes and on a timer). When the link dies, the relay tells the CLI it is
+//! reconnecting (`Notice`), retries about once a second for up to [`reconnect_for`], and then
+//! asks for the stream again from the first byte the CLI has not seen (`Resume`). If the
+//! computer stays away, the session is left Disconnected there and the user is told how to
+//! collect its output later.
+
+use crate::remote;
+use crate::server::{Daemon, Reader, Writer};
+use std::time::{Duration, Instant};
+use tether_proto::{ErrorInfo, ErrorKind, RemoteTarget, Request, Response};
+use tether_transport::mux::ChannelWriter;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+
+/// Acknowledge at least this often (bytes), so the far host's kept output stays small.
+const ACK_EVERY: u64 = 256 * 1024;
+const ACK_TICK: Duration = Duration::from_millis(200);
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a broken connection is retried: `TETHER_RECONNECT_TIMEOUT` (seconds), else 4 min.
+fn reconnect_for() -> Duration {
+    std::env::var("TETHER_RECONNECT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(240))
+}
+
+enum End {
+    /// The stream is over (exit, error, or the CLI went away).
+    Done,
+    /// The link broke.
+    Lost,
+}
+
+/// Reads one whole frame (header included), so it can be passed on without re-encoding.
+async fn read_raw<R: AsyncRead + Unpin>(r: &mut R) -> Option<(Vec<u8>, Response)> {
+    let mut header = [0u8; tether_proto::FRAME_HEADER_LEN];
+    r.read_exact(&mut header).await.ok()?;
+    let len = tether_proto::frame_len(header).ok()?;
+    let mut buf = Vec::with_capacity(header.len() + len);
+    buf.extend_from_slice(&header);
+    buf.resize(header.len() + len, 0);
+    r.read_exact(&mut buf[header.len()..]).await.ok()?;
+    let msg = tether_proto::decode(&buf[header.len()..]).ok()?;
+    Some((buf, msg))
+}
+
+async fn send(w: &mut ChannelWriter, req: &Request) -> bool {
+    match tether_proto::encode(req) {
+        Ok(b) => w.send(&b).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Relays `first` (an `Invoke` with `acked`, or a `Resume`) and everything after it.
+pub async fn relay(
+    daemon: &Daemon,
+    rt: RemoteTarget,
+    first: Request,
+    reader: Reader,
+    mut cli: Writer,
+) {
+    let c = rt.computer.clone();
+    // The CLI's frames (stdin, Ctrl-C) arrive on a task of their own: reading a frame is not
+    // cancel-safe.
+    let (cli_tx, mut cli_rx) = mpsc::channel::<Request>(16);
+    tokio::spawn(async move {
+        let mut reader = reader;
+        while let Ok(Some(r)) = reader.read::<Request>().await {
+            if cli_tx.send(r).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut session = match &first {
+        Request::Resume { session, .. } => Some(session.clone()),
+        _ => None,
+    };
+    let mut req = first;
+    let mut seq = 0u64;
+    let mut started = false;
+    let mut outage: Option<Instant> = None;
+    loop {
+        let opened = remote::open(daemon, &rt, &req, &[]).await;
+        let (far_r, mut far_w) = match opened {
+            Ok(pair) => pair,
+            Err(e) => {
+                let retry =
+                    outage.is_some() && matches!(e.kind, ErrorKind::Connection | ErrorKind::Lost);
+                if !retry {
+                    let _ = cli.send(&Response::Error(e)).await;
+                    return;
+                }
+                let since = outage.get_or_insert_with(Instant::now);
+                let left = reconnect_for().saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    let _ = cli
+                        .send(&Response::Error(gave_up(&c, session.as_deref())))
+                        .await;
+                    return;
+                }
+                let note = format!(
+                    "network connection to {c} interrupted; reconnecting ({}s left)…",
+                    left.as_secs()
+                );
+                if cli.send(&Response::Notice(note)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY_EVERY) => {}
+                    // The CLI gave up: the session stays Disconnected there.
+                    None = cli_rx.recv() => return,
+                }
+                continue;
+            }
+        };
+        if outage.take().is_some() {
+            let note = format!("network connection to {c} restored");
+            if cli.send(&Response::Notice(note)).await.is_err() {
+                return;
+            }
+        }
+        let (far_r, leftover) = far_r.into_parts();
+        let mut far_r = tokio::io::BufReader::with_capacity(
+            64 * 1024,
+            std::io::Cursor::new(leftover).chain(far_r),
+        );
+        let (far_tx, mut far_rx) = mpsc::channel::<(Vec<u8>, Response)>(32);
+        let far_task = tokio::spawn(async move {
+            while let Some(frame) = read_raw(&mut far_r).await {
+                if far_tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut acked = seq;
+        let mut tick = tokio::time::interval(ACK_TICK);
+        let end = loop {
+            tokio::select! {
+                frame = far_rx.recv() => {
+                    let Some((raw, msg)) = frame else { break End::Lost };
+                    let exit = matches!(msg, Response::Exit(_));
+                    let last = exit || matches!(msg, Response::Error(_));
+                    match msg {
+                        Response::Started { session: s, from, .. } => {
+                            session = Some(s);
+                            if started {
+                                // A resumed stream starts where we asked, or nothing is lost
+                                // only if it starts no later.
+                                if from > seq {
+                                    let e = gap(&c, seq, from);
+                                    let _ = cli.send(&Response::Error(e)).await;
+                                    break End::Done;
+                                }
+                                continue;
+                            }
+                            started = true;
+                            seq = from;
+                            acked = from;
+                        }
+                        Response::Output { data, .. } => seq += data.len() as u64,
+                        _ => {}
+                    }
+                    if cli.write_raw(&raw).await.is_err() {
+                        break End::Done;
+                    }
+                    if last {
+                        let _ = cli.flush().await;
+                        // Past the end: the exit arrived too and the far host may forget it
+                        // all. After an error (say, the session was disconnected) exactly what
+                        // was delivered, so a later `receive` starts after it.
+                        let upto = if exit { seq + 1 } else { seq };
+                        send(&mut far_w, &Request::Ack(upto)).await;
+                        break End::Done;
+                    }
+                    if far_rx.is_empty() && cli.flush().await.is_err() {
+                        break End::Done;
+                    }
+                    if seq - acked >= ACK_EVERY {
+                        if !send(&mut far_w, &Request::Ack(seq)).await {
+                            break End::Lost;
+                        }
+                        acked = seq;
+                    }
+                }
+                req = cli_rx.recv() => match req {
+                    Some(r) => if !send(&mut far_w, &r).await { break End::Lost },
+                    // The CLI went away: dropping the channel lets the far command go on,
+                    // Disconnected.
+                    None => break End::Done,
+                },
+                _ = tick.tick() => {
+                    if seq > acked {
+                        if !send(&mut far_w, &Request::Ack(seq)).await {
+                            break End::Lost;
+                        }
+                        acked = seq;
+                    }
+                }
+            }
+        };
+        far_task.abort();
+        match (end, &session) {
+            (End::Done, _) => return,
+            (End::Lost, None) => {
+                let e = ErrorInfo::new(ErrorKind::Lost, format!("computer {c}: connection lost"));
+                let _ = cli.send(&Response::Error(e)).await;
+                return;
+            }
+            (End::Lost, Some(s)) => {
+                if outage.is_none() {
+                    let note = format!(
+                        "network connection to {c} interrupted; reconnecting ({}s left)…",
+                        reconnect_for().as_secs()
+                    );
+                    if cli.send(&Response::Notice(note)).await.is_err() {
+                        return;
+                    }
+                }
+                outage.get_or_insert_with(Instant::now);
+                req = Request::Resume {
+                    session: s.clone(),
+                    from: seq,
+                };
+            }
+        }
+    }
+}
+
+fn gave_up(c: &str, session: Option<&str>) -> ErrorInfo {
+    let how = match session {
+        Some(_) => "; the session is Disconnected there: 'tether receive' collects its output",
+        None => "",
+    };
+    ErrorInfo::new(
+        ErrorKind::Lost,
+        format!(
+            "computer {c}: connection lost and not restored within {}s{how}",
+            reconnect_for().as_secs()
+        ),
+    )
+}
+
+fn gap(c: &str, have: u64, from: u64) -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorKind::Lost,
+        format!("computer {c}: output bytes {have}..{from} were lost while reconnecting"),
+    )
+}

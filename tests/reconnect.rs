@@ -1,0 +1,94 @@
+//! Robust connections (SPEC §3.13): when the ssh transport under a running command dies, the
+//! client reconnects by itself and the stream resumes from the last byte it had, so a command
+//! that prints a numbered line every 10 ms across the outage yields every line exactly once;
+//! when the computer stays away, the session is left Disconnected there.
+
+mod common;
+use common::sshd::setup;
+use common::*;
+use std::time::Duration;
+
+fn numbered(n: u32) -> String {
+    format!("i=1; while [ $i -le {n} ]; do echo line $i; i=$((i+1)); sleep 0.01; done; (exit 5)")
+}
+
+fn expected(n: u32) -> String {
+    (1..=n).map(|i| format!("line {i}\n")).collect()
+}
+
+fn link_pid(client: &Home) -> u32 {
+    let st = client.run(&["daemon", "status", "--json"]).success().json();
+    st["links"][0]["pid"].as_u64().expect("a warm link") as u32
+}
+
+fn lines_so_far(bg: &Background) -> usize {
+    std::fs::read_to_string(&bg.stdout_path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Kills the link under `cli` twice while it streams, and checks the stream comes out whole.
+fn survive_two_transport_kills(client: &Home, mut cli: Background, n: u32) {
+    for at in [20, 120] {
+        wait_until(WAIT, "output streams", || lines_so_far(&cli) >= at);
+        let ssh = link_pid(client);
+        assert!(cmdline(ssh).contains("ssh"), "{}", cmdline(ssh));
+        assert!(send_signal(ssh, "KILL"));
+        wait_gone(ssh, "the killed ssh");
+    }
+    let out = cli.wait(Duration::from_secs(60)).code_is(5);
+    assert!(out.out() == expected(n), "lines lost or repeated:\n{out}");
+    assert!(out.err().contains("reconnecting"), "{out}");
+    assert!(out.err().contains("restored"), "{out}");
+}
+
+#[test]
+fn a_remote_session_stream_survives_killed_transports_without_loss() {
+    let (_sshd, remote, client) = setup();
+    client.run(&["new", "tether-test", "--name", "r"]).success();
+    remote.note_session(&remote.session("r"));
+    let cli = client.spawn(&["invoke", "-s", "r", &numbered(400)], "stream");
+    survive_two_transport_kills(&client, cli, 400);
+    // Attached again, usable.
+    assert_eq!(remote.session("r")["state"], "Opened");
+    client.invoke("r", "echo $i").success().stdout_is("401\n");
+}
+
+#[test]
+fn a_temporary_remote_invocation_survives_a_killed_transport_without_loss() {
+    let (_sshd, remote, client) = setup();
+    let cli = client.spawn(
+        &["invoke", "--computer", "tether-test", &numbered(400)],
+        "temporary",
+    );
+    survive_two_transport_kills(&client, cli, 400);
+    // The temporary session is gone afterwards.
+    wait_until(WAIT, "the temporary session closes", || {
+        remote.sessions().is_empty()
+    });
+}
+
+#[test]
+fn a_computer_that_stays_away_leaves_the_session_disconnected() {
+    let (sshd, remote, client) = setup();
+    let client = client.env("TETHER_RECONNECT_TIMEOUT", "2");
+    client
+        .run(&["new", "tether-test", "--name", "gone"])
+        .success();
+    remote.note_session(&remote.session("gone"));
+    let mut cli = client.spawn(&["invoke", "-s", "gone", &numbered(3000)], "away");
+    wait_until(WAIT, "output streams", || lines_so_far(&cli) >= 10);
+    // sshd goes away for good, then the transport breaks.
+    drop(sshd);
+    let ssh = link_pid(&client);
+    assert!(send_signal(ssh, "KILL"));
+    let out = cli.wait(Duration::from_secs(60)).code_is(255);
+    let lines = out.err_lines();
+    assert!(
+        lines.last().is_some_and(|l| l.contains("tether receive")),
+        "{out}"
+    );
+    assert!(out.err().contains("reconnecting"), "{out}");
+    assert!(!out.err().contains("panicked"), "{out}");
+    assert_eq!(remote.session("gone")["state"], "Disconnected");
+}
