@@ -92,3 +92,48 @@ fn a_computer_that_stays_away_leaves_the_session_disconnected() {
     assert!(!out.err().contains("panicked"), "{out}");
     assert_eq!(remote.session("gone")["state"], "Disconnected");
 }
+
+/// Issue 4's chaos test: 20 rounds, each streaming numbered lines while either the transport
+/// is killed (the client reconnects by itself) or the session is disconnected (the rest is
+/// collected with `receive`). Every round must yield every line exactly once.
+#[test]
+fn chaos_of_transport_kills_and_disconnects_loses_and_repeats_nothing() {
+    let (_sshd, remote, client) = setup();
+    client.run(&["new", "tether-test", "--name", "c"]).success();
+    remote.note_session(&remote.session("c"));
+    // A small deterministic generator: the rounds differ, the test repeats.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..20 {
+        let n = 150;
+        let cli = client.spawn(
+            &["invoke", "-s", "c", &numbered(n)],
+            &format!("chaos{round}"),
+        );
+        let at = 5 + (next() % 60) as usize;
+        wait_until(WAIT, "output streams", || lines_so_far(&cli) >= at);
+        let mut cli = cli;
+        if next() % 2 == 0 {
+            let ssh = link_pid(&client);
+            assert!(send_signal(ssh, "KILL"));
+            let out = cli.wait(Duration::from_secs(60)).code_is(5);
+            assert!(
+                out.out() == expected(n),
+                "round {round}: lines lost or repeated:\n{out}"
+            );
+        } else {
+            client.run(&["disconnect", "c"]).success();
+            let first = cli.wait(Duration::from_secs(60)).code_is(255).out();
+            let rest = client.run(&["receive", "c"]).code_is(5).out();
+            assert!(
+                first.clone() + &rest == expected(n),
+                "round {round}: lines lost or repeated:\n{first}---\n{rest}"
+            );
+        }
+    }
+}

@@ -330,10 +330,20 @@ async fn run(
             }
             // While detached, reading stops at the quota: the command blocks on its next write.
             n = out.read(), if (!client_gone && !acked) || host.outbox.room() => {
-                forward(host, &mut out, n, writer, client_gone, acked).await?
+                if !forward(host, &mut out, n, writer, client_gone, acked).await {
+                    client_gone = true;
+                    stdin_tx = None;
+                    host.outbox.begin();
+                    host.set_disconnected();
+                }
             }
             n = err.read(), if (!client_gone && !acked) || host.outbox.room() => {
-                forward(host, &mut err, n, writer, client_gone, acked).await?
+                if !forward(host, &mut err, n, writer, client_gone, acked).await {
+                    client_gone = true;
+                    stdin_tx = None;
+                    host.outbox.begin();
+                    host.set_disconnected();
+                }
             }
             _ = kept.changed(), if client_gone || acked => {}
             // After a detach the connection is still read, for the acknowledgement of what the
@@ -409,8 +419,9 @@ async fn run(
     // that swallows whatever background jobs write later.
     out.hold = None;
     err.hold = None;
+    let attached = !client_gone;
     for f in [&mut out, &mut err] {
-        drain(host, f, writer, client_gone, acked).await?;
+        drain(host, f, writer, &mut client_gone, acked).await;
     }
     if broken.is_some() {
         // Output of an EXIT trap lands on the shell's own stdout/stderr: it is this invocation's.
@@ -421,12 +432,16 @@ async fn run(
                     host.outbox.push(stream, chunk);
                 }
                 if !client_gone {
-                    writer
-                        .feed(&Response::Output {
-                            stream,
-                            data: chunk.to_vec(),
-                        })
-                        .await?;
+                    let msg = Response::Output {
+                        stream,
+                        data: chunk.to_vec(),
+                    };
+                    if writer.feed(&msg).await.is_err() {
+                        client_gone = true;
+                        if !acked {
+                            host.outbox.push(stream, chunk);
+                        }
+                    }
                 }
             }
         }
@@ -460,13 +475,18 @@ async fn run(
         cancelled: cancelled && !timed_out,
         broken,
     };
+    if !client_gone && writer.send(&Response::Exit(exit.clone())).await.is_err() {
+        client_gone = true;
+    }
+    if client_gone && attached {
+        // The client went away while the output was drained or the exit sent.
+        host.outbox.begin();
+        host.set_disconnected();
+    }
     if client_gone || acked {
         // Kept until received (detached) or acknowledged (acked: the Exit may be lost in a
         // connection that breaks right now, and a resume must find it).
-        host.outbox.finish(exit.clone());
-    }
-    if !client_gone {
-        writer.send(&Response::Exit(exit)).await?;
+        host.outbox.finish(exit);
     }
     Ok(!client_gone)
 }
@@ -498,6 +518,8 @@ fn interrupt(shell: i32, since: u64) {
     }
 }
 
+/// Passes a chunk of output on (and keeps it, when acknowledged or detached). Returns false
+/// when writing to the client just failed: it is gone, and the chunk is kept for `receive`.
 async fn forward(
     host: &Host,
     f: &mut OutFifo,
@@ -505,34 +527,42 @@ async fn forward(
     writer: &mut FrameWriter<OwnedWriteHalf>,
     client_gone: bool,
     acked: bool,
-) -> Result<(), tether_transport::TransportError> {
+) -> bool {
     match n {
         Ok(0) | Err(_) => {
             f.rx = None;
-            Ok(())
-        }
-        Ok(n) if client_gone => {
-            host.outbox.push(f.stream, &f.buf[..n]);
-            Ok(())
+            true
         }
         Ok(n) => {
-            if acked {
-                host.outbox.push(f.stream, &f.buf[..n]);
+            let data = &f.buf[..n];
+            if acked || client_gone {
+                host.outbox.push(f.stream, data);
             }
-            writer.send_output(f.stream, &f.buf[..n]).await
+            if client_gone {
+                return true;
+            }
+            if writer.send_output(f.stream, data).await.is_ok() {
+                return true;
+            }
+            if !acked {
+                host.outbox.push(f.stream, data);
+            }
+            false
         }
     }
 }
 
+/// Reads what is left in a FIFO once the command is done. Sets `client_gone` when writing to
+/// the client fails; what it could not send is kept.
 async fn drain(
     host: &Host,
     f: &mut OutFifo,
     writer: &mut FrameWriter<OwnedWriteHalf>,
-    client_gone: bool,
+    client_gone: &mut bool,
     acked: bool,
-) -> Result<(), tether_transport::TransportError> {
+) {
     let Some(rx) = f.rx.as_mut() else {
-        return Ok(());
+        return;
     };
     let mut total = 0;
     // A direct read(2), not tokio's try_read: that one trusts the reactor's cached readiness
@@ -548,22 +578,26 @@ async fn drain(
             }
             Ok(n) => {
                 total += n;
-                if client_gone || acked {
-                    host.outbox.push(f.stream, &f.buf[..n]);
+                let data = &f.buf[..n];
+                if *client_gone || acked {
+                    host.outbox.push(f.stream, data);
                 }
-                if !client_gone {
-                    writer
-                        .feed(&Response::Output {
-                            stream: f.stream,
-                            data: f.buf[..n].to_vec(),
-                        })
-                        .await?;
+                if !*client_gone {
+                    let msg = Response::Output {
+                        stream: f.stream,
+                        data: data.to_vec(),
+                    };
+                    if writer.feed(&msg).await.is_err() {
+                        *client_gone = true;
+                        if !acked {
+                            host.outbox.push(f.stream, data);
+                        }
+                    }
                 }
             }
             Err(_) => break,
         }
     }
-    Ok(())
 }
 
 /// Replaces a script file's content in place. Truncating to zero and rewriting would make ext4
