@@ -88,6 +88,8 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         script,
         args: a.args.clone(),
         stdin: stdin_has_input(),
+        // The CLI acknowledges output once written, so if it dies nothing is lost.
+        acked: true,
         timeout_ms: a
             .timeout
             .filter(|d| !d.is_zero())
@@ -250,6 +252,7 @@ pub(super) async fn stream(
                     } else {
                         write_fd(stream, &data);
                     }
+                    inv.delivered().await;
                 }
                 Event::Exit(exit) => {
                     if json {
@@ -417,6 +420,7 @@ async fn one_of_many(
                 } else {
                     px.push(stream, &data);
                 }
+                inv.delivered().await;
             }
             Ok(Event::Exit(exit)) => {
                 px.finish();

@@ -28,6 +28,7 @@ enum Control {
     Stdin(Vec<u8>),
     Eof,
     Cancel,
+    Ack(u64),
 }
 
 /// Sends stdin and Ctrl-C to a running invocation; cheap to clone.
@@ -57,6 +58,9 @@ pub struct Invocation {
     control: InvocationControl,
     /// Invocation number within its session.
     pub id: u64,
+    /// Output byte number after the last byte received (for acknowledgements).
+    seq: u64,
+    done: bool,
 }
 
 impl Invocation {
@@ -85,8 +89,10 @@ impl Invocation {
         if hello_pending {
             read_hello(&mut reader).await?;
         }
-        let id = match reader.read::<Response>().await? {
-            Some(Response::Started { invocation, .. }) => invocation,
+        let (id, seq) = match reader.read::<Response>().await? {
+            Some(Response::Started {
+                invocation, from, ..
+            }) => (invocation, from),
             Some(Response::Error(e)) => return Err(e.into()),
             Some(other) => return Err(ClientError::Protocol(format!("{other:?}"))),
             None => return Err(ClientError::Lost("the daemon closed the connection".into())),
@@ -97,6 +103,8 @@ impl Invocation {
             reader,
             control: InvocationControl { tx },
             id,
+            seq,
+            done: false,
         })
     }
 
@@ -108,8 +116,14 @@ impl Invocation {
     /// The next event; after `Exit` the stream is over.
     pub async fn next(&mut self) -> Result<Event, ClientError> {
         match self.reader.read::<Response>().await? {
-            Some(Response::Output { stream, data }) => Ok(Event::Output { stream, data }),
-            Some(Response::Exit(e)) => Ok(Event::Exit(e)),
+            Some(Response::Output { stream, data }) => {
+                self.seq += data.len() as u64;
+                Ok(Event::Output { stream, data })
+            }
+            Some(Response::Exit(e)) => {
+                self.done = true;
+                Ok(Event::Exit(e))
+            }
             Some(Response::Notice(n)) => Ok(Event::Notice(n)),
             Some(Response::Error(e)) => Err(e.into()),
             Some(other) => Err(ClientError::Protocol(format!("{other:?}"))),
@@ -117,6 +131,14 @@ impl Invocation {
                 "the connection ended before the command's exit status arrived".into(),
             )),
         }
+    }
+
+    /// Tells the host that everything received so far has been delivered (written out), so it
+    /// may forget it. With [`InvokeSpec::acked`] the host keeps output until then: a client that
+    /// dies loses nothing, because `receive` returns exactly what was not acknowledged.
+    pub async fn delivered(&self) {
+        let upto = if self.done { self.seq + 1 } else { self.seq };
+        let _ = self.control.tx.send(Control::Ack(upto)).await;
     }
 
     /// Reads every event until the exit.
@@ -149,6 +171,7 @@ async fn pump_control(mut writer: Writer, mut rx: mpsc::Receiver<Control>) {
             Control::Stdin(d) => Request::Stdin(d),
             Control::Eof => Request::StdinEof,
             Control::Cancel => Request::Cancel,
+            Control::Ack(n) => Request::Ack(n),
         };
         if writer.send(&msg).await.is_err() {
             return;

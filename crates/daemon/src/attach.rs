@@ -215,7 +215,7 @@ pub async fn receive(daemon: &Daemon, list: SessionList, reader: Reader, mut wri
                 session: h.info.instance_id.clone(),
                 from: 0,
             };
-            crate::relay::relay(daemon, h.target.clone(), req, reader, writer).await;
+            crate::relay::relay(daemon, h.target.clone(), req, true, reader, writer).await;
         }
         Err(e) => {
             let _ = writer.send(&Response::Error(e)).await;

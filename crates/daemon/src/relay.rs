@@ -58,11 +58,14 @@ async fn send(w: &mut ChannelWriter, req: &Request) -> bool {
     }
 }
 
-/// Relays `first` (an `Invoke` with `acked`, or a `Resume`) and everything after it.
+/// Relays `first` (an `Invoke` with `acked`, or a `Resume`) and everything after it. When
+/// `client_acks`, the client's own `Ack`s (sent once it has written output out) are passed on
+/// and the relay sends none: the far host then keeps what the client has not delivered.
 pub async fn relay(
     daemon: &Daemon,
     rt: RemoteTarget,
     first: Request,
+    client_acks: bool,
     reader: Reader,
     mut cli: Writer,
 ) {
@@ -175,14 +178,16 @@ pub async fn relay(
                         // Past the end: the exit arrived too and the far host may forget it
                         // all. After an error (say, the session was disconnected) exactly what
                         // was delivered, so a later `receive` starts after it.
-                        let upto = if exit { seq + 1 } else { seq };
-                        send(&mut far_w, &Request::Ack(upto)).await;
+                        if !client_acks {
+                            let upto = if exit { seq + 1 } else { seq };
+                            send(&mut far_w, &Request::Ack(upto)).await;
+                        }
                         break End::Done;
                     }
                     if far_rx.is_empty() && cli.flush().await.is_err() {
                         break End::Done;
                     }
-                    if seq - acked >= ACK_EVERY {
+                    if !client_acks && seq - acked >= ACK_EVERY {
                         if !send(&mut far_w, &Request::Ack(seq)).await {
                             break End::Lost;
                         }
@@ -195,7 +200,7 @@ pub async fn relay(
                     // Disconnected.
                     None => break End::Done,
                 },
-                _ = tick.tick() => {
+                _ = tick.tick(), if !client_acks => {
                     if seq > acked {
                         if !send(&mut far_w, &Request::Ack(seq)).await {
                             break End::Lost;

@@ -252,6 +252,18 @@ pub async fn invoke(
     spec.remote = None;
     spec.env.clear();
     spec.cwd = None;
+    // The far host keeps output until acknowledged, so a broken link can resume. A client that
+    // acknowledges what it delivered (the CLI does) is relayed; otherwise the relay
+    // acknowledges what it passed on.
+    let client_acks = spec.acked;
     spec.acked = true;
-    crate::relay::relay(daemon, rt, Request::Invoke(spec), reader, writer).await;
+    crate::relay::relay(
+        daemon,
+        rt,
+        Request::Invoke(spec),
+        client_acks,
+        reader,
+        writer,
+    )
+    .await;
 }

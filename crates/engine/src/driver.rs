@@ -380,6 +380,7 @@ async fn run(
                     name = host.spec.name
                 );
                 let _ = writer.send(&Response::Error(ErrorInfo::new(ErrorKind::Lost, msg))).await;
+                host.outbox.forget_sent();
                 client_gone = true;
                 stdin_tx = None;
                 host.outbox.begin();

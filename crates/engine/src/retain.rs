@@ -147,6 +147,17 @@ impl Outbox {
         self.bump();
     }
 
+    /// The client was told to let go while connected: everything sent so far reaches it
+    /// before that notice, so only what follows is kept for `receive`.
+    pub fn forget_sent(&self) {
+        {
+            let mut k = self.lock();
+            let end = k.end();
+            k.trim_to(end);
+        }
+        self.bump();
+    }
+
     /// Up to [`BATCH`] bytes from byte `from` on (copied: they stay until acknowledged or
     /// consumed), or the exit status once everything before it is out.
     fn read_from(&self, from: u64) -> Batch {
@@ -193,7 +204,13 @@ pub(crate) async fn receive(
     acked: bool,
 ) -> bool {
     let ob = &host.outbox;
-    if !ob.has_anything() {
+    // A user's `receive` is for output a detached command left; a resume continues any
+    // stream whose end the client has not acknowledged.
+    let available = match from {
+        Some(_) => ob.has_anything(),
+        None => ob.pending(),
+    };
+    if !available {
         let msg = format!(
             "session {}: no output to receive (no command ran while it was disconnected)",
             host.spec.name
@@ -236,7 +253,11 @@ pub(crate) async fn receive(
             continue;
         }
         if let Some(exit) = exit {
-            if !acked {
+            if acked {
+                // Delivered to a live client: no longer waiting to be received, but kept for a
+                // resume until acknowledged or the next command.
+                ob.lock().pending = false;
+            } else {
                 ob.reset();
             }
             let ok = writer.send(&Response::Exit(exit)).await.is_ok();
