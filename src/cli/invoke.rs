@@ -252,7 +252,7 @@ pub(super) async fn stream(
                     } else {
                         write_fd(stream, &data);
                     }
-                    inv.delivered().await;
+                    inv.delivered();
                 }
                 Event::Exit(exit) => {
                     if json {
@@ -420,7 +420,7 @@ async fn one_of_many(
                 } else {
                     px.push(stream, &data);
                 }
-                inv.delivered().await;
+                inv.delivered();
             }
             Ok(Event::Exit(exit)) => {
                 px.finish();

@@ -28,13 +28,16 @@ enum Control {
     Stdin(Vec<u8>),
     Eof,
     Cancel,
-    Ack(u64),
 }
 
 /// Sends stdin and Ctrl-C to a running invocation; cheap to clone.
 #[derive(Clone)]
 pub struct InvocationControl {
     tx: mpsc::Sender<Control>,
+    /// The latest acknowledgement. Acks are cumulative, so a newer one replaces an unsent one
+    /// and sending never waits: a reader blocked on an ack while the host is blocked writing
+    /// output to it would deadlock.
+    ack: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl InvocationControl {
@@ -98,10 +101,14 @@ impl Invocation {
             None => return Err(ClientError::Lost("the daemon closed the connection".into())),
         };
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(pump_control(writer, rx));
+        let (ack_tx, ack_rx) = tokio::sync::watch::channel(seq);
+        tokio::spawn(pump_control(writer, rx, ack_rx));
         Ok(Invocation {
             reader,
-            control: InvocationControl { tx },
+            control: InvocationControl {
+                tx,
+                ack: std::sync::Arc::new(ack_tx),
+            },
             id,
             seq,
             done: false,
@@ -136,9 +143,9 @@ impl Invocation {
     /// Tells the host that everything received so far has been delivered (written out), so it
     /// may forget it. With [`InvokeSpec::acked`] the host keeps output until then: a client that
     /// dies loses nothing, because `receive` returns exactly what was not acknowledged.
-    pub async fn delivered(&self) {
+    pub fn delivered(&self) {
         let upto = if self.done { self.seq + 1 } else { self.seq };
-        let _ = self.control.tx.send(Control::Ack(upto)).await;
+        self.control.ack.send_replace(upto);
     }
 
     /// Reads every event until the exit.
@@ -165,13 +172,24 @@ impl Invocation {
     }
 }
 
-async fn pump_control(mut writer: Writer, mut rx: mpsc::Receiver<Control>) {
-    while let Some(c) = rx.recv().await {
-        let msg = match c {
-            Control::Stdin(d) => Request::Stdin(d),
-            Control::Eof => Request::StdinEof,
-            Control::Cancel => Request::Cancel,
-            Control::Ack(n) => Request::Ack(n),
+async fn pump_control(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<Control>,
+    mut ack: tokio::sync::watch::Receiver<u64>,
+) {
+    ack.borrow_and_update();
+    loop {
+        let msg = tokio::select! {
+            c = rx.recv() => match c {
+                Some(Control::Stdin(d)) => Request::Stdin(d),
+                Some(Control::Eof) => Request::StdinEof,
+                Some(Control::Cancel) => Request::Cancel,
+                None => return,
+            },
+            changed = ack.changed() => match changed {
+                Ok(()) => Request::Ack(*ack.borrow_and_update()),
+                Err(_) => return,
+            },
         };
         if writer.send(&msg).await.is_err() {
             return;

@@ -328,24 +328,8 @@ async fn run(
                 broken = Some(format!("the shell exited with status {c}"));
                 break;
             }
-            // While detached, reading stops at the quota: the command blocks on its next write.
-            n = out.read(), if (!client_gone && !acked) || host.outbox.room() => {
-                if !forward(host, &mut out, n, writer, client_gone, acked).await {
-                    client_gone = true;
-                    stdin_tx = None;
-                    host.outbox.begin();
-                    host.set_disconnected();
-                }
-            }
-            n = err.read(), if (!client_gone && !acked) || host.outbox.room() => {
-                if !forward(host, &mut err, n, writer, client_gone, acked).await {
-                    client_gone = true;
-                    stdin_tx = None;
-                    host.outbox.begin();
-                    host.set_disconnected();
-                }
-            }
-            _ = kept.changed(), if client_gone || acked => {}
+            // Requests come before output: acknowledgements must never starve behind a
+            // command that writes without pause.
             // After a detach the connection is still read, for the acknowledgement of what the
             // client did receive; stdin and Ctrl-C from it no longer apply.
             req = req_rx.recv(), if requests_open => match req {
@@ -374,6 +358,24 @@ async fn run(
                 }
                 Some(_) => {}
             },
+            // While detached, reading stops at the quota: the command blocks on its next write.
+            n = out.read(), if (!client_gone && !acked) || host.outbox.room() => {
+                if !forward(host, &mut out, n, writer, client_gone, acked).await {
+                    client_gone = true;
+                    stdin_tx = None;
+                    host.outbox.begin();
+                    host.set_disconnected();
+                }
+            }
+            n = err.read(), if (!client_gone && !acked) || host.outbox.room() => {
+                if !forward(host, &mut err, n, writer, client_gone, acked).await {
+                    client_gone = true;
+                    stdin_tx = None;
+                    host.outbox.begin();
+                    host.set_disconnected();
+                }
+            }
+            _ = kept.changed(), if client_gone || acked => {}
             _ = detach.changed(), if !client_gone => {
                 let msg = format!(
                     "session {name} was disconnected; its command goes on: 'tether receive {name}' gets its output",
