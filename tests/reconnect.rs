@@ -137,3 +137,39 @@ fn chaos_of_transport_kills_and_disconnects_loses_and_repeats_nothing() {
         }
     }
 }
+
+/// The link to the computer goes down for longer than the ssh keepalive and comes back: the
+/// client notices the dead connection, keeps retrying, and resumes with every line once.
+#[test]
+fn a_link_that_goes_down_and_comes_back_resumes_the_stream_without_loss() {
+    let ns = common::netns::Netns::create();
+    let sshd = common::sshd::Sshd::start_at(Some(&ns.name), &ns.inner);
+    let remote = Home::new();
+    let client = sshd.client_for(&remote);
+    let fast = [
+        "--ssh-option",
+        "ServerAliveInterval=1",
+        "--ssh-option",
+        "ServerAliveCountMax=2",
+        "--connect-timeout",
+        "2s",
+    ];
+    let mut new = fast.to_vec();
+    new.extend(["new", "tether-test", "--name", "n"]);
+    client.run(&new).success();
+    remote.note_session(&remote.session("n"));
+    let cli = client.spawn(&["invoke", "-s", "n", &numbered(800)], "netns");
+    wait_until(WAIT, "output streams", || lines_so_far(&cli) >= 50);
+    ns.link(false);
+    // Longer than the keepalive (about 2 s): the ssh connection is declared dead.
+    wait_until(Duration::from_secs(30), "the client notices", || {
+        std::fs::read_to_string(&cli.stderr_path).is_ok_and(|e| e.contains("reconnecting"))
+    });
+    ns.link(true);
+    let mut cli = cli;
+    let out = cli.wait(Duration::from_secs(90)).code_is(5);
+    assert!(out.out() == expected(800), "lines lost or repeated:\n{out}");
+    assert!(out.err().contains("restored"), "{out}");
+    drop(client);
+    drop(sshd);
+}

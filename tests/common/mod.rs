@@ -14,6 +14,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 mod procs;
 mod run;
 pub mod sshd;

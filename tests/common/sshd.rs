@@ -23,6 +23,12 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd; fails the test, naming the Debian package, if ssh or sshd is missing.
     pub fn start() -> Sshd {
+        Sshd::start_at(None, "127.0.0.1")
+    }
+
+    /// Starts sshd listening on `addr`, inside network namespace `netns` when given (run
+    /// with `ip netns exec`, which execs sshd, so the child's pid is sshd's).
+    pub fn start_at(netns: Option<&str>, addr: &str) -> Sshd {
         require_program("ssh", "openssh-client");
         require_program("ssh-keygen", "openssh-client");
         let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
@@ -57,7 +63,7 @@ impl Sshd {
         std::fs::write(
             d.join("sshd_config"),
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+                "Port {port}\nListenAddress {addr}\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\n\
                  UsePAM no\nPidFile {pid}\nLogLevel ERROR\n",
@@ -70,7 +76,7 @@ impl Sshd {
         std::fs::write(
             d.join("ssh_config"),
             format!(
-                "Host tether-test {aliases}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
+                "Host tether-test {aliases}\n  HostName {addr}\n  Port {port}\n  User {user}\n  \
                  IdentityFile {ck}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  \
                  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n",
                 ck = d.join("client_key").display(),
@@ -81,7 +87,15 @@ impl Sshd {
         // sshd wants its privilege-separation directory to exist.
         let _ = std::fs::create_dir_all("/run/sshd");
         // -D keeps sshd in the foreground as our child, so its pid is known without a pid file.
-        let mut child = Command::new(sshd)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, sshd]);
+                c
+            }
+            None => Command::new(sshd),
+        };
+        let mut child = cmd
             .arg("-D")
             .arg("-f")
             .arg(d.join("sshd_config"))
@@ -93,7 +107,7 @@ impl Sshd {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("sshd exited with {st}: {}", log(d));
             }
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            std::net::TcpStream::connect((addr, port)).is_ok()
         });
         Sshd { dir, child, port }
     }
