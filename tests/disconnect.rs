@@ -238,3 +238,35 @@ fn another_client_finds_reattaches_and_receives_a_remote_session() {
     assert_eq!(part1 + &part2, expected(50));
     second.invoke("r", "echo $w").success().stdout_is("there\n");
 }
+
+#[test]
+fn drop_mode_keeps_the_newest_output_and_says_how_much_was_dropped() {
+    let home = Home::new();
+    home.new_session("dm", &["--output-mode", "drop", "--output-quota", "64K"]);
+    let marker = home.scratch().join("go");
+    let done = home.scratch().join("done");
+    // Waits to be detached, then writes ~600 KB of numbered lines and exits 0.
+    let script = format!(
+        "while [ ! -e {m} ]; do sleep 0.02; done; seq 1 100000; echo end; touch {d}",
+        m = marker.display(),
+        d = done.display()
+    );
+    let mut cli = home.spawn(&["invoke", "-s", "dm", &script], "dropper");
+    wait_until(WAIT, "the command runs", || {
+        home.session("dm")["availability"] == "Busy"
+    });
+    home.run(&["disconnect", "dm"]).success();
+    cli.wait(WAIT);
+    std::fs::write(&marker, "").unwrap();
+    // The command is never paused in drop mode: it finishes on its own.
+    wait_until(WAIT, "the command finishes", || done.exists());
+    let out = home.run(&["receive", "dm"]).success();
+    let text = out.out();
+    assert!(text.len() <= 64 * 1024 + 16, "kept {} bytes", text.len());
+    assert!(
+        text.ends_with("99999\n100000\nend\n"),
+        "tail: {:?}",
+        &text[text.len() - 30..]
+    );
+    assert!(out.err().contains("bytes of output were dropped"), "{out}");
+}

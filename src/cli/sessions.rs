@@ -18,9 +18,31 @@ pub struct NewArgs {
     /// Close the session after this long unused (e.g. 90s, 15m, 2h; 0 = never; default 2h).
     #[arg(long, value_parser = dur::parse)]
     idle_timeout: Option<std::time::Duration>,
+    /// What happens to output kept while nobody is connected, at the quota: `block` pauses
+    /// the command until `receive` (default), `drop` discards the oldest output.
+    #[arg(long, value_parser = ["block", "drop"], default_value = "block")]
+    output_mode: String,
+    /// How much output is kept while nobody is connected (e.g. 64K, 100M, 1G; default 1G).
+    #[arg(long, value_parser = parse_size)]
+    output_quota: Option<u64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `512`, `64K`, `100M`, `1G` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{s}' is not a size: use bytes or a number with K, M or G"))
 }
 
 /// `new [COMPUTER…]`: a local session, or one per computer. Computers are tried in order; the
@@ -63,6 +85,8 @@ pub async fn new(a: NewArgs) -> CliResult {
             cwd: if local { current_dir() } else { None },
             temporary: false,
             remote: rt,
+            output_quota: a.output_quota,
+            drop_oldest: a.output_mode == "drop",
         };
         match client.new_session(spec).await {
             Ok(v) => created.extend(v),

@@ -217,6 +217,8 @@ fn host_spec(daemon: &Daemon, id: u32, name: String, spec: &NewSession, idle: u6
         cwd: spec.cwd.clone(),
         shell: std::env::var("TETHER_SHELL").ok().filter(|s| !s.is_empty()),
         temporary: spec.temporary,
+        output_quota: spec.output_quota,
+        drop_oldest: spec.drop_oldest,
     }
 }
 

@@ -332,7 +332,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         status_file: private_file(&fifo_dir.join("s"))?,
         spare: std::sync::Mutex::new(None),
         console,
-        outbox: crate::retain::Outbox::new(),
+        outbox: crate::retain::Outbox::new(spec.output_quota, spec.drop_oldest),
         detach: watch::channel(0).0,
         remote_cancel: watch::channel(0).0,
     });

@@ -33,6 +33,8 @@ struct Kept {
     exit: Option<ExitInfo>,
     /// A detached command's output is (or was) being kept and has not been received whole.
     pending: bool,
+    /// Bytes dropped (`drop` mode) since the client went away.
+    dropped: u64,
 }
 
 impl Kept {
@@ -66,19 +68,26 @@ pub(crate) struct Outbox {
     /// Bumped on every change, so waiters never miss one.
     version: watch::Sender<u64>,
     quota: usize,
+    /// `drop` mode: while detached, the oldest output goes at the quota.
+    drop_oldest: bool,
 }
 
 impl Outbox {
-    pub fn new() -> Outbox {
-        let quota = std::env::var("TETHER_OUTPUT_QUOTA")
-            .ok()
-            .and_then(|v| v.parse().ok())
+    pub fn new(quota: Option<u64>, drop_oldest: bool) -> Outbox {
+        let quota = quota
+            .map(|q| q as usize)
+            .or_else(|| {
+                std::env::var("TETHER_OUTPUT_QUOTA")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            })
             .filter(|q| *q > 0)
             .unwrap_or(DEFAULT_QUOTA);
         Outbox {
             kept: Default::default(),
             version: watch::channel(0).0,
             quota,
+            drop_oldest,
         }
     }
 
@@ -111,9 +120,11 @@ impl Outbox {
         self.lock().pending
     }
 
-    /// Whether the command may write more before the quota is reached.
+    /// Whether the command may write more before the quota is reached. In `drop` mode a
+    /// detached command never waits: its oldest kept output goes instead.
     pub fn room(&self) -> bool {
-        self.lock().bytes < self.quota
+        let k = self.lock();
+        k.bytes < self.quota || (self.drop_oldest && k.pending)
     }
 
     pub fn push(&self, stream: Stream, data: &[u8]) {
@@ -124,6 +135,12 @@ impl Outbox {
             let mut k = self.lock();
             k.bytes += data.len();
             k.chunks.push_back((stream, data.to_vec()));
+            if self.drop_oldest && k.pending && k.bytes > self.quota {
+                let over = (k.bytes - self.quota) as u64;
+                let to = k.base + over;
+                k.trim_to(to);
+                k.dropped += over;
+            }
         }
         self.bump();
     }
@@ -187,6 +204,10 @@ impl Outbox {
         self.lock().base
     }
 
+    fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
     fn has_anything(&self) -> bool {
         let k = self.lock();
         k.pending || k.bytes > 0 || k.exit.is_some()
@@ -228,6 +249,17 @@ pub(crate) async fn receive(
     };
     if writer.send(&started).await.is_err() {
         return detached(host);
+    }
+    let dropped = ob.dropped();
+    if dropped > 0 && from.is_none() {
+        let note = format!(
+            "session {}: {dropped} bytes of output were dropped while disconnected \
+             (output mode drop, quota {} bytes)",
+            host.spec.name, ob.quota
+        );
+        if writer.send(&Response::Notice(note)).await.is_err() {
+            return detached(host);
+        }
     }
     let mut changed = ob.subscribe();
     loop {

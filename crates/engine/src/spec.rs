@@ -20,6 +20,12 @@ pub struct HostSpec {
     /// Shell program; `None` picks bash, else /bin/sh.
     pub shell: Option<String>,
     pub temporary: bool,
+    /// Kept-output quota in bytes (`None`: `TETHER_OUTPUT_QUOTA`, else 1 GiB).
+    #[serde(default)]
+    pub output_quota: Option<u64>,
+    /// `drop` output mode: at the quota the oldest kept output goes, not the command's pace.
+    #[serde(default)]
+    pub drop_oldest: bool,
 }
 
 /// The host's record of itself, `hosts/<instance>.json`, rewritten atomically on every state

@@ -146,6 +146,10 @@ pub struct NewSession {
     pub temporary: bool,
     /// Create it on another computer (the client daemon keeps the handle).
     pub remote: Option<RemoteTarget>,
+    /// How much output is kept for a disconnected client (bytes; `None` = the default, 1 GiB).
+    pub output_quota: Option<u64>,
+    /// At the quota, drop the oldest kept output instead of pausing the command.
+    pub drop_oldest: bool,
 }
 
 /// Which sessions `get` returns. Empty fields match everything.
