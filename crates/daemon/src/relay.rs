@@ -38,8 +38,15 @@ enum End {
     Lost,
 }
 
+/// A frame from the far side: output is only measured (it is passed on as it came), anything
+/// else is decoded.
+enum Frame {
+    Output(usize),
+    Other(Response),
+}
+
 /// Reads one whole frame (header included), so it can be passed on without re-encoding.
-async fn read_raw<R: AsyncRead + Unpin>(r: &mut R) -> Option<(Vec<u8>, Response)> {
+async fn read_raw<R: AsyncRead + Unpin>(r: &mut R) -> Option<(Vec<u8>, Frame)> {
     let mut header = [0u8; tether_proto::FRAME_HEADER_LEN];
     r.read_exact(&mut header).await.ok()?;
     let len = tether_proto::frame_len(header).ok()?;
@@ -47,8 +54,12 @@ async fn read_raw<R: AsyncRead + Unpin>(r: &mut R) -> Option<(Vec<u8>, Response)
     buf.extend_from_slice(&header);
     buf.resize(header.len() + len, 0);
     r.read_exact(&mut buf[header.len()..]).await.ok()?;
-    let msg = tether_proto::decode(&buf[header.len()..]).ok()?;
-    Some((buf, msg))
+    let payload = &buf[header.len()..];
+    let frame = match tether_proto::output_data_len(payload) {
+        Some(n) => Frame::Output(n),
+        None => Frame::Other(tether_proto::decode(payload).ok()?),
+    };
+    Some((buf, frame))
 }
 
 async fn send(w: &mut ChannelWriter, req: &Request) -> bool {
@@ -134,7 +145,7 @@ pub async fn relay(
             64 * 1024,
             std::io::Cursor::new(leftover).chain(far_r),
         );
-        let (far_tx, mut far_rx) = mpsc::channel::<(Vec<u8>, Response)>(32);
+        let (far_tx, mut far_rx) = mpsc::channel::<(Vec<u8>, Frame)>(32);
         let far_task = tokio::spawn(async move {
             while let Some(frame) = read_raw(&mut far_r).await {
                 if far_tx.send(frame).await.is_err() {
@@ -147,11 +158,11 @@ pub async fn relay(
         let end = loop {
             tokio::select! {
                 frame = far_rx.recv() => {
-                    let Some((raw, msg)) = frame else { break End::Lost };
-                    let exit = matches!(msg, Response::Exit(_));
-                    let last = exit || matches!(msg, Response::Error(_));
-                    match msg {
-                        Response::Started { session: s, from, .. } => {
+                    let Some((raw, frame)) = frame else { break End::Lost };
+                    let exit = matches!(frame, Frame::Other(Response::Exit(_)));
+                    let last = exit || matches!(frame, Frame::Other(Response::Error(_)));
+                    match frame {
+                        Frame::Other(Response::Started { session: s, from, .. }) => {
                             session = Some(s);
                             if started {
                                 // A resumed stream starts where we asked, or nothing is lost
@@ -167,8 +178,8 @@ pub async fn relay(
                             seq = from;
                             acked = from;
                         }
-                        Response::Output { data, .. } => seq += data.len() as u64,
-                        _ => {}
+                        Frame::Output(n) => seq += n as u64,
+                        Frame::Other(_) => {}
                     }
                     if cli.write_raw(&raw).await.is_err() {
                         break End::Done;

@@ -87,3 +87,24 @@ pub fn output_frame_header(stream: crate::Stream, len: usize) -> Vec<u8> {
 
 /// Index of `Response::Output` in postcard's encoding (checked by a test).
 const OUTPUT_VARIANT: u8 = 3;
+
+/// The data length of an `Response::Output` payload, read from its first bytes without
+/// decoding it; `None` for any other message (or a payload that does not add up). A relay uses
+/// it to count output bytes while passing frames on untouched.
+pub fn output_data_len(payload: &[u8]) -> Option<usize> {
+    let (&variant, rest) = payload.split_first()?;
+    let (&stream, mut rest) = rest.split_first()?;
+    if variant != OUTPUT_VARIANT || stream > 1 {
+        return None;
+    }
+    let mut len = 0usize;
+    for shift in (0..35).step_by(7) {
+        let (&b, r) = rest.split_first()?;
+        rest = r;
+        len |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return (rest.len() == len).then_some(len);
+        }
+    }
+    None
+}

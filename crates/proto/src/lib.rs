@@ -13,7 +13,8 @@ mod frame;
 mod session;
 
 pub use frame::{
-    DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len, output_frame_header,
+    DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len, output_data_len,
+    output_frame_header,
 };
 pub use session::{Availability, SessionInfo, State};
 

@@ -118,6 +118,21 @@ proptest! {
     }
 
     #[test]
+    fn output_data_len_reads_what_encode_wrote(data in proptest::collection::vec(any::<u8>(), 0..70_000),
+                                               err in any::<bool>()) {
+        let stream = if err { Stream::Stderr } else { Stream::Stdout };
+        let frame = encode(&Response::Output { stream, data: data.clone() }).unwrap();
+        prop_assert_eq!(output_data_len(&frame[FRAME_HEADER_LEN..]), Some(data.len()));
+        // Anything else is not mistaken for output.
+        let exit = encode(&Response::Exit(ExitInfo { code: 3, ..Default::default() })).unwrap();
+        prop_assert_eq!(output_data_len(&exit[FRAME_HEADER_LEN..]), None);
+        let cut = &frame[FRAME_HEADER_LEN..frame.len() - usize::from(!data.is_empty())];
+        if !data.is_empty() {
+            prop_assert_eq!(output_data_len(cut), None);
+        }
+    }
+
+    #[test]
     fn output_roundtrips(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
         roundtrip(&Response::Output { stream: Stream::Stdout, data });
     }
