@@ -2,7 +2,6 @@
 //! and records its state on disk.
 
 use crate::HostError;
-use crate::driver;
 use crate::procs;
 use crate::shell::Flavour;
 use crate::spec::{HostMeta, HostSpec, default_shell};
@@ -47,7 +46,7 @@ pub(crate) struct Host {
     pub script_file: std::fs::File,
     pub status_file: std::fs::File,
     /// Drained FIFOs from the previous invocation, ready for the next.
-    pub spare: std::sync::Mutex<Option<crate::driver::FifoPair>>,
+    pub spare: std::sync::Mutex<Option<crate::fifos::FifoPair>>,
     /// What the shell writes to its own stdout and stderr, outside any invocation's FIFOs.
     pub console: Console,
     /// Output of a command whose client went away, until `receive` takes it.
@@ -185,6 +184,13 @@ impl Host {
         self.store_meta();
     }
 
+    /// The running command's client went away or was let go: the command goes on, its output
+    /// is kept for `receive`, and the session is Disconnected.
+    pub(crate) fn let_go(&self) {
+        self.outbox.begin();
+        self.set_disconnected();
+    }
+
     /// Marks a Disconnected session Opened again (connect, receive) and records it.
     pub(crate) fn set_connected(&self) {
         {
@@ -263,7 +269,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     let fifo_dir = paths.host_fifo_dir(&spec.instance_id);
     private_dir(&fifo_dir)?;
     let status_path = fifo_dir.join("st");
-    driver::mkfifo(&status_path)?;
+    crate::fifos::mkfifo(&status_path)?;
 
     let shell = spec.shell.clone().unwrap_or_else(default_shell);
     let flavour = Flavour::of(&shell);
@@ -304,7 +310,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     }
 
     let (status_tx, status_rx) = mpsc::unbounded_channel();
-    driver::spawn_status_reader(&status_path, status_tx)?;
+    crate::fifos::spawn_status_reader(&status_path, status_tx)?;
     let (exit_tx, exit_rx) = watch::channel(None);
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
 

@@ -6,6 +6,7 @@
 
 mod conn;
 mod driver;
+mod fifos;
 mod host;
 mod procs;
 mod retain;

@@ -1,0 +1,243 @@
+//! The FIFOs an invocation's output and input travel through, and moving bytes between them
+//! and the client: passing output on (and keeping it for `receive`), draining what is left,
+//! swallowing late output of background jobs, and feeding stdin.
+
+use crate::host::Host;
+use crate::shell;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use tether_proto::{OUTPUT_CHUNK, Response, Stream};
+use tether_transport::FrameWriter;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+/// How much already-buffered output we read after the status record, per stream. A background
+/// job that floods its inherited stdout must not keep an invocation from ending.
+pub(crate) const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+pub(crate) fn mkfifo(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(std::io::Error::from)
+}
+
+/// Reads `<id> <status>` records from the status FIFO for the host's whole life. The host keeps a
+/// write end open itself so the FIFO never reports end-of-file between records.
+pub(crate) fn spawn_status_reader(
+    path: &Path,
+    tx: mpsc::UnboundedSender<(u64, i32)>,
+) -> std::io::Result<()> {
+    let rx = pipe::OpenOptions::new().open_receiver(path)?;
+    let keep = open_dummy_writer(path)?;
+    tokio::spawn(async move {
+        let _keep = keep;
+        let mut lines = tokio::io::BufReader::new(rx).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.len() > 64 {
+                continue;
+            }
+            if let Some(rec) = shell::parse_status(&line)
+                && tx.send(rec).is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+pub(crate) fn open_dummy_writer(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// One output FIFO: our read end plus a write end we hold until the status record, so an early
+/// read never sees end-of-file before the shell has opened it.
+pub(crate) struct OutFifo {
+    pub(crate) stream: Stream,
+    pub(crate) path: PathBuf,
+    rx: Option<pipe::Receiver>,
+    pub(crate) hold: Option<std::fs::File>,
+    /// Read buffer, kept with the FIFO so a reused pair costs no allocation.
+    buf: Vec<u8>,
+    /// Every writer has closed it (no background job holds it): it can serve the next
+    /// invocation, which saves creating, opening and unlinking FIFOs on every call.
+    pub(crate) eof: bool,
+}
+
+/// An invocation's stdout and stderr FIFOs, kept by the host for reuse.
+pub(crate) type FifoPair = (OutFifo, OutFifo);
+
+impl OutFifo {
+    pub(crate) fn open(path: PathBuf, stream: Stream) -> std::io::Result<OutFifo> {
+        mkfifo(&path)?;
+        let rx = pipe::OpenOptions::new().open_receiver(&path)?;
+        let hold = open_dummy_writer(&path)?;
+        Ok(OutFifo {
+            stream,
+            path,
+            rx: Some(rx),
+            hold: Some(hold),
+            buf: vec![0u8; OUTPUT_CHUNK],
+            eof: false,
+        })
+    }
+
+    /// Arms a drained FIFO for another invocation.
+    pub(crate) fn rearm(mut self) -> std::io::Result<OutFifo> {
+        self.hold = Some(open_dummy_writer(&self.path)?);
+        self.eof = false;
+        Ok(self)
+    }
+
+    /// Reads into the FIFO's own buffer; the bytes are `self.buf[..n]`.
+    pub(crate) async fn read(&mut self) -> std::io::Result<usize> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.read(&mut self.buf).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Passes a chunk of output on (and keeps it, when acknowledged or detached). Returns false
+/// when writing to the client just failed: it is gone, and the chunk is kept for `receive`.
+pub(crate) async fn forward(
+    host: &Host,
+    f: &mut OutFifo,
+    n: std::io::Result<usize>,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+    client_gone: bool,
+    acked: bool,
+) -> bool {
+    match n {
+        Ok(0) | Err(_) => {
+            f.rx = None;
+            true
+        }
+        Ok(n) => {
+            let data = &f.buf[..n];
+            if acked || client_gone {
+                host.outbox.push(f.stream, data);
+            }
+            if client_gone {
+                return true;
+            }
+            if writer.send_output(f.stream, data).await.is_ok() {
+                return true;
+            }
+            if !acked {
+                host.outbox.push(f.stream, data);
+            }
+            false
+        }
+    }
+}
+
+/// Reads what is left in a FIFO once the command is done. Sets `client_gone` when writing to
+/// the client fails; what it could not send is kept.
+pub(crate) async fn drain(
+    host: &Host,
+    f: &mut OutFifo,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+    client_gone: &mut bool,
+    acked: bool,
+) {
+    let Some(rx) = f.rx.as_mut() else {
+        return;
+    };
+    let mut total = 0;
+    // A direct read(2), not tokio's try_read: that one trusts the reactor's cached readiness
+    // and may report "would block" for bytes the kernel already holds.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(rx);
+    while total < DRAIN_LIMIT {
+        // SAFETY: `fd` is the open, non-blocking read end owned by `rx` for this whole loop.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        match nix::unistd::read(fd, &mut f.buf).map_err(std::io::Error::from) {
+            Ok(0) => {
+                f.eof = true;
+                break;
+            }
+            Ok(n) => {
+                total += n;
+                let data = &f.buf[..n];
+                if *client_gone || acked {
+                    host.outbox.push(f.stream, data);
+                }
+                if !*client_gone {
+                    let msg = Response::Output {
+                        stream: f.stream,
+                        data: data.to_vec(),
+                    };
+                    if writer.feed(&msg).await.is_err() {
+                        *client_gone = true;
+                        if !acked {
+                            host.outbox.push(f.stream, data);
+                        }
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// Replaces a script file's content in place. Truncating to zero and rewriting would make ext4
+/// flush the file on close (its `auto_da_alloc` heuristic), costing ~0.3 ms per invocation.
+pub(crate) fn write_script(file: &std::fs::File, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(text.as_bytes(), 0)?;
+    file.set_len(text.len() as u64)
+}
+
+/// Keeps reading a FIFO that a background job still holds, so the job never dies of SIGPIPE,
+/// and discards what it writes: it belongs to an invocation that has already ended.
+pub(crate) fn linger(mut f: OutFifo) {
+    let _ = std::fs::remove_file(&f.path);
+    if let Some(mut rx) = f.rx.take() {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = rx.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Feeds the command's stdin FIFO. The write end is opened in blocking mode on the blocking
+/// pool: that open completes exactly when the shell opens the read end, so end-of-file (closing
+/// it) can never happen before the shell is there to see it.
+pub(crate) fn spawn_stdin_writer(path: PathBuf) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+    tokio::spawn(async move {
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+            let flags =
+                nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+            nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await;
+        let Ok(Ok(file)) = opened else { return };
+        let Ok(mut sender) = pipe::Sender::from_file(file) else {
+            return;
+        };
+        while let Some(data) = rx.recv().await {
+            if sender.write_all(&data).await.is_err() {
+                // The command closed its stdin; keep consuming so the client is not blocked.
+                while rx.recv().await.is_some() {}
+                return;
+            }
+        }
+    });
+    tx
+}
