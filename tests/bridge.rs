@@ -73,6 +73,7 @@ fn a_client_reaches_the_target_daemon_through_ssh_and_the_daemon_outlives_it() {
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
             agent: "test".into(),
+            client: None,
         };
         send(&mut w, &hello).await;
         assert!(matches!(

@@ -180,17 +180,36 @@ fn wchan(pid: u32) -> String {
 
 #[test]
 fn the_idle_clock_runs_from_the_disconnect_even_while_a_command_runs() {
-    let home = Home::with_min_idle();
-    home.new_session("t", &["--idle-timeout", "2s"]);
-    let mut cli = home.spawn(&["invoke", "-s", "t", "sleep 60"], "long");
+    let home = Home::with_min_idle().env("TETHER_OUTPUT_MEMORY", "4096");
+    let iid = home.new_session("t", &["--idle-timeout", "3s"])["instance_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let marker = home.scratch().join("go");
+    let script = format!(
+        "while [ ! -e {m} ]; do sleep 0.02; done; seq 1 30000; sleep 60",
+        m = marker.display()
+    );
+    let mut cli = home.spawn(&["invoke", "-s", "t", &script], "long");
     wait_until(WAIT, "the command runs", || {
         home.session("t")["availability"] == "Busy"
     });
     home.run(&["disconnect", "t"]).success();
     cli.wait(WAIT);
+    std::fs::write(&marker, "").unwrap();
+    // ExpiresOn is the disconnect plus the idle timeout, running command or not.
+    let s = home.session("t");
+    let (from, to) = (
+        timestamp(&s["disconnected_on"]),
+        timestamp(&s["expires_on"]),
+    );
+    assert!((2..=4).contains(&(to - from)), "{s}");
+    let spool = home.path().join("hosts").join(&iid).join("spool");
+    wait_until(WAIT, "the output is spooled", || spool.exists());
     wait_until(Duration::from_secs(30), "the session closes", || {
         state(&home, "t") == "Closed"
     });
+    wait_until(WAIT, "the spool is freed", || !spool.exists());
     let s = home.session("t");
     assert!(
         s["reason"]
@@ -269,4 +288,55 @@ fn drop_mode_keeps_the_newest_output_and_says_how_much_was_dropped() {
         &text[text.len() - 30..]
     );
     assert!(out.err().contains("bytes of output were dropped"), "{out}");
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time stamp in a session object.
+fn timestamp(v: &serde_json::Value) -> i64 {
+    let t = v
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time stamp: {v}"));
+    let num = |r: std::ops::Range<usize>| -> i64 {
+        t.get(r)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("bad time {t}"))
+    };
+    // Days matter only across midnight of the same month, which a test never spans twice.
+    num(8..10) * 86400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19)
+}
+
+#[test]
+fn kept_output_past_its_memory_share_is_spooled_privately_and_received_exactly() {
+    let home = Home::new().env("TETHER_OUTPUT_MEMORY", "65536");
+    let iid = home.new_session("sp", &[])["instance_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (marker, done) = (home.scratch().join("go"), home.scratch().join("done"));
+    let script = format!(
+        "while [ ! -e {m} ]; do sleep 0.02; done; seq 1 300000; seq 1 1000 >&2; touch {d}",
+        m = marker.display(),
+        d = done.display()
+    );
+    let mut cli = home.spawn(&["invoke", "-s", "sp", &script], "spooler");
+    wait_until(WAIT, "the command runs", || {
+        home.session("sp")["availability"] == "Busy"
+    });
+    home.run(&["disconnect", "sp"]).success();
+    cli.wait(WAIT);
+    std::fs::write(&marker, "").unwrap();
+    wait_until(WAIT, "the command finishes", || done.exists());
+    let spool = home.path().join("hosts").join(&iid).join("spool");
+    let meta = std::fs::metadata(&spool).expect("a spool file while output is kept");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(meta.len() > 1_000_000, "spooled only {} bytes", meta.len());
+    let out = home.run(&["receive", "sp"]).success();
+    let want: String = (1..=300000).map(|i| format!("{i}\n")).collect();
+    assert!(
+        out.out() == want,
+        "stdout differs ({} bytes)",
+        out.out().len()
+    );
+    assert_eq!(out.err(), expected(1000));
+    assert!(!spool.exists(), "spool file left after receive");
 }

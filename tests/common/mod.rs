@@ -54,6 +54,7 @@ pub const SESSION_FIELDS: &[&str] = &[
     "expires_on",
     "reason",
     "host_pid",
+    "held_by",
 ];
 
 /// Path of the tether binary under test.

@@ -94,6 +94,7 @@ async fn open(paths: &Paths) -> Result<(Reader, Writer), ClientError> {
         .feed(&Request::Hello {
             version: PROTOCOL_VERSION,
             agent: format!("tether-client/{}", env!("CARGO_PKG_VERSION")),
+            client: None,
         })
         .await?;
     Ok((FrameReader::new(r), writer))

@@ -6,7 +6,8 @@ use crate::registry::{Found, RemoteHandle};
 use crate::server::{Daemon, Reader, Writer, closed_error, hand_off_with};
 use crate::{hosts, remote};
 use tether_proto::{
-    ErrorInfo, ErrorKind, Request, Response, SessionFilter, SessionInfo, SessionList, State,
+    ClientId, ErrorInfo, ErrorKind, Request, Response, SessionFilter, SessionInfo, SessionList,
+    State,
 };
 
 enum Target {
@@ -52,8 +53,8 @@ async fn each(
                 if !matches!(info.state, State::Opened | State::Disconnected) {
                     return Err(closed_error(&info.name, info.state, info.reason.as_deref()));
                 }
-                match hosts::ask(&daemon.paths, &info.instance_id, &host_req).await {
-                    Some(now) => out.push(now),
+                match hosts::ask_or_refused(&daemon.paths, &info.instance_id, &host_req).await {
+                    Some(now) => out.push(now?),
                     None => {
                         let mut reg = daemon.registry.lock().await;
                         let m = reg.settle(&info.instance_id);
@@ -79,30 +80,53 @@ async fn each(
 
 /// `disconnect N…`: a running command goes on and its output is kept; the session waits,
 /// Disconnected, for `connect` or `receive` from any client.
-pub async fn disconnect(daemon: &Daemon, list: SessionList) -> Result<Response, ErrorInfo> {
-    each(daemon, list, Request::HostDisconnect, Request::Disconnect).await
+pub async fn disconnect(
+    daemon: &Daemon,
+    list: SessionList,
+    client: &ClientId,
+) -> Result<Response, ErrorInfo> {
+    let host_req = Request::HostDisconnect(client.clone());
+    each(daemon, list, host_req, Request::Disconnect).await
 }
 
 /// `connect N…` reattaches this client's handles; `connect --computer C --name N…` finds
 /// sessions on C (made by any client) and gives this client handles to them first.
-pub async fn connect(daemon: &Daemon, mut list: SessionList) -> Result<Response, ErrorInfo> {
+pub async fn connect(
+    daemon: &Daemon,
+    mut list: SessionList,
+    client: &ClientId,
+) -> Result<Response, ErrorInfo> {
+    let mut adopted = Vec::new();
     if let Some(rt) = list.remote.take() {
         let mut words = Vec::new();
         for name in &list.sessions {
-            words.push(adopt(daemon, &rt, name).await?);
+            let (iid, new) = adopt(daemon, &rt, name).await?;
+            if new {
+                adopted.push(iid.clone());
+            }
+            words.push(iid);
         }
         list.sessions = words;
     }
-    each(daemon, list, Request::HostConnect, Request::Connect).await
+    let host_req = Request::HostConnect(client.clone());
+    let reply = each(daemon, list, host_req, Request::Connect).await;
+    if reply.is_err() {
+        // A refused connect leaves no handle behind.
+        let mut reg = daemon.registry.lock().await;
+        for iid in adopted {
+            reg.forget_remote(&iid);
+        }
+    }
+    reply
 }
 
 /// Finds the session named `name` on `rt` and returns the instance id of this client's handle
-/// to it (made now if it had none).
+/// to it, and whether that handle was made now.
 async fn adopt(
     daemon: &Daemon,
     rt: &tether_proto::RemoteTarget,
     name: &str,
-) -> Result<String, ErrorInfo> {
+) -> Result<(String, bool), ErrorInfo> {
     let filter = SessionFilter {
         name_glob: Some(name.to_string()),
         ..Default::default()
@@ -122,7 +146,7 @@ async fn adopt(
     };
     let mut reg = daemon.registry.lock().await;
     if reg.remotes.contains_key(&far.instance_id) {
-        return Ok(far.instance_id);
+        return Ok((far.instance_id, false));
     }
     if reg.name_taken(name) {
         return Err(ErrorInfo::new(
@@ -143,7 +167,7 @@ async fn adopt(
             format!("cannot record the handle: {e}"),
         )
     })?;
-    Ok(iid)
+    Ok((iid, true))
 }
 
 /// `Resume` (from a client daemon whose connection broke): the stream of the invocation in
@@ -152,6 +176,7 @@ pub async fn resume(
     daemon: &Daemon,
     session: String,
     from: u64,
+    client: &ClientId,
     reader: Reader,
     mut writer: Writer,
 ) {
@@ -173,6 +198,7 @@ pub async fn resume(
                 prefix,
                 from: Some(from),
                 acked: true,
+                client: client.clone(),
             };
             let _ = hand_off_with(daemon, &info, make, reader, writer).await;
         }
@@ -188,7 +214,13 @@ pub async fn resume(
 
 /// `receive N`: the connection becomes the stream of what the detached command wrote, then
 /// the rest of it live, then its exit status.
-pub async fn receive(daemon: &Daemon, list: SessionList, reader: Reader, mut writer: Writer) {
+pub async fn receive(
+    daemon: &Daemon,
+    list: SessionList,
+    client: &ClientId,
+    reader: Reader,
+    mut writer: Writer,
+) {
     let target = match list.sessions.as_slice() {
         [word] => resolve(daemon, word).await,
         _ => Err(ErrorInfo::new(
@@ -207,6 +239,7 @@ pub async fn receive(daemon: &Daemon, list: SessionList, reader: Reader, mut wri
                 prefix,
                 from: None,
                 acked: false,
+                client: client.clone(),
             };
             let _ = hand_off_with(daemon, &info, make, reader, writer).await;
         }

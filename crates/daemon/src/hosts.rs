@@ -94,6 +94,7 @@ pub async fn connect(paths: &Paths, instance_id: &str) -> std::io::Result<HostCo
         .feed(&Request::Hello {
             version: PROTOCOL_VERSION,
             agent: "daemon".into(),
+            client: None,
         })
         .await
         .map_err(std::io::Error::other)?;
@@ -139,10 +140,21 @@ pub async fn info(paths: &Paths, instance_id: &str) -> Option<SessionInfo> {
 /// Sends a host a request it answers with its session's information (`HostInfo`,
 /// `HostDisconnect`, `HostConnect`); `None` if it does not answer.
 pub async fn ask(paths: &Paths, instance_id: &str, req: &Request) -> Option<SessionInfo> {
+    ask_or_refused(paths, instance_id, req).await?.ok()
+}
+
+/// As [`ask`], but a host that answers with a refusal (another client holds the session)
+/// gives that error: `None` still means no answer.
+pub async fn ask_or_refused(
+    paths: &Paths,
+    instance_id: &str,
+    req: &Request,
+) -> Option<Result<SessionInfo, ErrorInfo>> {
     let fut = async {
         let mut conn = connect(paths, instance_id).await.ok()?;
         match conn.call(req).await.ok()? {
-            Response::Sessions(mut v) if v.len() == 1 => v.pop(),
+            Response::Sessions(mut v) if v.len() == 1 => v.pop().map(Ok),
+            Response::Error(e) => Some(Err(e)),
             _ => None,
         }
     };

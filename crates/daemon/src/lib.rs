@@ -7,8 +7,11 @@
 //! releases it automatically, so stale socket or pid files never block the next start.
 
 mod attach;
+mod closing;
+mod create;
 mod hosts;
 mod links;
+mod presence;
 mod registry;
 mod relay;
 mod remote;

@@ -5,6 +5,7 @@
 //! once never start two ssh handshakes to the same place; a link that died is replaced on next
 //! use.
 
+use crate::presence::Presence;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,11 +21,23 @@ struct Warm {
     link: Link,
     computer: String,
     last_used: Mutex<Instant>,
+    /// The link's `Presence` channel ([`crate::presence`]).
+    presence: Presence,
+}
+
+impl Warm {
+    /// Channels carrying requests or invocations (the presence channel does not count).
+    fn busy_channels(&self) -> usize {
+        let background = usize::from(self.presence.is_open());
+        self.link.mux.channels().saturating_sub(background)
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Warm>>>>;
 
 pub struct Links {
+    /// The `Hello` this client sends on every channel (it names the client).
+    hello: tether_proto::Request,
     own: tokio::sync::OnceCell<Result<OwnBinary, String>>,
     table: Mutex<HashMap<RemoteTarget, Slot>>,
     idle: Duration,
@@ -39,7 +52,7 @@ fn key(rt: &RemoteTarget) -> RemoteTarget {
 }
 
 impl Links {
-    pub fn new() -> Arc<Links> {
+    pub fn new(hello: tether_proto::Request) -> Arc<Links> {
         let idle = std::env::var("TETHER_CONNECTION_IDLE")
             .ok()
             .and_then(|v| {
@@ -50,6 +63,7 @@ impl Links {
             })
             .unwrap_or(DEFAULT_IDLE);
         let links = Arc::new(Links {
+            hello,
             own: tokio::sync::OnceCell::new(),
             table: Mutex::new(HashMap::new()),
             idle,
@@ -105,10 +119,18 @@ impl Links {
             )
         })?;
         let mux = link.mux.clone();
+        let presence = Presence::default();
+        tokio::spawn(crate::presence::keep(
+            self.hello.clone(),
+            mux.clone(),
+            rt.computer.clone(),
+            presence.clone(),
+        ));
         *guard = Some(Arc::new(Warm {
             link,
             computer: rt.computer.clone(),
             last_used: Mutex::new(Instant::now()),
+            presence,
         }));
         Ok((mux, ch))
     }
@@ -123,7 +145,7 @@ impl Links {
                 out.push(LinkStatus {
                     computer: w.computer.clone(),
                     pid: w.link.pid,
-                    channels: w.link.mux.channels() as u32,
+                    channels: w.busy_channels() as u32,
                     version: w.link.version.clone(),
                 });
             }
@@ -132,9 +154,16 @@ impl Links {
         out
     }
 
-    /// Closes every connection (daemon stop).
-    pub fn close_all(&self) {
-        self.table().clear();
+    /// Closes every connection (daemon stop), saying goodbye on each first.
+    pub async fn close_all(&self) {
+        let slots: Vec<Slot> = self.table().drain().map(|(_, s)| s).collect();
+        let mut byes = Vec::new();
+        for s in slots {
+            if let Some(w) = s.lock().await.take() {
+                byes.push(async move { retire(w).await });
+            }
+        }
+        futures_util::future::join_all(byes).await;
     }
 
     /// Drops links that died or that carried no channel for the idle time.
@@ -149,7 +178,7 @@ impl Links {
                 Some(w) if w.link.mux.is_closed() => false,
                 Some(w) => {
                     let mut last = w.last_used.lock().unwrap_or_else(|p| p.into_inner());
-                    if w.link.mux.channels() > 0 {
+                    if w.busy_channels() > 0 {
                         *last = now;
                     }
                     now.duration_since(*last) < self.idle
@@ -157,10 +186,19 @@ impl Links {
             };
             if !keep && let Some(w) = g.take() {
                 tracing::info!("closing the idle connection to {}", w.computer);
+                tokio::spawn(retire(w));
             }
             keep
         });
     }
+}
+
+/// Says goodbye on a link's presence channel (its sessions stay this client's), then closes it.
+async fn retire(w: Arc<Warm>) {
+    if !w.link.mux.is_closed() {
+        w.presence.goodbye().await;
+    }
+    drop(w);
 }
 
 async fn reap(links: std::sync::Weak<Links>) {

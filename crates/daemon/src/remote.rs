@@ -14,10 +14,16 @@ use tether_proto::{
 use tether_transport::FrameReader;
 use tether_transport::mux::{ChannelReader, ChannelWriter};
 
-fn hello() -> Request {
+/// The first frame on every channel: this daemon speaks for its own client.
+pub(crate) fn hello(daemon: &Daemon) -> Request {
+    hello_from(&daemon.me)
+}
+
+pub(crate) fn hello_from(me: &tether_proto::ClientId) -> Request {
     Request::Hello {
         version: PROTOCOL_VERSION,
         agent: format!("tether-client-daemon/{}", env!("CARGO_PKG_VERSION")),
+        client: Some(me.clone()),
     }
 }
 
@@ -46,7 +52,7 @@ pub async fn open(
     let c = rt.computer.as_str();
     let (mux, ch) = daemon.links.channel(rt).await?;
     let (r, mut w) = mux.split(ch);
-    let mut bytes = tether_proto::encode(&hello()).map_err(|e| lost(c, e))?;
+    let mut bytes = tether_proto::encode(&hello(daemon)).map_err(|e| lost(c, e))?;
     bytes.extend(tether_proto::encode(req).map_err(|e| lost(c, e))?);
     bytes.extend_from_slice(extra);
     w.send(&bytes).await.map_err(|e| lost(c, e))?;

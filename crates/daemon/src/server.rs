@@ -6,10 +6,9 @@ use crate::registry::{Found, Registry, glob_match};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
-use tether_engine::HostSpec;
 use tether_proto::{
-    DaemonStatus, ErrorInfo, ErrorKind, InvokeSpec, NewSession, RemoveSpec, Request, Response,
-    SessionFilter, SessionInfo, State,
+    ClientId, DaemonStatus, ErrorInfo, ErrorKind, InvokeSpec, NewSession, RemoveSpec, Request,
+    Response, SessionFilter, SessionInfo, State,
 };
 use tether_transport::paths::Paths;
 use tether_transport::{FrameReader, FrameWriter};
@@ -28,8 +27,13 @@ pub struct Daemon {
     pub shutdown: watch::Sender<bool>,
     /// Warm connections to other computers (the client role).
     pub links: Arc<Links>,
-    min_idle: u64,
-    owner: String,
+    pub(crate) min_idle: u64,
+    pub(crate) owner: String,
+    /// This daemon's client identity (its `TETHER_HOME`'s), for its own CLI's requests and
+    /// when it speaks to other computers.
+    pub me: ClientId,
+    /// Clients of other computers whose links are up, by client id ([`crate::presence`]).
+    pub present: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Daemon {
@@ -45,11 +49,15 @@ impl Daemon {
             .flatten()
             .map(|u| u.name)
             .unwrap_or_else(|| nix::unistd::getuid().to_string());
+        let me = tether_transport::identity::client_identity(&paths);
+        let links = Links::new(crate::remote::hello_from(&me));
         Arc::new(Daemon {
+            me,
+            present: Default::default(),
             paths,
             registry: Mutex::new(registry),
             shutdown: watch::channel(false).0,
-            links: Links::new(),
+            links,
             min_idle,
             owner,
         })
@@ -61,6 +69,13 @@ impl Daemon {
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
     cleanup_temporaries(&daemon).await;
     let mut shutdown = daemon.shutdown.subscribe();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            return;
+        }
+    };
     let sock = daemon.paths.daemon_socket();
     let gone = tether_transport::unix::until_socket_gone(&sock);
     tokio::pin!(gone);
@@ -81,6 +96,12 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
                 }
             },
             _ = shutdown.changed() => break,
+            // Logout (or any SIGTERM) closes the client as `daemon stop` does (SPEC §3.14).
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                crate::closing::stop(&daemon).await;
+                break;
+            }
         }
     }
 }
@@ -123,6 +144,14 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
     let first = reader.read::<Request>().await;
+    // Who this connection speaks for: a client daemon of another computer names itself; our
+    // own CLI does not.
+    let client = match &first {
+        Ok(Some(Request::Hello {
+            client: Some(c), ..
+        })) if !c.id.is_empty() => c.clone(),
+        _ => daemon.me.clone(),
+    };
     if !tether_transport::answer_hello(first, &mut writer, "tether daemon").await {
         return;
     }
@@ -145,32 +174,43 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                     .await
                     .map(|i| Response::Sessions(vec![i]))
             }
-            Request::New(spec) => new_session(&daemon, spec).await.map(Response::Sessions),
+            Request::New(spec) => crate::create::new_session(&daemon, spec, &client)
+                .await
+                .map(Response::Sessions),
             Request::Get(filter) if filter.remote.is_some() => crate::remote::get(&daemon, filter)
                 .await
                 .map(Response::Sessions),
-            Request::Get(filter) => Ok(Response::Sessions(get(&daemon, &filter).await)),
+            Request::Get(filter) => {
+                let mut list = get(&daemon, &filter).await;
+                seen_by(&mut list, &client);
+                Ok(Response::Sessions(list))
+            }
             Request::Remove(spec) => remove(&daemon, spec).await,
             Request::DaemonStatus => Ok(Response::Status(status(&daemon).await)),
             Request::DaemonStop => {
                 let _ = writer.send(&Response::Ok).await;
-                stop(&daemon).await;
+                crate::closing::stop(&daemon).await;
                 return;
             }
             Request::Invoke(spec) => {
-                invoke(&daemon, spec, reader, writer).await;
+                invoke(&daemon, spec, &client, reader, writer).await;
                 return;
             }
             Request::Receive(list) => {
-                crate::attach::receive(&daemon, list, reader, writer).await;
+                crate::attach::receive(&daemon, list, &client, reader, writer).await;
                 return;
             }
             Request::Resume { session, from } => {
-                crate::attach::resume(&daemon, session, from, reader, writer).await;
+                crate::attach::resume(&daemon, session, from, &client, reader, writer).await;
                 return;
             }
-            Request::Disconnect(list) => crate::attach::disconnect(&daemon, list).await,
-            Request::Connect(list) => crate::attach::connect(&daemon, list).await,
+            Request::Presence => {
+                crate::presence::serve(&daemon, client, reader, writer).await;
+                return;
+            }
+            Request::Goodbye => Ok(Response::Ok),
+            Request::Disconnect(list) => crate::attach::disconnect(&daemon, list, &client).await,
+            Request::Connect(list) => crate::attach::connect(&daemon, list, &client).await,
             _ => Err(ErrorInfo::new(
                 ErrorKind::Usage,
                 "request not valid outside an invocation",
@@ -183,107 +223,13 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     }
 }
 
-fn idle_timeout(daemon: &Daemon, asked: Option<u64>) -> Result<u64, ErrorInfo> {
-    match asked {
-        None => Ok(DEFAULT_IDLE_TIMEOUT_S),
-        Some(0) => Ok(0),
-        Some(s) if s < daemon.min_idle => Err(ErrorInfo::new(
-            ErrorKind::Usage,
-            format!(
-                "idle timeout {s}s is below the minimum of {}s (0 means never)",
-                daemon.min_idle
-            ),
-        )),
-        Some(s) => Ok(s),
-    }
-}
-
-fn host_spec(daemon: &Daemon, id: u32, name: String, spec: &NewSession, idle: u64) -> HostSpec {
-    HostSpec {
-        id,
-        name,
-        instance_id: uuid::Uuid::new_v4().to_string(),
-        configuration_name: "default".into(),
-        computer_name: "localhost".into(),
-        owner: daemon.owner.clone(),
-        idle_timeout_s: idle,
-        // A client on another computer sends no environment: the session starts with this
-        // computer's (the daemon's), as an ssh login would.
-        env: if spec.env.is_empty() {
-            std::env::vars().collect()
-        } else {
-            spec.env.clone()
-        },
-        cwd: spec.cwd.clone(),
-        shell: std::env::var("TETHER_SHELL").ok().filter(|s| !s.is_empty()),
-        temporary: spec.temporary,
-        output_quota: spec.output_quota,
-        drop_oldest: spec.drop_oldest,
-    }
-}
-
-async fn new_session(daemon: &Daemon, spec: NewSession) -> Result<Vec<SessionInfo>, ErrorInfo> {
-    if let Some(c) = spec.configuration.as_deref().filter(|c| *c != "default") {
-        return Err(ErrorInfo::new(
-            ErrorKind::NotFound,
-            format!("configuration {c} not found; 'tether config list' shows the configurations"),
-        ));
-    }
-    let idle = idle_timeout(daemon, spec.idle_timeout_s)?;
-    let hs = {
-        let mut reg = daemon.registry.lock().await;
-        if let Some(name) = &spec.name {
-            tether_proto::validate_name(name)?;
-            if reg.name_taken(name) {
-                return Err(ErrorInfo::new(
-                    ErrorKind::Usage,
-                    format!("a session named {name} already exists"),
-                ));
-            }
+/// Availability as `client` sees it: a session connected to another client is Busy for it
+/// (SPEC §1).
+fn seen_by(list: &mut [SessionInfo], client: &ClientId) {
+    for i in list {
+        if i.state == State::Opened && i.held_by.as_ref().is_some_and(|h| h.id != client.id) {
+            i.availability = tether_proto::Availability::Busy;
         }
-        let id = reg.allocate_id();
-        let name = spec.name.clone().unwrap_or_else(|| format!("Session{id}"));
-        let hs = host_spec(daemon, id, name, &spec, idle);
-        // Reserve the name while the host starts.
-        reg.insert(placeholder(&hs));
-        hs
-    };
-    let started = hosts::spawn_host(&daemon.paths, &hs).await;
-    let mut reg = daemon.registry.lock().await;
-    match started {
-        Ok(meta) => {
-            let info = meta.info.clone();
-            reg.insert(meta);
-            Ok(vec![info])
-        }
-        Err(e) => {
-            reg.sessions.remove(&hs.instance_id);
-            Err(e)
-        }
-    }
-}
-
-fn placeholder(hs: &HostSpec) -> tether_engine::HostMeta {
-    tether_engine::HostMeta {
-        info: SessionInfo {
-            id: hs.id,
-            name: hs.name.clone(),
-            instance_id: hs.instance_id.clone(),
-            computer_name: hs.computer_name.clone(),
-            computer_type: "local".into(),
-            configuration_name: hs.configuration_name.clone(),
-            state: State::Opening,
-            availability: tether_proto::Availability::None,
-            owner: hs.owner.clone(),
-            idle_timeout_s: hs.idle_timeout_s,
-            created_on: String::new(),
-            disconnected_on: None,
-            expires_on: None,
-            reason: None,
-            host_pid: 0,
-        },
-        temporary: hs.temporary,
-        shell_pid: 0,
     }
 }
 
@@ -300,7 +246,7 @@ fn selected(filter: &SessionFilter, i: &SessionInfo) -> bool {
 }
 
 /// Lists sessions, asking each live host (and each computer holding one) for its current state.
-async fn get(daemon: &Daemon, filter: &SessionFilter) -> Vec<SessionInfo> {
+pub(crate) async fn get(daemon: &Daemon, filter: &SessionFilter) -> Vec<SessionInfo> {
     let (candidates, remotes): (Vec<SessionInfo>, Vec<_>) = {
         let reg = daemon.registry.lock().await;
         let local = reg
@@ -430,22 +376,15 @@ async fn status(daemon: &Daemon) -> DaemonStatus {
 
 /// `daemon stop`: idle sessions are closed; busy ones go on and the next daemon adopts them
 /// (SPEC §3.14).
-async fn stop(daemon: &Daemon) {
-    let sessions = get(daemon, &SessionFilter::default()).await;
-    for s in sessions {
-        let idle = s.state == State::Opened && s.availability != tether_proto::Availability::Busy;
-        if idle {
-            let _ = hosts::close(&daemon.paths, &s.instance_id).await;
-            daemon.registry.lock().await.forget(&s.instance_id);
-        }
-    }
-    daemon.links.close_all();
-    let _ = daemon.shutdown.send(true);
-}
-
 /// Runs an invocation: resolves the session (or creates a temporary one) and hands the client's
 /// connection to its host, which serves the rest of the invocation directly.
-async fn invoke(daemon: &Daemon, mut spec: InvokeSpec, reader: Reader, mut writer: Writer) {
+async fn invoke(
+    daemon: &Daemon,
+    mut spec: InvokeSpec,
+    client: &ClientId,
+    reader: Reader,
+    mut writer: Writer,
+) {
     if spec.session.is_empty()
         && let Some(rt) = spec.remote.clone()
     {
@@ -469,7 +408,9 @@ async fn invoke(daemon: &Daemon, mut spec: InvokeSpec, reader: Reader, mut write
             temporary: true,
             ..Default::default()
         };
-        new_session(daemon, ns).await.map(|mut v| v.remove(0))
+        crate::create::new_session(daemon, ns, client)
+            .await
+            .map(|mut v| v.remove(0))
     } else {
         resolve_open(daemon, &spec.session).await
     };
@@ -480,6 +421,7 @@ async fn invoke(daemon: &Daemon, mut spec: InvokeSpec, reader: Reader, mut write
             return;
         }
     };
+    spec.client = Some(client.clone());
     let handed = match hand_off(daemon, &info, spec, reader, writer).await {
         Ok(handed) => handed,
         Err(e) => {

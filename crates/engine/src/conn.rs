@@ -75,6 +75,7 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 prefix,
                 from,
                 acked,
+                client,
             })),
             Some(fd),
         ) => {
@@ -82,7 +83,12 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 return;
             };
             let mut requests = Requests::spawn(reader);
-            if crate::retain::receive(&host, &mut requests, &mut writer, *from, *acked).await {
+            let how = crate::retain::Receiving {
+                from: *from,
+                acked: *acked,
+                client: client.clone(),
+            };
+            if crate::retain::receive(&host, &mut requests, &mut writer, how).await {
                 serve_requests(host, requests, writer).await;
             }
             return;
@@ -139,19 +145,29 @@ async fn serve_requests(
                 .await
                 .is_ok(),
             Request::Invoke(spec) => invoke(&host, spec, &mut requests, &mut writer).await,
-            Request::HostDisconnect => {
-                // A running command's client is let go (it goes on); an idle session is marked.
-                if host.lock_inner().busy {
-                    host.detach.send_modify(|d| *d += 1);
-                }
-                host.set_disconnected();
-                writer
-                    .send(&Response::Sessions(vec![host.info()]))
-                    .await
-                    .is_ok()
+            Request::HostDisconnect(client) => {
+                let reply = host.check_holder(&client).map(|()| {
+                    // A running command's client is let go (it goes on); an idle session is
+                    // marked.
+                    if host.lock_inner().busy {
+                        host.detach.send_modify(|d| *d += 1);
+                    }
+                    host.set_disconnected();
+                    Response::Sessions(vec![host.info()])
+                });
+                let reply = reply.unwrap_or_else(Response::Error);
+                writer.send(&reply).await.is_ok()
             }
-            Request::HostConnect => {
-                host.set_connected();
+            Request::HostConnect(client) => {
+                let reply = host.check_holder(&client).map(|()| {
+                    host.set_connected(&client);
+                    Response::Sessions(vec![host.info()])
+                });
+                let reply = reply.unwrap_or_else(Response::Error);
+                writer.send(&reply).await.is_ok()
+            }
+            Request::HostClientGone(client) => {
+                host.client_gone(&client);
                 writer
                     .send(&Response::Sessions(vec![host.info()]))
                     .await

@@ -55,6 +55,11 @@ pub(crate) async fn invoke(
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
         return refuse(writer, ErrorKind::NotFound, msg).await;
     }
+    let client = host.client_or_me(spec.client.as_ref());
+    if let Err(e) = host.check_holder(&client) {
+        return refuse(writer, e.kind, e.message).await;
+    }
+    host.reclaim(&client);
     if host.lock_inner().state == State::Disconnected {
         let msg = format!("session {name} is Disconnected; 'tether connect {name}' reattaches it");
         return refuse(writer, ErrorKind::NotFound, msg).await;

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tether_proto::{Availability, SessionInfo, State};
+use tether_proto::{Availability, ClientId, SessionInfo, State};
 use tether_transport::paths::{Paths, private_dir};
 use tokio::io::AsyncReadExt;
 use tokio::process::ChildStdin;
@@ -24,11 +24,17 @@ pub(crate) struct Inner {
     pub reason: Option<String>,
     /// When the session was disconnected (wall clock for users, monotonic for the idle clock).
     pub disconnected: Option<(SystemTime, Instant)>,
+    /// The client it is connected to, or last was ([`crate::holder`]).
+    pub holder: Option<ClientId>,
+    /// Disconnected because its holder vanished, not by a `disconnect`.
+    pub vanished: bool,
 }
 
 /// Everything an invocation needs; shared by connection handlers.
 pub(crate) struct Host {
     pub paths: Paths,
+    /// The client of this host's own daemon: who asks when a request names nobody.
+    pub me: ClientId,
     pub spec: HostSpec,
     pub flavour: Flavour,
     pub fifo_dir: PathBuf,
@@ -152,6 +158,7 @@ impl Host {
             disconnected_on: inner.disconnected.map(|(t, _)| rfc3339(t)),
             expires_on,
             reason: inner.reason.clone(),
+            held_by: inner.holder.clone(),
             host_pid: if matches!(inner.state, State::Opened | State::Disconnected) {
                 std::process::id()
             } else {
@@ -180,6 +187,7 @@ impl Host {
             }
             inner.state = State::Disconnected;
             inner.disconnected = Some((SystemTime::now(), Instant::now()));
+            inner.vanished = false;
         }
         self.store_meta();
     }
@@ -191,10 +199,19 @@ impl Host {
         self.set_disconnected();
     }
 
-    /// Marks a Disconnected session Opened again (connect, receive) and records it.
-    pub(crate) fn set_connected(&self) {
+    /// Marks a Disconnected session Opened again (connect, receive), held by `client`, and
+    /// records it.
+    pub(crate) fn set_connected(&self, client: &ClientId) {
         {
             let mut inner = self.lock_inner();
+            if inner.holder.as_ref() != Some(client) {
+                inner.holder = Some(client.clone());
+                if inner.state == State::Opened {
+                    drop(inner);
+                    self.store_meta();
+                    return;
+                }
+            }
             if inner.state != State::Disconnected {
                 return;
             }
@@ -314,7 +331,10 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     let (exit_tx, exit_rx) = watch::channel(None);
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
 
+    let me = tether_transport::identity::client_identity(&paths);
+    let holder = Some(spec.holder.clone().unwrap_or_else(|| me.clone()));
     let host = Arc::new(Host {
+        me,
         paths: paths.clone(),
         spec: spec.clone(),
         flavour,
@@ -331,6 +351,8 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             state: State::Opened,
             reason: None,
             disconnected: None,
+            holder,
+            vanished: false,
         }),
         created_on: SystemTime::now(),
         shutdown: shutdown_tx,
@@ -338,7 +360,11 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         status_file: private_file(&fifo_dir.join("s"))?,
         spare: std::sync::Mutex::new(None),
         console,
-        outbox: crate::retain::Outbox::new(spec.output_quota, spec.drop_oldest),
+        outbox: crate::retain::Outbox::new(
+            spec.output_quota,
+            spec.drop_oldest,
+            Some(fifo_dir.join("spool")),
+        ),
         detach: watch::channel(0).0,
         remote_cancel: watch::channel(0).0,
     });

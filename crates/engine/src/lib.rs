@@ -7,11 +7,13 @@
 mod conn;
 mod driver;
 mod fifos;
+mod holder;
 mod host;
 mod procs;
 mod retain;
 pub mod shell;
 pub mod spec;
+mod spool;
 
 pub use host::run_host;
 pub use spec::{HostMeta, HostSpec, default_shell};

@@ -6,14 +6,16 @@
 //! the command's pipes, so the command blocks on its next write (`block` mode) and resumes as
 //! `receive` drains. `receive` streams what was kept, then the live rest, then the exit status.
 //!
-//! Kept output lives in memory for now; spooling to a private file and the `drop` mode are the
-//! next steps of issue 4.
+//! Kept output lives in memory and then in a private spool file ([`crate::spool`]). In `drop`
+//! mode a detached command never waits: its oldest kept output goes instead, and `receive`
+//! says how much.
 
 use crate::conn::Requests;
 use crate::host::Host;
-use std::collections::VecDeque;
+use crate::spool::Chunks;
+use std::path::PathBuf;
 use std::sync::Arc;
-use tether_proto::{ErrorInfo, ErrorKind, ExitInfo, Request, Response, Stream};
+use tether_proto::{ClientId, ErrorInfo, ErrorKind, ExitInfo, Request, Response, Stream};
 use tether_transport::FrameWriter;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::watch;
@@ -23,13 +25,11 @@ pub const DEFAULT_QUOTA: usize = 1 << 30;
 /// Most bytes one `receive` step writes before checking for new requests.
 const BATCH: usize = 1 << 20;
 
-#[derive(Default)]
 struct Kept {
-    chunks: VecDeque<(Stream, Vec<u8>)>,
+    chunks: Chunks,
     /// Output byte number of the first kept byte (bytes of both streams, in order, from the
     /// start of the invocation).
     base: u64,
-    bytes: usize,
     exit: Option<ExitInfo>,
     /// A detached command's output is (or was) being kept and has not been received whole.
     pending: bool,
@@ -39,24 +39,23 @@ struct Kept {
 
 impl Kept {
     fn end(&self) -> u64 {
-        self.base + self.bytes as u64
+        self.base + self.chunks.len() as u64
     }
 
     /// Forgets everything before byte `seq`.
     fn trim_to(&mut self, seq: u64) {
-        while self.base < seq {
-            let Some((_, front)) = self.chunks.front_mut() else {
-                break;
-            };
-            let cut = ((seq - self.base) as usize).min(front.len());
-            if cut == front.len() {
-                self.chunks.pop_front();
-            } else {
-                front.drain(..cut);
-            }
-            self.base += cut as u64;
-            self.bytes -= cut;
-        }
+        let cut = seq.saturating_sub(self.base).min(self.chunks.len() as u64);
+        self.chunks.pop_front(cut as usize);
+        self.base += cut;
+    }
+
+    /// Back to nothing kept, numbering from 0.
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.base = 0;
+        self.exit = None;
+        self.pending = false;
+        self.dropped = 0;
     }
 }
 
@@ -73,7 +72,8 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(quota: Option<u64>, drop_oldest: bool) -> Outbox {
+    /// `spool` is the private file kept output spills into once its memory share is full.
+    pub fn new(quota: Option<u64>, drop_oldest: bool, spool: Option<PathBuf>) -> Outbox {
         let quota = quota
             .map(|q| q as usize)
             .or_else(|| {
@@ -84,7 +84,13 @@ impl Outbox {
             .filter(|q| *q > 0)
             .unwrap_or(DEFAULT_QUOTA);
         Outbox {
-            kept: Default::default(),
+            kept: std::sync::Mutex::new(Kept {
+                chunks: Chunks::new(spool),
+                base: 0,
+                exit: None,
+                pending: false,
+                dropped: 0,
+            }),
             version: watch::channel(0).0,
             quota,
             drop_oldest,
@@ -106,7 +112,7 @@ impl Outbox {
     /// A new invocation starts: output numbering restarts at 0 and leftovers of an earlier,
     /// fully delivered one are dropped.
     pub fn reset(&self) {
-        *self.lock() = Kept::default();
+        self.lock().clear();
         self.bump();
     }
 
@@ -124,7 +130,7 @@ impl Outbox {
     /// detached command never waits: its oldest kept output goes instead.
     pub fn room(&self) -> bool {
         let k = self.lock();
-        k.bytes < self.quota || (self.drop_oldest && k.pending)
+        k.chunks.len() < self.quota || (self.drop_oldest && k.pending)
     }
 
     pub fn push(&self, stream: Stream, data: &[u8]) {
@@ -133,10 +139,9 @@ impl Outbox {
         }
         {
             let mut k = self.lock();
-            k.bytes += data.len();
-            k.chunks.push_back((stream, data.to_vec()));
-            if self.drop_oldest && k.pending && k.bytes > self.quota {
-                let over = (k.bytes - self.quota) as u64;
+            k.chunks.push(stream, data);
+            if self.drop_oldest && k.pending && k.chunks.len() > self.quota {
+                let over = (k.chunks.len() - self.quota) as u64;
                 let to = k.base + over;
                 k.trim_to(to);
                 k.dropped += over;
@@ -156,7 +161,7 @@ impl Outbox {
         {
             let mut k = self.lock();
             if seq > k.end() && k.exit.is_some() {
-                *k = Kept::default();
+                k.clear();
             } else {
                 k.trim_to(seq);
             }
@@ -177,27 +182,18 @@ impl Outbox {
 
     /// Up to [`BATCH`] bytes from byte `from` on (copied: they stay until acknowledged or
     /// consumed), or the exit status once everything before it is out.
-    fn read_from(&self, from: u64) -> Batch {
+    fn read_from(&self, from: u64) -> std::io::Result<Batch> {
         let k = self.lock();
-        let mut out = Vec::new();
-        let mut at = k.base;
-        let mut size = 0;
-        for (s, d) in &k.chunks {
-            let end = at + d.len() as u64;
-            if end > from && size < BATCH {
-                let skip = from.saturating_sub(at) as usize;
-                size += d.len() - skip;
-                out.push((*s, d[skip..].to_vec()));
-            }
-            at = end;
-        }
+        let skip = from.saturating_sub(k.base) as usize;
+        let out = k.chunks.read(skip, BATCH)?;
+        let size: usize = out.iter().map(|(_, d)| d.len()).sum();
         let next = from.max(k.base) + size as u64;
         let exit = if next >= k.end() {
             k.exit.clone()
         } else {
             None
         };
-        (out, next, exit)
+        Ok((out, next, exit))
     }
 
     fn base(&self) -> u64 {
@@ -210,8 +206,17 @@ impl Outbox {
 
     fn has_anything(&self) -> bool {
         let k = self.lock();
-        k.pending || k.bytes > 0 || k.exit.is_some()
+        k.pending || k.chunks.len() > 0 || k.exit.is_some()
     }
+}
+
+/// What a `receive` or resume asks for.
+pub(crate) struct Receiving {
+    /// `None`: a user's `receive`, from the first kept byte; `Some`: a resume from that byte.
+    pub from: Option<u64>,
+    /// Kept until acknowledged (a resume), rather than consumed as sent.
+    pub acked: bool,
+    pub client: ClientId,
 }
 
 /// Serves `receive` (from the first kept byte, consuming as it delivers) or a resume (from
@@ -221,9 +226,16 @@ pub(crate) async fn receive(
     host: &Arc<Host>,
     requests: &mut Requests,
     writer: &mut FrameWriter<OwnedWriteHalf>,
-    from: Option<u64>,
-    acked: bool,
+    how: Receiving,
 ) -> bool {
+    let Receiving {
+        from,
+        acked,
+        client,
+    } = how;
+    if let Err(e) = host.check_holder(&client) {
+        return writer.send(&Response::Error(e)).await.is_ok();
+    }
     let ob = &host.outbox;
     // A user's `receive` is for output a detached command left; a resume continues any
     // stream whose end the client has not acknowledged.
@@ -241,7 +253,7 @@ pub(crate) async fn receive(
     }
     let mut next = from.unwrap_or_else(|| ob.base()).max(ob.base());
     // Receiving reattaches the session (as Receive-PSSession connects it).
-    host.set_connected();
+    host.set_connected(&client);
     let started = Response::Started {
         invocation: 0,
         session: host.spec.instance_id.clone(),
@@ -264,7 +276,20 @@ pub(crate) async fn receive(
     let mut changed = ob.subscribe();
     loop {
         changed.borrow_and_update();
-        let (chunks, upto, exit) = ob.read_from(next);
+        let (chunks, upto, exit) = match ob.read_from(next) {
+            Ok(batch) => batch,
+            Err(e) => {
+                // Kept, not lost: a later receive may read it once the disk is back.
+                let msg = format!(
+                    "session {}: cannot read its spooled output: {e}",
+                    host.spec.name
+                );
+                let _ = writer
+                    .send(&Response::Error(ErrorInfo::new(ErrorKind::Internal, msg)))
+                    .await;
+                return detached(host);
+            }
+        };
         if !chunks.is_empty() {
             for (stream, data) in chunks {
                 if writer

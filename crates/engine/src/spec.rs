@@ -26,6 +26,9 @@ pub struct HostSpec {
     /// `drop` output mode: at the quota the oldest kept output goes, not the command's pace.
     #[serde(default)]
     pub drop_oldest: bool,
+    /// The client that made it (`None`: the daemon's own).
+    #[serde(default)]
+    pub holder: Option<tether_proto::ClientId>,
 }
 
 /// The host's record of itself, `hosts/<instance>.json`, rewritten atomically on every state

@@ -21,7 +21,7 @@ pub use session::{Availability, SessionInfo, State};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest output chunk a host sends in one frame; keeps frames far below [`MAX_FRAME_LEN`].
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -36,8 +36,13 @@ pub enum Stream {
 /// A request from a client to a daemon, or from a daemon to a session host.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
-    /// First frame on every connection.
-    Hello { version: u32, agent: String },
+    /// First frame on every connection. A client daemon names itself (`client`) to the daemons
+    /// of other computers; without it the connection speaks for the daemon's own client.
+    Hello {
+        version: u32,
+        agent: String,
+        client: Option<ClientId>,
+    },
     /// Create a session.
     New(NewSession),
     /// List sessions matching a filter.
@@ -76,9 +81,9 @@ pub enum Request {
     /// carries that stream as for `Invoke` (`Output`… `Exit`).
     Receive(SessionList),
     /// Host only: detach the client of the running command and mark the session Disconnected.
-    HostDisconnect,
-    /// Host only: mark a Disconnected session Opened again.
-    HostConnect,
+    HostDisconnect(ClientId),
+    /// Host only: mark a Disconnected session Opened again, held by this client.
+    HostConnect(ClientId),
     /// Host only, with the client's connection attached: serve a `Receive` (or a `Resume`,
     /// from byte `from` of the output, acknowledged with `Ack`).
     HandoffReceive {
@@ -86,6 +91,7 @@ pub enum Request {
         prefix: Vec<u8>,
         from: Option<u64>,
         acked: bool,
+        client: ClientId,
     },
     /// Continue an invocation's stream after a lost connection, from output byte `from`; the
     /// client acknowledges with `Ack`.
@@ -93,6 +99,22 @@ pub enum Request {
     /// The client has the invocation's output up to this byte (and, past its end, the exit):
     /// the host may forget it.
     Ack(u64),
+    /// A client daemon's link is up: the connection stays open while it is. Its end without a
+    /// `Goodbye` means the client vanished, and its idle sessions become Disconnected
+    /// (SPEC §3.13–14).
+    Presence,
+    /// The client closes its link on purpose and still holds its sessions.
+    Goodbye,
+    /// Host only: this client vanished; an idle session it holds becomes Disconnected.
+    HostClientGone(ClientId),
+}
+
+/// A client (one client daemon, that is one `TETHER_HOME`), as sessions record who holds
+/// them. `id` is stable for the home's life; `label` names it for people.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct ClientId {
+    pub id: String,
+    pub label: String,
 }
 
 /// Sessions named by Name, Id or InstanceId, optionally on another computer.
@@ -193,6 +215,9 @@ pub struct InvokeSpec {
     /// The client acknowledges output (`Ack`), so the host keeps what is unacknowledged and a
     /// lost connection can resume without loss.
     pub acked: bool,
+    /// Who asks: set by the daemon that hands the invocation to the host, from the
+    /// connection's `Hello` (`None`: the host's own daemon).
+    pub client: Option<ClientId>,
     /// With an empty `session`: run in a temporary session on this computer instead.
     pub remote: Option<RemoteTarget>,
 }

@@ -86,6 +86,8 @@ pub struct SessionInfo {
     pub reason: Option<String>,
     /// Process id of the session host (0 when it is gone).
     pub host_pid: u32,
+    /// The client the session is connected to (or, while Disconnected, was last).
+    pub held_by: Option<crate::ClientId>,
 }
 
 // States travel as strings so the JSON a user reads says "Opened", and the wire format stays

@@ -17,9 +17,10 @@ fn golden_hello_and_output() {
     let hello = encode(&Request::Hello {
         version: 1,
         agent: "t".into(),
+        client: None,
     })
     .unwrap();
-    assert_eq!(hello, vec![0, 0, 0, 4, 0, 1, 1, b't']);
+    assert_eq!(hello, vec![0, 0, 0, 5, 0, 1, 1, b't', 0]);
     let out = encode(&Response::Output {
         stream: Stream::Stderr,
         data: vec![0, 255],
@@ -80,6 +81,10 @@ fn session_info_json_uses_spec_names() {
         expires_on: None,
         reason: None,
         host_pid: 1,
+        held_by: Some(crate::ClientId {
+            id: "c".into(),
+            label: "me@here #c".into(),
+        }),
     };
     roundtrip(&Response::Sessions(vec![info.clone()]));
     let json = serde_json::to_string(&info).unwrap();
@@ -114,7 +119,8 @@ proptest! {
         let remote = computer.map(|computer| RemoteTarget { computer,
             ssh_options: vec!["A=b".into()], ..Default::default() });
         roundtrip(&Request::Invoke(InvokeSpec { session: "s".into(), script, args, stdin,
-            timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None, remote, acked: stdin }));
+            timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None, remote, acked: stdin,
+            client: None }));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! This layer knows nothing of what messages mean.
 
+pub mod identity;
 pub mod link;
 pub mod mux;
 pub mod paths;
@@ -286,6 +287,7 @@ mod tests {
         let old = Request::Hello {
             version: PROTOCOL_VERSION + 1,
             agent: "x".into(),
+            client: None,
         };
         assert!(!answer_hello(Ok(Some(old)), &mut w, "tether daemon").await);
         match FrameReader::new(br).read::<Response>().await.unwrap() {
@@ -299,6 +301,7 @@ mod tests {
         let ok = Request::Hello {
             version: PROTOCOL_VERSION,
             agent: "x".into(),
+            client: None,
         };
         assert!(answer_hello(Ok(Some(ok)), &mut w, "tether daemon").await);
         assert!(!answer_hello(Ok(Some(Request::Cancel)), &mut w, "tether daemon").await);
