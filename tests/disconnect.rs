@@ -340,3 +340,48 @@ fn kept_output_past_its_memory_share_is_spooled_privately_and_received_exactly()
     assert_eq!(out.err(), expected(1000));
     assert!(!spool.exists(), "spool file left after receive");
 }
+
+#[test]
+fn a_remote_session_in_drop_mode_keeps_the_newest_output_for_another_client() {
+    let (sshd, remote, first) = setup();
+    first
+        .run(&[
+            "new",
+            "tether-test",
+            "--name",
+            "rd",
+            "--output-mode",
+            "drop",
+            "--output-quota",
+            "64K",
+        ])
+        .success();
+    remote.note_session(&remote.session("rd"));
+    let (marker, done) = (remote.scratch().join("go"), remote.scratch().join("done"));
+    let script = format!(
+        "while [ ! -e {m} ]; do sleep 0.02; done; seq 1 100000; echo end; touch {d}",
+        m = marker.display(),
+        d = done.display()
+    );
+    let mut cli = first.spawn(&["invoke", "-s", "rd", &script], "remote dropper");
+    wait_until(WAIT, "the command runs", || {
+        first.session("rd")["availability"] == "Busy"
+    });
+    first.run(&["disconnect", "rd"]).success();
+    cli.wait(WAIT);
+    std::fs::write(&marker, "").unwrap();
+    wait_until(WAIT, "the command finishes", || done.exists());
+    let second = sshd.client_for(&remote);
+    second
+        .run(&["connect", "--computer", "tether-test", "--name", "rd"])
+        .success();
+    let out = second.run(&["receive", "rd"]).success();
+    let text = out.out();
+    assert!(text.len() <= 64 * 1024 + 16, "kept {} bytes", text.len());
+    assert!(
+        text.ends_with("99999\n100000\nend\n"),
+        "{}",
+        &text[text.len().saturating_sub(30)..]
+    );
+    assert!(out.err().contains("bytes of output were dropped"), "{out}");
+}

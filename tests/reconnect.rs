@@ -173,3 +173,82 @@ fn a_link_that_goes_down_and_comes_back_resumes_the_stream_without_loss() {
     drop(client);
     drop(sshd);
 }
+
+#[test]
+fn standard_input_goes_on_across_killed_transports_without_loss() {
+    use std::io::{Read, Write};
+    let (_sshd, remote, client) = setup();
+    client
+        .run(&["new", "tether-test", "--name", "in"])
+        .success();
+    remote.note_session(&remote.session("in"));
+    let mut cmd = client.command();
+    cmd.args(["invoke", "-s", "in", "cat; exit 7"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start tether invoke");
+    client.note_pid(child.id());
+    let mut input = child.stdin.take().unwrap();
+    let n = 600;
+    // A slow producer: one numbered line every 5 ms, across both outages.
+    let writer = std::thread::spawn(move || {
+        for i in 1..=n {
+            if input.write_all(format!("line {i}\n").as_bytes()).is_err() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let echoed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let echoed = echoed.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(k) = stdout.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                echoed.lock().unwrap().extend_from_slice(&buf[..k]);
+            }
+        })
+    };
+    let lines = || {
+        echoed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+    };
+    for at in [50, 250] {
+        wait_until(WAIT, "stdin echoes back", || lines() >= at);
+        let ssh = link_pid(&client);
+        assert!(send_signal(ssh, "KILL"));
+        wait_gone(ssh, "the killed ssh");
+    }
+    assert!(writer.join().unwrap(), "tether stopped reading its stdin");
+    let status = wait_child(&mut child, Duration::from_secs(60));
+    reader.join().unwrap();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let got = String::from_utf8_lossy(&echoed.lock().unwrap()).to_string();
+    assert!(
+        got == expected(n),
+        "stdin lost or repeated ({} lines):\n{err}",
+        lines()
+    );
+    assert_eq!(status.code(), Some(7), "cat saw end-of-file: {err}");
+    assert!(err.contains("restored"), "{err}");
+}
+
+fn wait_child(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(timeout, "the invocation ends", || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status.unwrap_or_else(|| panic!("no exit status"))
+}

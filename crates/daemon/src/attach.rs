@@ -172,14 +172,25 @@ async fn adopt(
 
 /// `Resume` (from a client daemon whose connection broke): the stream of the invocation in
 /// `session` from output byte `from`, kept by the host until acknowledged.
+/// What a `Resume` asks for.
+pub struct Resuming {
+    pub session: String,
+    pub from: u64,
+    pub keep_stdin: bool,
+}
+
 pub async fn resume(
     daemon: &Daemon,
-    session: String,
-    from: u64,
+    how: Resuming,
     client: &ClientId,
     reader: Reader,
     mut writer: Writer,
 ) {
+    let Resuming {
+        session,
+        from,
+        keep_stdin,
+    } = how;
     let target = match resolve(daemon, &session).await {
         // A temporary session is not listed, but its host keeps a record.
         Err(_) => tether_engine::HostMeta::load(&daemon.paths.host_meta(&session))
@@ -199,6 +210,7 @@ pub async fn resume(
                 from: Some(from),
                 acked: true,
                 client: client.clone(),
+                keep_stdin,
             };
             let _ = hand_off_with(daemon, &info, make, reader, writer).await;
         }
@@ -240,6 +252,7 @@ pub async fn receive(
                 from: None,
                 acked: false,
                 client: client.clone(),
+                keep_stdin: false,
             };
             let _ = hand_off_with(daemon, &info, make, reader, writer).await;
         }
@@ -247,6 +260,7 @@ pub async fn receive(
             let req = Request::Resume {
                 session: h.info.instance_id.clone(),
                 from: 0,
+                keep_stdin: false,
             };
             crate::relay::relay(daemon, h.target.clone(), req, true, reader, writer).await;
         }

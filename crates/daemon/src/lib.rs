@@ -16,6 +16,7 @@ mod registry;
 mod relay;
 mod remote;
 mod server;
+mod stdin_log;
 
 pub use registry::glob_match;
 pub use server::{DEFAULT_IDLE_TIMEOUT_S, MIN_IDLE_TIMEOUT_S};

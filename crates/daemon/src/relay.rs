@@ -11,6 +11,7 @@
 
 use crate::remote;
 use crate::server::{Daemon, Reader, Writer};
+use crate::stdin_log::StdinLog;
 use std::time::{Duration, Instant};
 use tether_proto::{ErrorInfo, ErrorKind, RemoteTarget, Request, Response};
 use tether_transport::mux::ChannelWriter;
@@ -100,6 +101,11 @@ pub async fn relay(
     let mut seq = 0u64;
     let mut started = false;
     let mut outage: Option<Instant> = None;
+    // Stdin sent so far (for replay), and what the CLI sent while the link was down.
+    let mut stdin = StdinLog::default();
+    let mut held: Vec<Request> = Vec::new();
+    // After a `Resume`, the CLI's frames wait until the far side says where its stdin stands.
+    let mut resuming = false;
     loop {
         let opened = remote::open(daemon, &rt, &req, &[]).await;
         let (far_r, mut far_w) = match opened {
@@ -126,10 +132,16 @@ pub async fn relay(
                 if cli.send(&Response::Notice(note)).await.is_err() {
                     return;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY_EVERY) => {}
-                    // The CLI gave up: the session stays Disconnected there.
-                    None = cli_rx.recv() => return,
+                let wake = tokio::time::Instant::now() + RETRY_EVERY;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake) => break,
+                        r = cli_rx.recv(), if !stdin.full() => match r {
+                            // The CLI gave up: the session stays Disconnected there.
+                            None => return,
+                            Some(r) => hold(&mut stdin, &mut held, r),
+                        },
+                    }
                 }
                 continue;
             }
@@ -162,7 +174,12 @@ pub async fn relay(
                     let exit = matches!(frame, Frame::Other(Response::Exit(_)));
                     let last = exit || matches!(frame, Frame::Other(Response::Error(_)));
                     match frame {
-                        Frame::Other(Response::Started { session: s, from, .. }) => {
+                        Frame::Other(Response::Started {
+                            session: s,
+                            from,
+                            stdin_from,
+                            ..
+                        }) => {
                             session = Some(s);
                             if started {
                                 // A resumed stream starts where we asked, or nothing is lost
@@ -171,6 +188,26 @@ pub async fn relay(
                                     let e = gap(&c, seq, from);
                                     let _ = cli.send(&Response::Error(e)).await;
                                     break End::Done;
+                                }
+                                // Stdin goes on from the far command's count, then whatever
+                                // the CLI sent meanwhile.
+                                let mut again = match stdin_from.map(|k| stdin.replay_from(k)) {
+                                    Some(Ok(frames)) => frames,
+                                    Some(Err(lost)) => {
+                                        let e = stdin_gap(&c, lost);
+                                        let _ = cli.send(&Response::Error(e)).await;
+                                        break End::Done;
+                                    }
+                                    None => Vec::new(),
+                                };
+                                again.append(&mut held);
+                                resuming = false;
+                                let mut ok = true;
+                                for r in &again {
+                                    ok = ok && send(&mut far_w, r).await;
+                                }
+                                if !ok {
+                                    break End::Lost;
                                 }
                                 continue;
                             }
@@ -205,8 +242,17 @@ pub async fn relay(
                         acked = seq;
                     }
                 }
-                req = cli_rx.recv() => match req {
-                    Some(r) => if !send(&mut far_w, &r).await { break End::Lost },
+                req = cli_rx.recv(), if !resuming => match req {
+                    Some(r) => {
+                        match &r {
+                            Request::Stdin(d) => stdin.push(d),
+                            Request::StdinEof => stdin.eof(),
+                            _ => {}
+                        }
+                        if !send(&mut far_w, &r).await {
+                            break End::Lost;
+                        }
+                    }
                     // The CLI went away: dropping the channel lets the far command go on,
                     // Disconnected.
                     None => break End::Done,
@@ -243,10 +289,34 @@ pub async fn relay(
                 req = Request::Resume {
                     session: s.clone(),
                     from: seq,
+                    keep_stdin: true,
                 };
+                resuming = true;
             }
         }
     }
+}
+
+/// A frame from the CLI while the link is down: stdin goes to the log (it is replayed from
+/// the far command's count); anything else waits for the link.
+fn hold(stdin: &mut StdinLog, held: &mut Vec<Request>, r: Request) {
+    match r {
+        Request::Stdin(d) => stdin.push(&d),
+        Request::StdinEof => stdin.eof(),
+        // Only the newest acknowledgement matters.
+        Request::Ack(_) => {
+            held.retain(|h| !matches!(h, Request::Ack(_)));
+            held.push(r);
+        }
+        other => held.push(other),
+    }
+}
+
+fn stdin_gap(c: &str, lost: u64) -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorKind::Lost,
+        format!("computer {c}: {lost} bytes of standard input were lost while reconnecting"),
+    )
 }
 
 fn gave_up(c: &str, session: Option<&str>) -> ErrorInfo {

@@ -200,8 +200,17 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 crate::attach::receive(&daemon, list, &client, reader, writer).await;
                 return;
             }
-            Request::Resume { session, from } => {
-                crate::attach::resume(&daemon, session, from, &client, reader, writer).await;
+            Request::Resume {
+                session,
+                from,
+                keep_stdin,
+            } => {
+                let how = crate::attach::Resuming {
+                    session,
+                    from,
+                    keep_stdin,
+                };
+                crate::attach::resume(&daemon, how, &client, reader, writer).await;
                 return;
             }
             Request::Presence => {

@@ -76,6 +76,7 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 from,
                 acked,
                 client,
+                keep_stdin,
             })),
             Some(fd),
         ) => {
@@ -87,6 +88,7 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 from: *from,
                 acked: *acked,
                 client: client.clone(),
+                keep_stdin: *keep_stdin,
             };
             if crate::retain::receive(&host, &mut requests, &mut writer, how).await {
                 serve_requests(host, requests, writer).await;

@@ -150,12 +150,11 @@ async fn run(
         ),
     };
     let stdin_path = dir.join(format!("i.{id}"));
-    let stdin_tx = if spec.stdin {
+    host.stdin.close();
+    if spec.stdin {
         mkfifo(&stdin_path)?;
-        Some(spawn_stdin_writer(stdin_path.clone()))
-    } else {
-        None
-    };
+        host.stdin.open(spawn_stdin_writer(stdin_path.clone()));
+    }
     let text = shell::wrapper(
         host.flavour,
         &spec.script,
@@ -179,6 +178,7 @@ async fn run(
         invocation: id,
         session: host.spec.instance_id.clone(),
         from: 0,
+        stdin_from: None,
     };
     writer.send(&started).await?;
 
@@ -196,7 +196,6 @@ async fn run(
         let _ = exited.changed().await;
     }
 
-    let mut stdin_tx = stdin_tx;
     let started = Instant::now();
     let timeout = spec
         .timeout_ms
@@ -249,9 +248,9 @@ async fn run(
                 Some(Request::Ack(seq)) => host.outbox.ack(seq),
                 Some(_) if client_gone => {}
                 Some(Request::Stdin(data)) => {
-                    if let Some(tx) = stdin_tx.as_ref() { let _ = tx.send(data).await; }
+                    host.stdin.feed(data).await;
                 }
-                Some(Request::StdinEof) => { stdin_tx = None; }
+                Some(Request::StdinEof) => host.stdin.close(),
                 Some(Request::Cancel) => {
                     if cancel.is_none() {
                         cancelled = true;
@@ -262,10 +261,12 @@ async fn run(
                 // The client went away without a word (killed, network lost): the command
                 // goes on and the session is Disconnected (SPEC §3.13).
                 None if client_gone => requests_open = false,
+                // An acknowledging client (a relay) may come back and go on with stdin; a
+                // local CLI that went away has nothing more to give.
                 None => {
                     requests_open = false;
                     client_gone = true;
-                    stdin_tx = None;
+                    if !acked { host.stdin.close(); }
                     host.let_go();
                 }
                 Some(_) => {}
@@ -274,14 +275,14 @@ async fn run(
             n = out.read(), if (!client_gone && !acked) || host.outbox.room() => {
                 if !forward(host, &mut out, n, writer, client_gone, acked).await {
                     client_gone = true;
-                    stdin_tx = None;
+                    if !acked { host.stdin.close(); }
                     host.let_go();
                 }
             }
             n = err.read(), if (!client_gone && !acked) || host.outbox.room() => {
                 if !forward(host, &mut err, n, writer, client_gone, acked).await {
                     client_gone = true;
-                    stdin_tx = None;
+                    if !acked { host.stdin.close(); }
                     host.let_go();
                 }
             }
@@ -294,7 +295,7 @@ async fn run(
                 let _ = writer.send(&Response::Error(ErrorInfo::new(ErrorKind::Lost, msg))).await;
                 host.outbox.forget_sent();
                 client_gone = true;
-                stdin_tx = None;
+                host.stdin.close();
                 host.let_go();
             }
             _ = remote_cancel.changed() => {
@@ -326,7 +327,7 @@ async fn run(
         }
     }
     drop(status_rx);
-    drop(stdin_tx);
+    host.stdin.close();
     // The group is done; what it wrote is buffered. Read that, then hand the FIFOs to a task
     // that swallows whatever background jobs write later.
     out.hold = None;

@@ -212,6 +212,44 @@ pub(crate) fn linger(mut f: OutFifo) {
     }
 }
 
+/// The running command's stdin, kept by the host rather than by one connection, so a client
+/// that comes back after a broken connection goes on feeding it (SPEC §3.13).
+#[derive(Default)]
+pub(crate) struct StdinFeed {
+    feed: std::sync::Mutex<Option<(mpsc::Sender<Vec<u8>>, u64)>>,
+}
+
+impl StdinFeed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(mpsc::Sender<Vec<u8>>, u64)>> {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn open(&self, tx: mpsc::Sender<Vec<u8>>) {
+        *self.lock() = Some((tx, 0));
+    }
+
+    /// Passes `data` on (waiting while the command does not read) and counts it.
+    pub async fn feed(&self, data: Vec<u8>) {
+        let tx = {
+            let mut g = self.lock();
+            let Some((tx, n)) = g.as_mut() else { return };
+            *n += data.len() as u64;
+            tx.clone()
+        };
+        let _ = tx.send(data).await;
+    }
+
+    /// End of stdin: the command reads end-of-file once it has read what was fed.
+    pub fn close(&self) {
+        self.lock().take();
+    }
+
+    /// Bytes fed so far, while stdin is open.
+    pub fn received(&self) -> Option<u64> {
+        self.lock().as_ref().map(|(_, n)| *n)
+    }
+}
+
 /// Feeds the command's stdin FIFO. The write end is opened in blocking mode on the blocking
 /// pool: that open completes exactly when the shell opens the read end, so end-of-file (closing
 /// it) can never happen before the shell is there to see it.

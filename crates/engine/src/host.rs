@@ -57,6 +57,8 @@ pub(crate) struct Host {
     pub console: Console,
     /// Output of a command whose client went away, until `receive` takes it.
     pub outbox: crate::retain::Outbox,
+    /// The running command's stdin.
+    pub stdin: crate::fifos::StdinFeed,
     /// Bumped by `disconnect`: the running command's client is let go.
     pub detach: watch::Sender<u64>,
     /// Bumped by Ctrl-C from a client receiving a detached command's output.
@@ -365,6 +367,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             spec.drop_oldest,
             Some(fifo_dir.join("spool")),
         ),
+        stdin: Default::default(),
         detach: watch::channel(0).0,
         remote_cancel: watch::channel(0).0,
     });

@@ -217,6 +217,8 @@ pub(crate) struct Receiving {
     /// Kept until acknowledged (a resume), rather than consumed as sent.
     pub acked: bool,
     pub client: ClientId,
+    /// The invocation's own client is back and goes on with stdin; otherwise stdin ends.
+    pub keep_stdin: bool,
 }
 
 /// Serves `receive` (from the first kept byte, consuming as it delivers) or a resume (from
@@ -232,6 +234,7 @@ pub(crate) async fn receive(
         from,
         acked,
         client,
+        keep_stdin,
     } = how;
     if let Err(e) = host.check_holder(&client) {
         return writer.send(&Response::Error(e)).await.is_ok();
@@ -254,16 +257,22 @@ pub(crate) async fn receive(
     let mut next = from.unwrap_or_else(|| ob.base()).max(ob.base());
     // Receiving reattaches the session (as Receive-PSSession connects it).
     host.set_connected(&client);
+    if !keep_stdin {
+        host.stdin.close();
+    }
     let started = Response::Started {
         invocation: 0,
         session: host.spec.instance_id.clone(),
         from: next,
+        stdin_from: host.stdin.received(),
     };
     if writer.send(&started).await.is_err() {
         return detached(host);
     }
     let dropped = ob.dropped();
-    if dropped > 0 && from.is_none() {
+    // A user's receive (here, or relayed from another computer, which never feeds stdin) is
+    // told what was dropped; a client resuming its own stream was attached when it happened.
+    if dropped > 0 && (from.is_none() || !keep_stdin) {
         let note = format!(
             "session {}: {dropped} bytes of output were dropped while disconnected \
              (output mode drop, quota {} bytes)",
@@ -333,6 +342,8 @@ pub(crate) async fn receive(
                 // Ctrl-C of the receiving client stops the command, as for its invoker.
                 Some(Request::Cancel) => host.remote_cancel.send_modify(|c| *c += 1),
                 Some(Request::Ack(seq)) => ob.ack(seq),
+                Some(Request::Stdin(data)) => host.stdin.feed(data).await,
+                Some(Request::StdinEof) => host.stdin.close(),
                 Some(_) => {}
                 None => return detached(host),
             }

@@ -92,10 +92,17 @@ pub enum Request {
         from: Option<u64>,
         acked: bool,
         client: ClientId,
+        keep_stdin: bool,
     },
     /// Continue an invocation's stream after a lost connection, from output byte `from`; the
     /// client acknowledges with `Ack`.
-    Resume { session: String, from: u64 },
+    /// `keep_stdin`: the invocation's own client is back and goes on feeding its stdin (the
+    /// reply's `stdin_from` says from which byte); otherwise (a user's `receive`) stdin ends.
+    Resume {
+        session: String,
+        from: u64,
+        keep_stdin: bool,
+    },
     /// The client has the invocation's output up to this byte (and, past its end, the exit):
     /// the host may forget it.
     Ack(u64),
@@ -134,10 +141,13 @@ pub enum Response {
     Sessions(Vec<SessionInfo>),
     /// The invocation acquired the session and is running. `session` is its instance id and
     /// `from` the output byte the stream starts at (both for resuming after a lost connection).
+    /// On a resume, `stdin_from` is how many stdin bytes the command has been given, while its
+    /// stdin is still open: the client sends again what followed.
     Started {
         invocation: u64,
         session: String,
         from: u64,
+        stdin_from: Option<u64>,
     },
     Output {
         stream: Stream,
