@@ -69,11 +69,6 @@ struct Target {
 }
 
 pub async fn run(a: InvokeArgs) -> CliResult {
-    if a.as_job {
-        return Err(CliError::usage(
-            "--as-job is not available in this build yet",
-        ));
-    }
     let script = match (&a.script, &a.file) {
         (Some(s), None) => s.clone(),
         (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| {
@@ -135,6 +130,27 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         targets.push(temporary_here("localhost"));
     }
     let client = connect().await?;
+    if a.as_job {
+        // A job runs without this process: no stdin, and it never waits for a busy session.
+        let children = targets
+            .into_iter()
+            .map(|t| tether_client::JobChild {
+                location: t.label,
+                spec: InvokeSpec {
+                    stdin: false,
+                    acked: false,
+                    ..t.spec
+                },
+            })
+            .collect();
+        let command = a.script.clone().unwrap_or_else(|| {
+            a.file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default()
+        });
+        return super::jobs::start(client, command, children, a.json).await;
+    }
     if targets.len() == 1 {
         let t = targets.remove(0);
         return single(client, t, a.json).await;

@@ -6,6 +6,7 @@ mod daemon;
 mod dur;
 mod error;
 mod invoke;
+mod jobs;
 mod output;
 mod remote;
 mod sessions;
@@ -84,6 +85,12 @@ tether invoke 'uname -a'   # a temporary local session"
     /// Collect what a disconnected command wrote, then the rest of it (Receive-PSSession).
     #[command(after_help = "Example:\n  tether receive web > build.log; echo \"status $?\"")]
     Receive(attach::ReceiveArgs),
+    /// Manage background jobs (Get-Job, Wait-Job, Receive-Job, Stop-Job, Remove-Job).
+    #[command(
+        after_help = "Examples:\n  tether invoke -s web --as-job './build.sh'\n  tether job list\n  \
+tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job remove 1"
+    )]
+    Job(jobs::JobArgs),
     /// Manage the per-user daemon that keeps sessions.
     #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon stop")]
     Daemon(daemon::DaemonArgs),
@@ -138,6 +145,7 @@ fn run(cli: Cli) -> CliResult {
                     Command::Connect(a) => attach::connect_cmd(a).await,
                     Command::Receive(a) => attach::receive(a).await,
                     Command::Bridge(a) => bridge::run(a).await,
+                    Command::Job(a) => jobs::run(a).await,
                     Command::Daemon(_) | Command::Host => unreachable!("handled above"),
                 }
             })

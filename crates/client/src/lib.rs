@@ -16,11 +16,13 @@
 //! a slow reader of one never stalls another.
 
 mod invocation;
+mod jobs;
 
 pub use invocation::{Event, Invocation, InvocationControl, Output};
 pub use tether_proto::{
-    Availability, DaemonStatus, ErrorInfo, ErrorKind, ExitInfo, InvokeSpec, NewSession, RemoveSpec,
-    SessionFilter, SessionInfo, SessionList, State, Stream,
+    Availability, ChildJobInfo, DaemonStatus, ErrorInfo, ErrorKind, ExitInfo, InvokeSpec, JobChild,
+    JobChunk, JobInfo, JobQuery, JobStart, NewSession, RemoveSpec, SessionFilter, SessionInfo,
+    SessionList, State, Stream,
 };
 pub use tether_transport::paths::Paths;
 

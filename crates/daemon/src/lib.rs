@@ -10,6 +10,7 @@ mod attach;
 mod closing;
 mod create;
 mod hosts;
+mod jobs;
 mod links;
 mod presence;
 mod registry;

@@ -32,6 +32,8 @@ pub struct Daemon {
     /// This daemon's client identity (its `TETHER_HOME`'s), for its own CLI's requests and
     /// when it speaks to other computers.
     pub me: ClientId,
+    /// Jobs started by this client ([`crate::jobs`]).
+    pub jobs: crate::jobs::Jobs,
     /// Clients of other computers whose links are up, by client id ([`crate::presence`]).
     pub present: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -54,6 +56,7 @@ impl Daemon {
         Arc::new(Daemon {
             me,
             present: Default::default(),
+            jobs: crate::jobs::Jobs::new(),
             paths,
             registry: Mutex::new(registry),
             shutdown: watch::channel(false).0,
@@ -219,7 +222,27 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             }
             Request::Goodbye => Ok(Response::Ok),
             Request::Disconnect(list) => crate::attach::disconnect(&daemon, list, &client).await,
-            Request::Connect(list) => crate::attach::connect(&daemon, list, &client).await,
+            Request::Connect(list) => {
+                let reply = crate::attach::connect(&daemon, list, &client).await;
+                if let Ok(Response::Sessions(v)) = &reply {
+                    crate::jobs::reconnected(&daemon, v);
+                }
+                reply
+            }
+            Request::JobStart(req) => crate::jobs::start(&daemon, req)
+                .await
+                .map(|i| Response::Jobs(vec![i])),
+            Request::JobList(q) => daemon.jobs.list(&q).map(Response::Jobs),
+            Request::JobWait(q) => crate::jobs::wait(&daemon.jobs, &q)
+                .await
+                .map(Response::Jobs),
+            Request::JobReceive(q) => crate::jobs::receive(&daemon.jobs, &q, &mut writer).await,
+            Request::JobStop(q) => crate::jobs::stop(&daemon.jobs, &q)
+                .await
+                .map(Response::Jobs),
+            Request::JobRemove(q) => crate::jobs::remove(&daemon.jobs, &q)
+                .await
+                .map(|()| Response::Ok),
             _ => Err(ErrorInfo::new(
                 ErrorKind::Usage,
                 "request not valid outside an invocation",

@@ -10,12 +10,14 @@
 //! handshake, and a payload that does not decode is reported as [`DecodeError`], never a panic.
 
 mod frame;
+mod jobs;
 mod session;
 
 pub use frame::{
     DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len, output_data_len,
     output_frame_header,
 };
+pub use jobs::{ChildJobInfo, JobChild, JobChunk, JobInfo, JobQuery, JobStart};
 pub use session::{Availability, SessionInfo, State};
 
 use serde::{Deserialize, Serialize};
@@ -114,6 +116,18 @@ pub enum Request {
     Goodbye,
     /// Host only: this client vanished; an idle session it holds becomes Disconnected.
     HostClientGone(ClientId),
+    /// Start a job (`invoke --as-job`); answered with `Jobs` holding it.
+    JobStart(JobStart),
+    /// `job list`: answered with `Jobs`.
+    JobList(JobQuery),
+    /// `job wait`: answered with `Jobs` once the condition holds, or an error at the timeout.
+    JobWait(JobQuery),
+    /// `job receive`: answered with `JobOutput` frames, then `Ok`.
+    JobReceive(JobQuery),
+    /// `job stop`: answered with `Jobs`.
+    JobStop(JobQuery),
+    /// `job remove`: answered with `Ok`.
+    JobRemove(JobQuery),
 }
 
 /// A client (one client daemon, that is one `TETHER_HOME`), as sessions record who holds
@@ -162,6 +176,8 @@ pub enum Response {
     /// A line for the user about the connection ("reconnecting…", "restored"). Last, so the
     /// variant numbers before it (which `output_frame_header` relies on) stay put.
     Notice(String),
+    Jobs(Vec<JobInfo>),
+    JobOutput(Vec<JobChunk>),
 }
 
 /// Parameters of `tether new`.
