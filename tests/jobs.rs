@@ -182,3 +182,79 @@ fn jobs_on_other_computers_run_through_the_link() {
     lines.sort();
     assert_eq!(lines, ["tether-1: 42", "tether-test: 42"]);
 }
+
+#[test]
+fn a_job_inside_a_session_sees_its_state_runs_beside_it_and_survives_a_disconnect() {
+    let home = Home::new();
+    home.new_session("s", &[]);
+    home.invoke("s", "v=state; cd /tmp").success();
+    let marker = home.scratch().join("go");
+    let script = format!(
+        "echo $v $PWD; while [ ! -e {m} ]; do sleep 0.02; done; echo done; echo e >&2; exit 4",
+        m = marker.display()
+    );
+    let out = home
+        .run(&["job", "start", "-s", "s", &script, "--json"])
+        .success()
+        .json();
+    let id = out[0]["id"].as_u64().unwrap();
+    // The session is not held by its job.
+    home.invoke("s", "echo beside")
+        .success()
+        .stdout_is("beside\n");
+    assert_eq!(home.session("s")["jobs"], 1);
+    home.run(&["disconnect", "s"]).success();
+    std::fs::write(&marker, "").unwrap();
+    home.run(&["job", "wait", &id.to_string(), "--timeout", "20s"])
+        .success();
+    let got = home.run(&["job", "receive", &id.to_string()]).success();
+    assert_eq!(got.out(), "state /tmp\ndone\n");
+    assert_eq!(got.err(), "e\n");
+    let j = job(&home, id);
+    assert_eq!(j["state"], "Failed", "{j}");
+    assert_eq!(j["children"][0]["exit_code"], 4);
+    assert_eq!(home.session("s")["jobs"], 0);
+    // Stopping one ends its processes.
+    home.run(&["connect", "s"]).success();
+    let out = home
+        .run(&["job", "start", "-s", "s", "sleep 100", "--json"])
+        .success()
+        .json();
+    let id = out[0]["id"].as_u64().unwrap().to_string();
+    wait_until(WAIT, "the job runs", || home.session("s")["jobs"] == 1);
+    let stopped = home.run(&["job", "stop", &id, "--json"]).success().json();
+    assert_eq!(stopped[0]["state"], "Stopped");
+    wait_until(WAIT, "the job's processes end", || {
+        home.session("s")["jobs"] == 0
+    });
+}
+
+#[test]
+fn a_job_inside_a_session_on_another_computer() {
+    let (_sshd, remote, client) = setup();
+    client.run(&["new", "tether-test", "--name", "r"]).success();
+    remote.note_session(&remote.session("r"));
+    client.invoke("r", "w=far").success();
+    let out = client
+        .run(&[
+            "job",
+            "start",
+            "-s",
+            "r",
+            "echo $w-$((6*7)); sleep 1",
+            "--json",
+        ])
+        .success()
+        .json();
+    let id = out[0]["id"].as_u64().unwrap().to_string();
+    let listed = client
+        .run(&["get", "--computer", "tether-test", "--json"])
+        .success()
+        .json();
+    assert_eq!(listed[0]["jobs"], 1, "{listed}");
+    client
+        .run(&["job", "wait", &id, "--timeout", "30s"])
+        .success();
+    let got = client.run(&["job", "receive", &id]).success();
+    assert_eq!(got.out(), "far-42\n");
+}

@@ -2,7 +2,7 @@
 //! commands start, list, wait for, collect, stop and remove them.
 
 use super::dur;
-use super::error::{CliError, CliResult};
+use super::error::CliResult;
 use super::stream::{Prefixer, json_line, stream_name, write_fd};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::NOTHING};
@@ -64,11 +64,14 @@ enum JobCmd {
         #[arg(long)]
         force: bool,
     },
-    /// Start a background job inside a session.
+    /// Start a background job inside a session: it sees the session's state, runs beside its
+    /// commands, and survives disconnects.
     Start {
         #[arg(short = 's', long)]
         session: String,
         script: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -122,9 +125,29 @@ pub async fn run(a: JobArgs) -> CliResult {
             client.job_remove(q).await?;
             Ok(0)
         }
-        JobCmd::Start { session, .. } => Err(CliError::usage(format!(
-            "job start --session {session}: background jobs inside a session are not available in this build yet"
-        ))),
+        JobCmd::Start {
+            session,
+            script,
+            json,
+        } => {
+            let child = JobChild {
+                location: session.clone(),
+                spec: tether_client::InvokeSpec {
+                    session,
+                    script: script.clone(),
+                    ..Default::default()
+                },
+            };
+            let job = client
+                .job_start(JobStart {
+                    command: script,
+                    children: vec![child],
+                    in_session: true,
+                })
+                .await?;
+            print_jobs(&[job], json);
+            Ok(0)
+        }
     }
 }
 
@@ -142,7 +165,13 @@ pub async fn start(
     children: Vec<JobChild>,
     json: bool,
 ) -> CliResult {
-    let job = client.job_start(JobStart { command, children }).await?;
+    let job = client
+        .job_start(JobStart {
+            command,
+            children,
+            in_session: false,
+        })
+        .await?;
     print_jobs(&[job], json);
     Ok(0)
 }

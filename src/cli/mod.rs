@@ -4,6 +4,7 @@ mod attach;
 mod bridge;
 mod daemon;
 mod dur;
+mod enter;
 mod error;
 mod invoke;
 mod jobs;
@@ -85,6 +86,11 @@ tether invoke 'uname -a'   # a temporary local session"
     /// Collect what a disconnected command wrote, then the rest of it (Receive-PSSession).
     #[command(after_help = "Example:\n  tether receive web > build.log; echo \"status $?\"")]
     Receive(attach::ReceiveArgs),
+    /// Open an interactive prompt in a session (Enter-PSSession).
+    #[command(
+        after_help = "Examples:\n  tether enter web\n  tether enter --computer db1   # a temporary session"
+    )]
+    Enter(enter::EnterArgs),
     /// Manage background jobs (Get-Job, Wait-Job, Receive-Job, Stop-Job, Remove-Job).
     #[command(
         after_help = "Examples:\n  tether invoke -s web --as-job './build.sh'\n  tether job list\n  \
@@ -146,6 +152,7 @@ fn run(cli: Cli) -> CliResult {
                     Command::Receive(a) => attach::receive(a).await,
                     Command::Bridge(a) => bridge::run(a).await,
                     Command::Job(a) => jobs::run(a).await,
+                    Command::Enter(a) => enter::run(a).await,
                     Command::Daemon(_) | Command::Host => unreachable!("handled above"),
                 }
             })

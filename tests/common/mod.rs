@@ -18,6 +18,7 @@ pub mod netns;
 mod procs;
 mod run;
 pub mod sshd;
+pub mod tmux;
 
 pub use procs::*;
 pub use run::*;

@@ -28,6 +28,7 @@ enum Control {
     Stdin(Vec<u8>),
     Eof,
     Cancel,
+    Resize(u16, u16),
 }
 
 /// Sends stdin and Ctrl-C to a running invocation; cheap to clone.
@@ -52,6 +53,10 @@ impl InvocationControl {
     /// Stops the command and everything it started; the session survives.
     pub async fn cancel(&self) -> bool {
         self.tx.send(Control::Cancel).await.is_ok()
+    }
+    /// The terminal of a line run on the session's terminal changed size.
+    pub async fn resize(&self, rows: u16, cols: u16) -> bool {
+        self.tx.send(Control::Resize(rows, cols)).await.is_ok()
     }
 }
 
@@ -184,6 +189,7 @@ async fn pump_control(
                 Some(Control::Stdin(d)) => Request::Stdin(d),
                 Some(Control::Eof) => Request::StdinEof,
                 Some(Control::Cancel) => Request::Cancel,
+                Some(Control::Resize(rows, cols)) => Request::Resize { rows, cols },
                 None => return,
             },
             changed = ack.changed() => match changed {

@@ -22,7 +22,7 @@ pub use invocation::{Event, Invocation, InvocationControl, Output};
 pub use tether_proto::{
     Availability, ChildJobInfo, DaemonStatus, ErrorInfo, ErrorKind, ExitInfo, InvokeSpec, JobChild,
     JobChunk, JobInfo, JobQuery, JobStart, NewSession, RemoveSpec, SessionFilter, SessionInfo,
-    SessionList, State, Stream,
+    SessionList, State, Stream, TtySpec,
 };
 pub use tether_transport::paths::Paths;
 

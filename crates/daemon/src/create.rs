@@ -112,6 +112,7 @@ fn placeholder(hs: &HostSpec) -> tether_engine::HostMeta {
             reason: None,
             host_pid: 0,
             held_by: hs.holder.clone(),
+            jobs: 0,
         },
         temporary: hs.temporary,
         shell_pid: 0,

@@ -17,6 +17,7 @@ mod registry;
 mod relay;
 mod remote;
 mod server;
+mod session_jobs;
 mod stdin_log;
 
 pub use registry::glob_match;

@@ -237,10 +237,9 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 .await
                 .map(Response::Jobs),
             Request::JobReceive(q) => crate::jobs::receive(&daemon.jobs, &q, &mut writer).await,
-            Request::JobStop(q) => crate::jobs::stop(&daemon.jobs, &q)
-                .await
-                .map(Response::Jobs),
-            Request::JobRemove(q) => crate::jobs::remove(&daemon.jobs, &q)
+            Request::SessionJob(req) => crate::session_jobs::handle(&daemon, req, &client).await,
+            Request::JobStop(q) => crate::jobs::stop(&daemon, &q).await.map(Response::Jobs),
+            Request::JobRemove(q) => crate::jobs::remove(&daemon, &q)
                 .await
                 .map(|()| Response::Ok),
             _ => Err(ErrorInfo::new(

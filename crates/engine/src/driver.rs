@@ -151,26 +151,49 @@ async fn run(
     };
     let stdin_path = dir.join(format!("i.{id}"));
     host.stdin.close();
-    if spec.stdin {
-        mkfifo(&stdin_path)?;
-        host.stdin.open(spawn_stdin_writer(stdin_path.clone()));
-    }
-    let text = shell::wrapper(
-        host.flavour,
-        &spec.script,
-        &spec.args,
-        &InvocationPaths {
-            stdin: spec.stdin.then_some(stdin_path.as_path()),
-            stdout: &out.path,
-            stderr: &err.path,
-        },
-    );
+    let last = host.lock_inner().last_status;
+    let tty = match &spec.tty {
+        Some(t) => Some((crate::tty::open_for(host).await?, t)),
+        None => None,
+    };
+    let mut status = shell::status_script(host.flavour, id, &dir.join("st"));
+    let text = if let Some((tty, t)) = &tty {
+        tty.resize(t.rows, t.cols);
+        tty.attach(&out.path).await?;
+        // A terminal's Ctrl-C is SIGINT and nothing more: a REPL catches it and goes on (no
+        // escalation, unlike `Cancel`).
+        let (shell, t0) = (host.shell_pid, Instant::now());
+        host.stdin
+            .open(tty.input(Arc::new(move || interrupt(shell, since_ticks(t0)))));
+        status.push_str(shell::tty_restore(host.flavour));
+        shell::tty_wrapper(
+            host.flavour,
+            &spec.script,
+            &spec.args,
+            &tty.slave,
+            &t.term,
+            last,
+        )
+    } else {
+        if spec.stdin {
+            mkfifo(&stdin_path)?;
+            host.stdin.open(spawn_stdin_writer(stdin_path.clone()));
+        }
+        shell::wrapper(
+            host.flavour,
+            &spec.script,
+            &spec.args,
+            &InvocationPaths {
+                stdin: spec.stdin.then_some(stdin_path.as_path()),
+                stdout: &out.path,
+                stderr: &err.path,
+            },
+            last,
+        )
+    };
     host.console.clear();
     write_script(&host.script_file, &text)?;
-    write_script(
-        &host.status_file,
-        &shell::status_script(host.flavour, id, &dir.join("st")),
-    )?;
+    write_script(&host.status_file, &status)?;
     // Output is numbered from 0 per invocation; in acked mode it is kept until acknowledged.
     host.outbox.reset();
     let acked = spec.acked;
@@ -251,6 +274,9 @@ async fn run(
                     host.stdin.feed(data).await;
                 }
                 Some(Request::StdinEof) => host.stdin.close(),
+                Some(Request::Resize { rows, cols }) => {
+                    if let Some((tty, _)) = &tty { tty.resize(rows, cols); }
+                }
                 Some(Request::Cancel) => {
                     if cancel.is_none() {
                         cancelled = true;
@@ -328,6 +354,9 @@ async fn run(
     }
     drop(status_rx);
     host.stdin.close();
+    if let Some((tty, _)) = &tty {
+        tty.detach().await;
+    }
     // The group is done; what it wrote is buffered. Read that, then hand the FIFOs to a task
     // that swallows whatever background jobs write later.
     out.hold = None;
@@ -382,11 +411,13 @@ async fn run(
     } else {
         code
     };
+    host.lock_inner().last_status = code;
     let exit = ExitInfo {
         code,
         timed_out,
         cancelled: cancelled && !timed_out,
         broken,
+        cwd: tty.as_ref().and_then(|_| procs::cwd(host.shell_pid)),
     };
     if !client_gone && writer.send(&Response::Exit(exit.clone())).await.is_err() {
         client_gone = true;

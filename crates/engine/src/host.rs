@@ -28,6 +28,8 @@ pub(crate) struct Inner {
     pub holder: Option<ClientId>,
     /// Disconnected because its holder vanished, not by a `disconnect`.
     pub vanished: bool,
+    /// The last invocation's exit status: the next one starts with it as `$?`.
+    pub last_status: i32,
 }
 
 /// Everything an invocation needs; shared by connection handlers.
@@ -59,6 +61,8 @@ pub(crate) struct Host {
     pub outbox: crate::retain::Outbox,
     /// The running command's stdin.
     pub stdin: crate::fifos::StdinFeed,
+    /// The session's terminal, made when it is first entered.
+    pub tty: tokio::sync::OnceCell<crate::tty::Tty>,
     /// Bumped by `disconnect`: the running command's client is let go.
     pub detach: watch::Sender<u64>,
     /// Bumped by Ctrl-C from a client receiving a detached command's output.
@@ -161,6 +165,7 @@ impl Host {
             expires_on,
             reason: inner.reason.clone(),
             held_by: inner.holder.clone(),
+            jobs: running_jobs(&self.fifo_dir),
             host_pid: if matches!(inner.state, State::Opened | State::Disconnected) {
                 std::process::id()
             } else {
@@ -355,6 +360,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             disconnected: None,
             holder,
             vanished: false,
+            last_status: 0,
         }),
         created_on: SystemTime::now(),
         shutdown: shutdown_tx,
@@ -368,6 +374,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             Some(fifo_dir.join("spool")),
         ),
         stdin: Default::default(),
+        tty: Default::default(),
         detach: watch::channel(0).0,
         remote_cancel: watch::channel(0).0,
     });
@@ -430,6 +437,27 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         let _ = std::fs::remove_file(paths.host_meta(&spec.instance_id));
     }
     Ok(())
+}
+
+/// Background jobs of the session (`job start --session`) that have not ended: each has a
+/// directory under `jobs/`, which gets a `status` file when it ends.
+fn running_jobs(dir: &std::path::Path) -> u32 {
+    std::fs::read_dir(dir.join("jobs"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.path().join("status").exists())
+                .filter(|e| {
+                    // A job stopped by `job stop` never writes its status.
+                    std::fs::read_to_string(e.path().join("pid"))
+                        .ok()
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                        .is_some_and(|p| {
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+                        })
+                })
+                .count() as u32
+        })
+        .unwrap_or(0)
 }
 
 fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {

@@ -14,6 +14,7 @@ mod retain;
 pub mod shell;
 pub mod spec;
 mod spool;
+mod tty;
 
 pub use host::run_host;
 pub use spec::{HostMeta, HostSpec, default_shell};

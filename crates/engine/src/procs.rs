@@ -7,6 +7,13 @@
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+/// A process's working directory (Linux; `None` elsewhere, where `enter` asks the shell).
+pub fn cwd(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .and_then(|p| p.into_os_string().into_string().ok())
+}
+
 /// A process in the shell's session.
 #[derive(Debug, Clone, Copy)]
 pub struct Proc {

@@ -71,6 +71,12 @@ impl Flavour {
         // and are signalled one by one instead (see `procs`).
         let mut s = String::from(if self == Flavour::Zsh { "" } else { "set -m\n" });
         s.push_str("trap 'break 1000 2>/dev/null' INT\n");
+        // Sets `$?` for the next command (see `wrapper`).
+        // (`\\builtin`: a user function named `return` must not change what it does.)
+        s.push_str(match self {
+            Flavour::Posix => "__tether_ret() { return \"$1\"; }\n",
+            _ => "__tether_ret() { \\builtin return \"$1\"; }\n",
+        });
         s.push_str(&format!(
             "readonly __tether_w={} __tether_s={}\n",
             quote(&dir.join("w").to_string_lossy()),
@@ -110,7 +116,17 @@ pub const TRIGGER: &str = ". \"$__tether_w\"\n. \"$__tether_s\"\n";
 ///
 /// The script is preceded by a space inside the quoted word so that one starting with `-` is
 /// never taken for an option of `eval`.
-pub fn wrapper(flavour: Flavour, script: &str, args: &[String], p: &InvocationPaths<'_>) -> String {
+///
+/// `last` is the previous invocation's status: the script sees it as `$?` (so `echo $?` on the
+/// next line of `tether enter` says how the last one ended). It is set in an `if` condition, the
+/// one place where a failing status cannot trigger a `set -e` the user left on.
+pub fn wrapper(
+    flavour: Flavour,
+    script: &str,
+    args: &[String],
+    p: &InvocationPaths<'_>,
+    last: i32,
+) -> String {
     let b = flavour.special();
     let mut w = String::with_capacity(script.len() + 256);
     w.push_str(b);
@@ -120,9 +136,16 @@ pub fn wrapper(flavour: Flavour, script: &str, args: &[String], p: &InvocationPa
         w.push_str(&quote(a));
     }
     w.push_str("\n{ ");
+    let status = last != 0 && (1..=255).contains(&last);
+    if status {
+        w.push_str(&format!("if __tether_ret {last}; then :; else "));
+    }
     w.push_str(b);
     w.push_str("eval ");
     w.push_str(&quote(&format!(" {script}")));
+    if status {
+        w.push_str("\nfi");
+    }
     w.push_str("\n} <");
     match p.stdin {
         Some(i) => w.push_str(&quote(&i.to_string_lossy())),
@@ -134,6 +157,50 @@ pub fn wrapper(flavour: Flavour, script: &str, args: &[String], p: &InvocationPa
     w.push_str(&quote(&p.stderr.to_string_lossy()));
     w.push('\n');
     w
+}
+
+/// The invocation script of a line run on the session's terminal (`tether enter`): as
+/// [`wrapper`], with all three streams on the terminal's slave `tty`.
+///
+/// Opening the slave makes it the shell's controlling terminal the first time (the shell is a
+/// session leader without one). Monitor mode is off for the line, so the program stays in the
+/// terminal's foreground process group: the terminal's Ctrl-C reaches it (the shell survives
+/// thanks to its INT trap), and it may read the terminal. SIGTSTP is ignored meanwhile: a
+/// Ctrl-Z would otherwise stop the shell with it and freeze the session. [`tty_restore`] undoes
+/// both after the status is reported.
+pub fn tty_wrapper(
+    flavour: Flavour,
+    script: &str,
+    args: &[String],
+    tty: &Path,
+    term: &str,
+    last: i32,
+) -> String {
+    let t = quote(&tty.to_string_lossy());
+    let mut w = String::new();
+    if flavour != Flavour::Zsh {
+        w.push_str("set +m\n");
+    }
+    w.push_str("trap '' TSTP\n");
+    w.push_str(&format!("{{ exec 9<>{t}; exec 9>&-; }} 2>/dev/null\n"));
+    if !term.is_empty() && term.bytes().all(|b| b.is_ascii_graphic()) {
+        w.push_str(&format!("export TERM={}\n", quote(term)));
+    }
+    let paths = InvocationPaths {
+        stdin: Some(tty),
+        stdout: tty,
+        stderr: tty,
+    };
+    w.push_str(&wrapper(flavour, script, args, &paths, last));
+    w
+}
+
+/// What follows a terminal line's status report: monitor mode and SIGTSTP as they were.
+pub fn tty_restore(flavour: Flavour) -> &'static str {
+    match flavour {
+        Flavour::Zsh => "trap - TSTP\n",
+        _ => "trap - TSTP\nset -m\n",
+    }
 }
 
 /// The status script (`s`): reports `<id> <status>` through the status FIFO, by path, with the

@@ -11,6 +11,41 @@ pub struct JobStart {
     /// The script, as `job list` shows it.
     pub command: String,
     pub children: Vec<JobChild>,
+    /// `job start --session`: each child runs in the background inside its session (forked
+    /// from the session's shell), not as one of its commands.
+    pub in_session: bool,
+}
+
+/// A background job inside a session (`job start --session`), asked of the daemon that holds
+/// the session (or, through it, of the session's computer).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SessionJob {
+    /// The session, by Name, Id or InstanceId.
+    pub session: String,
+    /// The job's id inside the session (a UUID).
+    pub job: String,
+    pub action: SessionJobAction,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum SessionJobAction {
+    /// Fork the script from the session's shell; answered with `Ok`.
+    Start { script: String },
+    /// Output from these byte offsets on; answered with `SessionJobData`.
+    Read { out_from: u64, err_from: u64 },
+    /// Stop it; answered with `Ok`.
+    Stop,
+}
+
+/// What a background job in a session wrote from the offsets asked, and its exit status once
+/// it ended (after everything it wrote).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct SessionJobData {
+    #[serde(with = "serde_bytes")]
+    pub out: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub err: Vec<u8>,
+    pub exit: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

@@ -17,13 +17,16 @@ pub use frame::{
     DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len, output_data_len,
     output_frame_header,
 };
-pub use jobs::{ChildJobInfo, JobChild, JobChunk, JobInfo, JobQuery, JobStart};
+pub use jobs::{
+    ChildJobInfo, JobChild, JobChunk, JobInfo, JobQuery, JobStart, SessionJob, SessionJobAction,
+    SessionJobData,
+};
 pub use session::{Availability, SessionInfo, State};
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest output chunk a host sends in one frame; keeps frames far below [`MAX_FRAME_LEN`].
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -116,6 +119,8 @@ pub enum Request {
     Goodbye,
     /// Host only: this client vanished; an idle session it holds becomes Disconnected.
     HostClientGone(ClientId),
+    /// The client's terminal changed size (a line run on the session's terminal).
+    Resize { rows: u16, cols: u16 },
     /// Start a job (`invoke --as-job`); answered with `Jobs` holding it.
     JobStart(JobStart),
     /// `job list`: answered with `Jobs`.
@@ -128,6 +133,17 @@ pub enum Request {
     JobStop(JobQuery),
     /// `job remove`: answered with `Ok`.
     JobRemove(JobQuery),
+    /// A background job inside a session.
+    SessionJob(SessionJob),
+}
+
+/// The client's terminal, for a line run by `tether enter`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct TtySpec {
+    /// `TERM` for the program.
+    pub term: String,
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// A client (one client daemon, that is one `TETHER_HOME`), as sessions record who holds
@@ -178,6 +194,7 @@ pub enum Response {
     Notice(String),
     Jobs(Vec<JobInfo>),
     JobOutput(Vec<JobChunk>),
+    SessionJobData(SessionJobData),
 }
 
 /// Parameters of `tether new`.
@@ -241,6 +258,8 @@ pub struct InvokeSpec {
     /// The client acknowledges output (`Ack`), so the host keeps what is unacknowledged and a
     /// lost connection can resume without loss.
     pub acked: bool,
+    /// Run on the session's terminal (`tether enter`) instead of pipes.
+    pub tty: Option<TtySpec>,
     /// Who asks: set by the daemon that hands the invocation to the host, from the
     /// connection's `Hello` (`None`: the host's own daemon).
     pub client: Option<ClientId>,
@@ -279,6 +298,9 @@ pub struct ExitInfo {
     pub cancelled: bool,
     /// Set when the shell itself ended: the session is now Broken for this reason.
     pub broken: Option<String>,
+    /// The session's working directory afterwards, for a line run on its terminal (the
+    /// prompt of `tether enter` shows it).
+    pub cwd: Option<String>,
 }
 
 /// What `tether daemon status` reports.

@@ -88,6 +88,8 @@ pub struct SessionInfo {
     pub host_pid: u32,
     /// The client the session is connected to (or, while Disconnected, was last).
     pub held_by: Option<crate::ClientId>,
+    /// Background jobs running inside the session (`job start --session`).
+    pub jobs: u32,
 }
 
 // States travel as strings so the JSON a user reads says "Opened", and the wire format stays

@@ -32,7 +32,7 @@ fn golden_hello_and_output() {
         ..Default::default()
     }))
     .unwrap();
-    assert_eq!(exit, vec![0, 0, 0, 5, 4, 14, 0, 0, 0]);
+    assert_eq!(exit, vec![0, 0, 0, 6, 4, 14, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -85,6 +85,7 @@ fn session_info_json_uses_spec_names() {
             id: "c".into(),
             label: "me@here #c".into(),
         }),
+        jobs: 0,
     };
     roundtrip(&Response::Sessions(vec![info.clone()]));
     let json = serde_json::to_string(&info).unwrap();
@@ -120,7 +121,7 @@ proptest! {
             ssh_options: vec!["A=b".into()], ..Default::default() });
         roundtrip(&Request::Invoke(InvokeSpec { session: "s".into(), script, args, stdin,
             timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None, remote, acked: stdin,
-            client: None }));
+            client: None, tty: None }));
     }
 
     #[test]

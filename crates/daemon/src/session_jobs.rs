@@ -1,0 +1,310 @@
+//! Background jobs inside a session (SPEC §3.18, `job start --session N SCRIPT`).
+//!
+//! The session's shell forks the job (a short invocation starts it), so the job sees the
+//! session's variables, functions and directory at that moment, and then runs beside the
+//! session's commands without holding the session. Its output goes to files in the session's
+//! own directory (`hosts/<id>/jobs/<job>/out`, `err`, then `status`), so it needs no client
+//! and survives disconnects; the files go with the session. Reading and stopping are done by
+//! the daemon of the session's computer, from those files; a client daemon forwards requests
+//! for sessions on other computers.
+
+use crate::registry::Found;
+use crate::server::Daemon;
+use std::io::{Read, Seek};
+use std::path::PathBuf;
+use tether_proto::{
+    ClientId, ErrorInfo, ErrorKind, InvokeSpec, Request, Response, SessionJob, SessionJobAction,
+    SessionJobData,
+};
+
+/// Most bytes of each stream one read returns.
+const READ_MAX: u64 = 1 << 20;
+
+/// The invocation that forks a job: `$1` is the script, `$2` the job's id. The job's own
+/// status is written after everything it wrote, so a reader that sees the status has the
+/// whole output.
+const FORK: &str = r#"__tj="${__tether_w%/*}/jobs/$2"
+mkdir -p "$__tj" || return 1
+{ ( eval " $1" ); echo "$?" > "$__tj/status"; } > "$__tj/out" 2> "$__tj/err" < /dev/null &
+echo "$!" > "$__tj/pid"; unset __tj"#;
+
+/// Serves a session-job request for `client` (the job is started in its name, so a session
+/// another client holds is refused as for `invoke`).
+pub async fn handle(
+    daemon: &Daemon,
+    req: SessionJob,
+    client: &ClientId,
+) -> Result<Response, ErrorInfo> {
+    if uuid::Uuid::parse_str(&req.job).is_err() {
+        return Err(ErrorInfo::new(
+            ErrorKind::Usage,
+            "a session job id is a UUID",
+        ));
+    }
+    let found = {
+        let reg = daemon.registry.lock().await;
+        match reg.resolve(&req.session)? {
+            Found::Local(m) => Ok((m.info.clone(), m.shell_pid)),
+            Found::Remote(h) => Err((h.target.clone(), h.info.instance_id.clone())),
+        }
+    };
+    let (info, shell_pid) = match found {
+        Ok(local) => local,
+        Err((rt, iid)) => {
+            let far = SessionJob {
+                session: iid,
+                ..req
+            };
+            // Over the link this client names itself.
+            return crate::remote::call(daemon, &rt, Request::SessionJob(far)).await;
+        }
+    };
+    let dir = daemon
+        .paths
+        .host_fifo_dir(&info.instance_id)
+        .join("jobs")
+        .join(&req.job);
+    match req.action {
+        SessionJobAction::Start { script } => {
+            let spec = InvokeSpec {
+                session: info.instance_id.clone(),
+                script: FORK.into(),
+                args: vec![script, req.job.clone()],
+                wait_timeout_ms: Some(240_000),
+                client: Some(client.clone()),
+                ..Default::default()
+            };
+            let (code, stderr) = run_on_host(daemon, &info.instance_id, spec).await?;
+            if code != 0 || !dir.is_dir() {
+                return Err(ErrorInfo::new(
+                    ErrorKind::Internal,
+                    format!(
+                        "session {}: the job did not start: {}",
+                        info.name,
+                        String::from_utf8_lossy(&stderr).trim()
+                    ),
+                ));
+            }
+            Ok(Response::Ok)
+        }
+        SessionJobAction::Read { out_from, err_from } => {
+            if !dir.is_dir() {
+                return Err(ErrorInfo::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "session {}: no job {} (the session may have closed)",
+                        info.name, req.job
+                    ),
+                ));
+            }
+            // The status first: if the job had ended, everything it wrote is in the files.
+            let exit = std::fs::read_to_string(dir.join("status"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            let io = |e: std::io::Error| {
+                ErrorInfo::new(ErrorKind::Internal, format!("session {}: {e}", info.name))
+            };
+            let out = read_from(dir.join("out"), out_from).map_err(io)?;
+            let err = read_from(dir.join("err"), err_from).map_err(io)?;
+            let whole = out.len() < READ_MAX as usize && err.len() < READ_MAX as usize;
+            Ok(Response::SessionJobData(SessionJobData {
+                out,
+                err,
+                exit: exit.filter(|_| whole),
+            }))
+        }
+        SessionJobAction::Stop => {
+            stop(&dir, shell_pid);
+            Ok(Response::Ok)
+        }
+    }
+}
+
+/// Runs a short invocation on the session's host directly (in `spec.client`'s name); returns
+/// its status and stderr.
+async fn run_on_host(
+    daemon: &Daemon,
+    iid: &str,
+    spec: InvokeSpec,
+) -> Result<(i32, Vec<u8>), ErrorInfo> {
+    let lost = |e: String| ErrorInfo::new(ErrorKind::NotFound, format!("session {iid}: {e}"));
+    let mut conn = crate::hosts::connect(&daemon.paths, iid)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    conn.writer
+        .send(&Request::Invoke(spec))
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    conn.expect_hello().await?;
+    let mut stderr = Vec::new();
+    loop {
+        match conn.reader.read::<Response>().await {
+            Ok(Some(Response::Output {
+                stream: tether_proto::Stream::Stderr,
+                data,
+            })) => stderr.extend_from_slice(&data),
+            Ok(Some(Response::Exit(e))) => return Ok((e.code, stderr)),
+            Ok(Some(Response::Error(e))) => return Err(e),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(lost("the host closed the connection".into())),
+            Err(e) => return Err(lost(e.to_string())),
+        }
+    }
+}
+
+fn read_from(path: PathBuf, from: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    f.seek(std::io::SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    f.take(READ_MAX).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Ends the job's process group, if its recorded pid is still a process of this session
+/// (a pid can be reused once the job is gone).
+fn stop(dir: &std::path::Path, shell_pid: u32) {
+    let Some(pid) = std::fs::read_to_string(dir.join("pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1)
+    else {
+        return;
+    };
+    if !in_session(pid, shell_pid) {
+        return;
+    }
+    let pg = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if in_session(pid, shell_pid) {
+            let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
+}
+
+/// Whether `pid` is a live process of the session whose shell is `shell_pid`.
+fn in_session(pid: i32, shell_pid: u32) -> bool {
+    match nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid))) {
+        Ok(sid) => sid.as_raw() == shell_pid as i32,
+        Err(_) => false,
+    }
+}
+
+/// `job start --session N SCRIPT`: forks the job in each named session, then follows its
+/// output from here like any child job's.
+pub async fn start(
+    daemon: &std::sync::Arc<Daemon>,
+    req: tether_proto::JobStart,
+) -> Result<tether_proto::JobInfo, ErrorInfo> {
+    use crate::jobs::{Child, Control, Job};
+    let jobs = &daemon.jobs;
+    let id = jobs.next_id();
+    let mut children = Vec::new();
+    for c in &req.children {
+        let job = uuid::Uuid::new_v4().to_string();
+        let start = SessionJob {
+            session: c.spec.session.clone(),
+            job: job.clone(),
+            action: SessionJobAction::Start {
+                script: c.spec.script.clone(),
+            },
+        };
+        handle(daemon, start, &daemon.me).await?;
+        let mut child = Child::running(jobs.next_id(), &c.location, &c.spec.session);
+        child.control = Some(Control::InSession {
+            session: c.spec.session.clone(),
+            job,
+        });
+        children.push(child);
+    }
+    let job = Job {
+        name: format!("Job{id}"),
+        command: req.command,
+        children,
+    };
+    let info = job.info(id);
+    let follow: Vec<(usize, String, String)> = job
+        .children
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match &c.control {
+            Some(Control::InSession { session, job }) => Some((i, session.clone(), job.clone())),
+            _ => None,
+        })
+        .collect();
+    jobs.lock().insert(id, job);
+    jobs.bump();
+    for (i, session, job) in follow {
+        tokio::spawn(follow_output(daemon.clone(), id, i, session, job));
+    }
+    Ok(info)
+}
+
+/// Polls a session job's output into its child job until it ends. A computer out of reach is
+/// tried again; the job goes on there meanwhile.
+async fn follow_output(
+    daemon: std::sync::Arc<Daemon>,
+    id: u32,
+    idx: usize,
+    session: String,
+    job: String,
+) {
+    use crate::jobs::ChildState;
+    use std::time::Duration;
+    let jobs = &daemon.jobs;
+    let (mut out_from, mut err_from) = (0u64, 0u64);
+    loop {
+        loop {
+            let room = jobs.room.notified();
+            match jobs.with_child(id, idx, |c| (c.unread, c.state)) {
+                None => return,
+                Some((_, ChildState::Stopped)) => return,
+                Some((u, _)) if u > jobs.quota => room.await,
+                Some(_) => break,
+            }
+        }
+        let req = SessionJob {
+            session: session.clone(),
+            job: job.clone(),
+            action: SessionJobAction::Read { out_from, err_from },
+        };
+        let data = match handle(&daemon, req, &daemon.me).await {
+            Ok(Response::SessionJobData(d)) => d,
+            Ok(_) => SessionJobData::default(),
+            Err(e) if matches!(e.kind, ErrorKind::Connection | ErrorKind::Lost) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                jobs.with_child(id, idx, |c| {
+                    c.state = ChildState::Failed;
+                    c.reason = Some(e.message.clone());
+                });
+                return;
+            }
+        };
+        let got = !data.out.is_empty() || !data.err.is_empty();
+        out_from += data.out.len() as u64;
+        err_from += data.err.len() as u64;
+        let done = jobs.with_child(id, idx, |c| {
+            c.keep(tether_proto::Stream::Stdout, data.out);
+            c.keep(tether_proto::Stream::Stderr, data.err);
+            if let Some(code) = data.exit {
+                c.ended(code);
+                return true;
+            }
+            false
+        });
+        if done != Some(false) {
+            return;
+        }
+        if !got {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
