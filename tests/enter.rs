@@ -97,6 +97,22 @@ fn full_screen_programs_resizes_and_ctrl_c_work() {
     t.wait_for("\n29\n");
     t.keys(&["q"]);
     t.wait_count("[localhost:v] ", 8);
+    // A REPL: Ctrl-C interrupts what it runs and it goes on.
+    t.line("python3 -q");
+    t.wait_for(">>>");
+    t.line("import time; time.sleep(100)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    t.keys(&["C-c"]);
+    t.wait_for("KeyboardInterrupt");
+    t.line("print(6*7)");
+    t.wait_for("\n42\n");
+    t.keys(&["C-d"]);
+    t.wait_count("[localhost:v] ", 9);
+    // top draws its screen and quits on q.
+    t.line("top");
+    t.wait_for("load average");
+    t.keys(&["q"]);
+    t.wait_count("[localhost:v] ", 10);
     t.keys(&["C-d"]);
     t.wait_for("ENTER-EXITED-0");
     home.invoke("v", "echo still here")

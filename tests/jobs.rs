@@ -258,3 +258,18 @@ fn a_job_inside_a_session_on_another_computer() {
     let got = client.run(&["job", "receive", &id]).success();
     assert_eq!(got.out(), "far-42\n");
 }
+
+#[test]
+fn receive_wait_streams_until_the_job_ends() {
+    let home = Home::new();
+    let j = start_job(
+        &home,
+        &["i=1; while [ $i -le 20 ]; do echo tick $i; i=$((i+1)); sleep 0.05; done"],
+    );
+    let out = home
+        .run(&["job", "receive", &id_of(&j), "--wait"])
+        .success();
+    let want: String = (1..=20).map(|i| format!("tick {i}\n")).collect();
+    assert_eq!(out.out(), want);
+    assert_eq!(job(&home, j["id"].as_u64().unwrap())["state"], "Completed");
+}
