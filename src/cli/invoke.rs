@@ -34,6 +34,9 @@ pub struct InvokeArgs {
     /// Run in the background and print a job id.
     #[arg(long)]
     as_job: bool,
+    /// Configuration of the temporary session (without --session).
+    #[arg(long, conflicts_with = "sessions")]
+    configuration: Option<String>,
     /// How many targets run at once.
     #[arg(long, default_value_t = 32)]
     throttle_limit: usize,
@@ -90,6 +93,7 @@ pub async fn run(a: InvokeArgs) -> CliResult {
             .filter(|d| !d.is_zero())
             .map(|d| d.as_millis() as u64),
         wait_timeout_ms: Some(a.wait_timeout.unwrap_or(DEFAULT_WAIT).as_millis() as u64),
+        configuration: a.configuration.clone(),
         ..Default::default()
     };
     let temporary_here = |label: &str| Target {

@@ -2,6 +2,7 @@
 
 mod attach;
 mod bridge;
+mod config;
 mod daemon;
 mod dur;
 mod enter;
@@ -97,6 +98,11 @@ tether invoke 'uname -a'   # a temporary local session"
 tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job remove 1"
     )]
     Job(jobs::JobArgs),
+    /// Session configurations of this or another computer.
+    #[command(
+        after_help = "Examples:\n  tether config list\n  tether config show ops --computer db1"
+    )]
+    Config(config::ConfigArgs),
     /// Manage the per-user daemon that keeps sessions.
     #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon stop")]
     Daemon(daemon::DaemonArgs),
@@ -153,6 +159,7 @@ fn run(cli: Cli) -> CliResult {
                     Command::Bridge(a) => bridge::run(a).await,
                     Command::Job(a) => jobs::run(a).await,
                     Command::Enter(a) => enter::run(a).await,
+                    Command::Config(a) => config::run(a).await,
                     Command::Daemon(_) | Command::Host => unreachable!("handled above"),
                 }
             })

@@ -15,6 +15,9 @@ pub struct NewArgs {
     /// Session configuration on the target.
     #[arg(long)]
     configuration: Option<String>,
+    /// Skip the configuration's start-up script.
+    #[arg(long)]
+    no_profile: bool,
     /// Close the session after this long unused (e.g. 90s, 15m, 2h; 0 = never; default 2h).
     #[arg(long, value_parser = dur::parse)]
     idle_timeout: Option<std::time::Duration>,
@@ -32,17 +35,7 @@ pub struct NewArgs {
 
 /// `512`, `64K`, `100M`, `1G` (powers of 1024).
 fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("'{s}' is not a size: use bytes or a number with K, M or G"))
+    tether_client::parse_size(s)
 }
 
 /// `new [COMPUTER…]`: a local session, or one per computer. Computers are tried in order; the
@@ -78,6 +71,7 @@ pub async fn new(a: NewArgs) -> CliResult {
         let spec = NewSession {
             name: a.name.clone(),
             configuration: a.configuration.clone(),
+            no_profile: a.no_profile,
             idle_timeout_s: a
                 .idle_timeout
                 .map(|d| d.as_secs().max(u64::from(!d.is_zero()))),

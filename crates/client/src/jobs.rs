@@ -12,6 +12,17 @@ impl Client {
         }
     }
 
+    /// Session configurations (`config list|show`).
+    pub async fn configs(
+        &mut self,
+        q: tether_proto::ConfigQuery,
+    ) -> Result<Vec<tether_proto::ConfigInfo>, ClientError> {
+        match self.call(Request::Configs(q)).await? {
+            Response::Configs(v) => Ok(v),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
     /// Starts a job (`invoke --as-job`); busy sessions fail it at once.
     pub async fn job_start(&mut self, req: JobStart) -> Result<JobInfo, ClientError> {
         let mut v = self.jobs(Request::JobStart(req)).await?;

@@ -24,6 +24,7 @@ pub use tether_proto::{
     JobChunk, JobInfo, JobQuery, JobStart, NewSession, RemoveSpec, SessionFilter, SessionInfo,
     SessionList, State, Stream, TtySpec,
 };
+pub use tether_proto::{ConfigInfo, ConfigQuery, parse_size};
 pub use tether_transport::paths::Paths;
 
 use std::path::PathBuf;

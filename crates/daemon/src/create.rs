@@ -1,6 +1,7 @@
 //! Creating sessions on this computer: checking the request, reserving the name, and starting
 //! the session's host.
 
+use crate::configs::Config;
 use crate::hosts;
 use crate::server::{DEFAULT_IDLE_TIMEOUT_S, Daemon};
 use tether_engine::HostSpec;
@@ -21,28 +22,43 @@ pub(crate) fn idle_timeout(daemon: &Daemon, asked: Option<u64>) -> Result<u64, E
     }
 }
 
-fn host_spec(daemon: &Daemon, id: u32, name: String, spec: &NewSession, idle: u64) -> HostSpec {
+fn host_spec(
+    daemon: &Daemon,
+    (id, name): (u32, String),
+    spec: &NewSession,
+    cfg: &Config,
+    idle: u64,
+) -> HostSpec {
+    // A client on another computer sends no environment: the session starts with this
+    // computer's (the daemon's), as an ssh login would. The configuration's come on top.
+    let mut env: Vec<(String, String)> = if spec.env.is_empty() {
+        std::env::vars().collect()
+    } else {
+        spec.env.clone()
+    };
+    for (k, v) in &cfg.environment {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
     HostSpec {
         id,
         name,
         instance_id: uuid::Uuid::new_v4().to_string(),
-        configuration_name: "default".into(),
+        configuration_name: cfg.name.clone(),
         computer_name: "localhost".into(),
         owner: daemon.owner.clone(),
         idle_timeout_s: idle,
-        // A client on another computer sends no environment: the session starts with this
-        // computer's (the daemon's), as an ssh login would.
-        env: if spec.env.is_empty() {
-            std::env::vars().collect()
-        } else {
-            spec.env.clone()
-        },
-        cwd: spec.cwd.clone(),
-        shell: std::env::var("TETHER_SHELL").ok().filter(|s| !s.is_empty()),
+        env,
+        cwd: cfg.working_directory.clone().or_else(|| spec.cwd.clone()),
+        shell: cfg
+            .shell
+            .clone()
+            .or_else(|| std::env::var("TETHER_SHELL").ok().filter(|s| !s.is_empty())),
         temporary: spec.temporary,
-        output_quota: spec.output_quota,
-        drop_oldest: spec.drop_oldest,
+        output_quota: spec.output_quota.or(cfg.output_quota),
+        drop_oldest: spec.drop_oldest || cfg.drop_oldest,
         holder: None,
+        startup_script: cfg.startup_script.clone().filter(|_| !spec.no_profile),
     }
 }
 
@@ -52,13 +68,11 @@ pub(crate) async fn new_session(
     spec: NewSession,
     holder: &ClientId,
 ) -> Result<Vec<SessionInfo>, ErrorInfo> {
-    if let Some(c) = spec.configuration.as_deref().filter(|c| *c != "default") {
-        return Err(ErrorInfo::new(
-            ErrorKind::NotFound,
-            format!("configuration {c} not found; 'tether config list' shows the configurations"),
-        ));
-    }
-    let idle = idle_timeout(daemon, spec.idle_timeout_s)?;
+    let cfg = crate::configs::load(
+        &daemon.paths,
+        spec.configuration.as_deref().unwrap_or("default"),
+    )?;
+    let idle = idle_timeout(daemon, spec.idle_timeout_s.or(cfg.idle_timeout_s))?;
     let hs = {
         let mut reg = daemon.registry.lock().await;
         if let Some(name) = &spec.name {
@@ -70,9 +84,31 @@ pub(crate) async fn new_session(
                 ));
             }
         }
+        if let Some(max) = cfg.max_sessions_per_user {
+            let live = reg
+                .sessions
+                .values()
+                .filter(|m| m.info.configuration_name == cfg.name)
+                .filter(|m| {
+                    matches!(
+                        m.info.state,
+                        State::Opening | State::Opened | State::Disconnected
+                    )
+                })
+                .count();
+            if live >= max as usize {
+                return Err(ErrorInfo::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "configuration {} allows at most {max} sessions per user; remove one first",
+                        cfg.name
+                    ),
+                ));
+            }
+        }
         let id = reg.allocate_id();
         let name = spec.name.clone().unwrap_or_else(|| format!("Session{id}"));
-        let mut hs = host_spec(daemon, id, name, &spec, idle);
+        let mut hs = host_spec(daemon, (id, name), &spec, &cfg, idle);
         hs.holder = Some(holder.clone());
         // Reserve the name while the host starts.
         reg.insert(placeholder(&hs));

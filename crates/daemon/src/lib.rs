@@ -8,6 +8,7 @@
 
 mod attach;
 mod closing;
+mod configs;
 mod create;
 mod hosts;
 mod jobs;

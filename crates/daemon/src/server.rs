@@ -237,6 +237,18 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 .await
                 .map(Response::Jobs),
             Request::JobReceive(q) => crate::jobs::receive(&daemon.jobs, &q, &mut writer).await,
+            Request::Configs(q) => match q.remote {
+                Some(rt) => {
+                    let far = tether_proto::ConfigQuery {
+                        name: q.name,
+                        remote: None,
+                    };
+                    crate::remote::call(&daemon, &rt, Request::Configs(far)).await
+                }
+                None => {
+                    crate::configs::list(&daemon.paths, q.name.as_deref()).map(Response::Configs)
+                }
+            },
             Request::SessionJob(req) => crate::session_jobs::handle(&daemon, req, &client).await,
             Request::JobStop(q) => crate::jobs::stop(&daemon, &q).await.map(Response::Jobs),
             Request::JobRemove(q) => crate::jobs::remove(&daemon, &q)
@@ -436,6 +448,7 @@ async fn invoke(
         let ns = NewSession {
             env: spec.env.clone(),
             cwd: spec.cwd.clone(),
+            configuration: spec.configuration.clone(),
             temporary: true,
             ..Default::default()
         };

@@ -331,6 +331,14 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     if let Some(s) = stdin.as_mut() {
         use tokio::io::AsyncWriteExt;
         s.write_all(flavour.prelude(&fifo_dir).as_bytes()).await?;
+        if let Some(script) = &spec.startup_script {
+            // The profile's output has no invocation to go to.
+            let line = format!(
+                ". {} </dev/null >/dev/null 2>&1\n",
+                crate::shell::quote(script)
+            );
+            s.write_all(line.as_bytes()).await?;
+        }
     }
 
     let (status_tx, status_rx) = mpsc::unbounded_channel();

@@ -29,6 +29,9 @@ pub struct HostSpec {
     /// The client that made it (`None`: the daemon's own).
     #[serde(default)]
     pub holder: Option<tether_proto::ClientId>,
+    /// Sourced by the shell when it starts (the configuration's start-up script).
+    #[serde(default)]
+    pub startup_script: Option<String>,
 }
 
 /// The host's record of itself, `hosts/<instance>.json`, rewritten atomically on every state

@@ -135,6 +135,43 @@ pub enum Request {
     JobRemove(JobQuery),
     /// A background job inside a session.
     SessionJob(SessionJob),
+    /// `config list|show`: answered with `Configs`.
+    Configs(ConfigQuery),
+}
+
+/// `config list` (no name) or `config show NAME`, here or on another computer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ConfigQuery {
+    pub name: Option<String>,
+    pub remote: Option<RemoteTarget>,
+}
+
+/// A session configuration as `config list|show` reports it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ConfigInfo {
+    pub name: String,
+    /// Its file, or `(built in)` for the default without one.
+    pub file: String,
+    pub engine: String,
+    /// Why the file cannot be used (file, line and reason).
+    pub error: Option<String>,
+    /// The file as written.
+    pub text: String,
+}
+
+/// A size such as `65536`, `64K`, `100M` or `1G` (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{s}' is not a size: use bytes or a number with K, M or G"))
 }
 
 /// The client's terminal, for a line run by `tether enter`.
@@ -195,6 +232,7 @@ pub enum Response {
     Jobs(Vec<JobInfo>),
     JobOutput(Vec<JobChunk>),
     SessionJobData(SessionJobData),
+    Configs(Vec<ConfigInfo>),
 }
 
 /// Parameters of `tether new`.
@@ -202,6 +240,8 @@ pub enum Response {
 pub struct NewSession {
     pub name: Option<String>,
     pub configuration: Option<String>,
+    /// Skip the configuration's start-up script (`--no-profile`).
+    pub no_profile: bool,
     /// Seconds; `None` = the default (2 h); `Some(0)` = never.
     pub idle_timeout_s: Option<u64>,
     /// The environment the session starts with (captured from the client for local sessions).
@@ -260,6 +300,8 @@ pub struct InvokeSpec {
     pub acked: bool,
     /// Run on the session's terminal (`tether enter`) instead of pipes.
     pub tty: Option<TtySpec>,
+    /// The configuration of a temporary session (`invoke --configuration`).
+    pub configuration: Option<String>,
     /// Who asks: set by the daemon that hands the invocation to the host, from the
     /// connection's `Hello` (`None`: the host's own daemon).
     pub client: Option<ClientId>,

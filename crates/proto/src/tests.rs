@@ -121,7 +121,7 @@ proptest! {
             ssh_options: vec!["A=b".into()], ..Default::default() });
         roundtrip(&Request::Invoke(InvokeSpec { session: "s".into(), script, args, stdin,
             timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None, remote, acked: stdin,
-            client: None, tty: None }));
+            client: None, tty: None, configuration: None }));
     }
 
     #[test]

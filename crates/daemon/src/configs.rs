@@ -1,0 +1,331 @@
+//! Session configurations (SPEC §3.19): named TOML files in `$TETHER_HOME/configurations/`
+//! that set how a session starts (engine, environment, directory, start-up script) and what it
+//! may use (idle timeout, output quota and buffering, sessions per user).
+//!
+//! A file is read each time it is used, so an edit applies to the next session without a
+//! restart. A bad file is reported with its path, line and reason, and only that configuration
+//! is unusable: the daemon and the other configurations go on. `default` always exists; a
+//! `default.toml` changes it.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tether_proto::{ConfigInfo, ErrorInfo, ErrorKind};
+
+/// One configuration file, as written. Unknown keys are errors (a typo must not be ignored).
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    engine: Option<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    working_directory: Option<String>,
+    startup_script: Option<String>,
+    idle_timeout: Option<Amount>,
+    output_quota: Option<Amount>,
+    output_buffering: Option<String>,
+    max_sessions_per_user: Option<u32>,
+    run_as: Option<String>,
+    #[serde(default)]
+    allowed_users: Vec<String>,
+    #[serde(default)]
+    allowed_groups: Vec<String>,
+    #[serde(default)]
+    path: Vec<String>,
+    #[serde(default)]
+    allow: Vec<toml::Value>,
+}
+
+/// A number, or a string such as `90s` / `100M`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum Amount {
+    Number(u64),
+    Text(String),
+}
+
+/// A configuration ready to apply to a new session.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub name: String,
+    /// The shell program (`None`: the daemon's default).
+    pub shell: Option<String>,
+    pub environment: Vec<(String, String)>,
+    pub working_directory: Option<String>,
+    /// A script sourced by the session's shell when it starts.
+    pub startup_script: Option<String>,
+    pub idle_timeout_s: Option<u64>,
+    pub output_quota: Option<u64>,
+    pub drop_oldest: bool,
+    pub max_sessions_per_user: Option<u32>,
+}
+
+pub fn dir(paths: &tether_transport::paths::Paths) -> PathBuf {
+    paths.home.join("configurations")
+}
+
+/// Configuration names are file names: letters, digits, `-`, `_`, `.`, not starting with `.`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Loads configuration `name` (what `new --configuration` names).
+pub fn load(paths: &tether_transport::paths::Paths, name: &str) -> Result<Config, ErrorInfo> {
+    let not_found = || {
+        ErrorInfo::new(
+            ErrorKind::NotFound,
+            format!(
+                "configuration {name} not found; 'tether config list' shows the configurations"
+            ),
+        )
+    };
+    if !valid_name(name) {
+        return Err(not_found());
+    }
+    let file = dir(paths).join(format!("{name}.toml"));
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "default" => {
+            return Ok(Config {
+                name: name.into(),
+                ..Default::default()
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => {
+            return Err(ErrorInfo::new(
+                ErrorKind::Usage,
+                format!("configuration {name}: {}: {e}", file.display()),
+            ));
+        }
+    };
+    parse(name, &file, &text).map_err(|e| ErrorInfo::new(ErrorKind::Usage, e))
+}
+
+/// Parses and checks one file; the error names the file, the line and the reason.
+fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
+    let at = |line: Option<usize>, why: &str| match line {
+        Some(l) => format!("configuration {name}: {} line {l}: {why}", file.display()),
+        None => format!("configuration {name}: {}: {why}", file.display()),
+    };
+    let raw: File = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_at(text, s.start));
+        at(line, e.message())
+    })?;
+    let key_err = |key: &str, why: String| at(line_of(text, key), &format!("{key}: {why}"));
+    let shell = match raw.engine.as_deref() {
+        None | Some("bash") => None,
+        Some("restricted") => {
+            return Err(key_err(
+                "engine",
+                "the restricted engine is not available in this version yet".into(),
+            ));
+        }
+        Some(p) if Path::new(p).is_absolute() => {
+            if !Path::new(p).is_file() {
+                return Err(key_err("engine", format!("{p} does not exist")));
+            }
+            Some(p.to_string())
+        }
+        Some(other) => {
+            return Err(key_err(
+                "engine",
+                format!("'{other}' is not bash, restricted or an absolute path to a shell"),
+            ));
+        }
+    };
+    if raw.run_as.is_some() || !raw.allowed_users.is_empty() || !raw.allowed_groups.is_empty() {
+        return Err(key_err(
+            "run_as",
+            "run-as needs the system daemon, which this version does not have yet".into(),
+        ));
+    }
+    if !raw.path.is_empty() || !raw.allow.is_empty() {
+        return Err(key_err(
+            if raw.path.is_empty() { "allow" } else { "path" },
+            "only the restricted engine takes path and allow rules".into(),
+        ));
+    }
+    let idle_timeout_s = match raw.idle_timeout {
+        None => None,
+        Some(Amount::Number(n)) => Some(n),
+        Some(Amount::Text(t)) => Some(
+            humantime::parse_duration(&t)
+                .map_err(|e| key_err("idle_timeout", format!("'{t}': {e}")))?
+                .as_secs(),
+        ),
+    };
+    let output_quota = match raw.output_quota {
+        None => None,
+        Some(Amount::Number(n)) if n > 0 => Some(n),
+        Some(Amount::Number(_)) => return Err(key_err("output_quota", "must be positive".into())),
+        Some(Amount::Text(t)) => {
+            Some(tether_proto::parse_size(&t).map_err(|e| key_err("output_quota", e))?)
+        }
+    };
+    let drop_oldest = match raw.output_buffering.as_deref() {
+        None | Some("block") => false,
+        Some("drop") => true,
+        Some(other) => {
+            return Err(key_err(
+                "output_buffering",
+                format!("'{other}' is not block or drop"),
+            ));
+        }
+    };
+    if let Some(dir) = &raw.working_directory
+        && !Path::new(dir).is_absolute()
+    {
+        return Err(key_err(
+            "working_directory",
+            format!("'{dir}' is not an absolute path"),
+        ));
+    }
+    let startup_script = match raw.startup_script {
+        None => None,
+        Some(s) => {
+            let p = file.parent().unwrap_or(Path::new("/")).join(&s);
+            if !p.is_file() {
+                return Err(key_err(
+                    "startup_script",
+                    format!("{} does not exist", p.display()),
+                ));
+            }
+            Some(p.to_string_lossy().into_owned())
+        }
+    };
+    Ok(Config {
+        name: name.into(),
+        shell,
+        environment: raw.environment.into_iter().collect(),
+        working_directory: raw.working_directory,
+        startup_script,
+        idle_timeout_s,
+        output_quota,
+        drop_oldest,
+        max_sessions_per_user: raw.max_sessions_per_user,
+    })
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where `key` is set (`key =` at the start of a line), for errors about its value.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// `config list` (every configuration, bad ones with their error) or `config show NAME`.
+pub fn list(
+    paths: &tether_transport::paths::Paths,
+    name: Option<&str>,
+) -> Result<Vec<ConfigInfo>, ErrorInfo> {
+    let dir = dir(paths);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().into_string().ok()?;
+                    let stem = n.strip_suffix(".toml")?;
+                    valid_name(stem).then(|| stem.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !names.iter().any(|n| n == "default") {
+        names.push("default".into());
+    }
+    names.sort();
+    if let Some(want) = name {
+        if !names.iter().any(|n| n == want) {
+            return Err(ErrorInfo::new(
+                ErrorKind::NotFound,
+                format!(
+                    "configuration {want} not found; 'tether config list' shows the configurations"
+                ),
+            ));
+        }
+        names.retain(|n| n == want);
+    }
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            let file = dir.join(format!("{n}.toml"));
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let loaded = load(paths, &n);
+            ConfigInfo {
+                engine: match &loaded {
+                    Ok(c) => c.shell.clone().unwrap_or_else(|| "bash".into()),
+                    Err(_) => "?".into(),
+                },
+                error: loaded.err().map(|e| e.message),
+                file: if file.exists() {
+                    file.display().to_string()
+                } else {
+                    "(built in)".into()
+                },
+                name: n,
+                text,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Config, String> {
+        parse("t", Path::new("/etc/t.toml"), text)
+    }
+
+    #[test]
+    fn a_good_file_sets_everything() {
+        let c = parse_text(
+            "engine = \"/bin/sh\"\nenvironment = { A = \"1\" }\nworking_directory = \"/tmp\"\n\
+             idle_timeout = \"15m\"\noutput_quota = \"64K\"\noutput_buffering = \"drop\"\n\
+             max_sessions_per_user = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.shell.as_deref(), Some("/bin/sh"));
+        assert_eq!(c.environment, vec![("A".into(), "1".into())]);
+        assert_eq!(c.idle_timeout_s, Some(900));
+        assert_eq!(c.output_quota, Some(65536));
+        assert!(c.drop_oldest);
+        assert_eq!(c.max_sessions_per_user, Some(3));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let e = parse_text("engine = \"bash\"\n\nidle_timout = 5\n").unwrap_err();
+        assert!(e.contains("/etc/t.toml line 3"), "{e}");
+        assert!(e.contains("idle_timout"), "{e}");
+        let e = parse_text("engine = \"bash\"\noutput_buffering = \"maybe\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("maybe"), "{e}");
+        let e = parse_text("engine = [\n").unwrap_err();
+        assert!(e.contains("line 1") || e.contains("line 2"), "{e}");
+        let e = parse_text("engine = \"zsh\"\n").unwrap_err();
+        assert!(e.contains("absolute path"), "{e}");
+    }
+
+    #[test]
+    fn names_are_file_names() {
+        assert!(valid_name("ops-1.x_y"));
+        assert!(!valid_name("../x"));
+        assert!(!valid_name(".hidden"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name(""));
+    }
+}
