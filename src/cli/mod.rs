@@ -112,6 +112,9 @@ tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job rem
     /// Internal: a session host (started by the daemon).
     #[command(name = "__host", hide = true)]
     Host,
+    /// Internal: a restricted session's leader (started by its host).
+    #[command(name = "__leader", hide = true)]
+    Leader,
 }
 
 /// Parses arguments, runs the command, prints any error as one line, and returns the exit status.
@@ -143,6 +146,7 @@ fn run(cli: Cli) -> CliResult {
         // These two fork or block before any runtime exists.
         Command::Daemon(args) => daemon::run(args),
         Command::Host => daemon::run_host(),
+        Command::Leader => Ok(tether_engine::leader::run().map(|()| 0)?),
         command => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -160,7 +164,9 @@ fn run(cli: Cli) -> CliResult {
                     Command::Job(a) => jobs::run(a).await,
                     Command::Enter(a) => enter::run(a).await,
                     Command::Config(a) => config::run(a).await,
-                    Command::Daemon(_) | Command::Host => unreachable!("handled above"),
+                    Command::Daemon(_) | Command::Host | Command::Leader => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }

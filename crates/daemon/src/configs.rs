@@ -33,7 +33,7 @@ struct File {
     #[serde(default)]
     path: Vec<String>,
     #[serde(default)]
-    allow: Vec<toml::Value>,
+    allow: Vec<tether_engine::restricted::Rule>,
 }
 
 /// A number, or a string such as `90s` / `100M`.
@@ -58,6 +58,8 @@ pub struct Config {
     pub output_quota: Option<u64>,
     pub drop_oldest: bool,
     pub max_sessions_per_user: Option<u32>,
+    /// The restricted engine's rules (no shell at all).
+    pub restricted: Option<tether_engine::restricted::Rules>,
 }
 
 pub fn dir(paths: &tether_transport::paths::Paths) -> PathBuf {
@@ -118,14 +120,9 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
         at(line, e.message())
     })?;
     let key_err = |key: &str, why: String| at(line_of(text, key), &format!("{key}: {why}"));
+    let restricted = raw.engine.as_deref() == Some("restricted");
     let shell = match raw.engine.as_deref() {
-        None | Some("bash") => None,
-        Some("restricted") => {
-            return Err(key_err(
-                "engine",
-                "the restricted engine is not available in this version yet".into(),
-            ));
-        }
+        None | Some("bash") | Some("restricted") => None,
         Some(p) if Path::new(p).is_absolute() => {
             if !Path::new(p).is_file() {
                 return Err(key_err("engine", format!("{p} does not exist")));
@@ -145,11 +142,29 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
             "run-as needs the system daemon, which this version does not have yet".into(),
         ));
     }
-    if !raw.path.is_empty() || !raw.allow.is_empty() {
+    if !restricted && (!raw.path.is_empty() || !raw.allow.is_empty()) {
         return Err(key_err(
             if raw.path.is_empty() { "allow" } else { "path" },
             "only the restricted engine takes path and allow rules".into(),
         ));
+    }
+    let rules = restricted.then(|| tether_engine::restricted::Rules {
+        name: name.into(),
+        path: if raw.path.is_empty() {
+            vec!["/usr/bin".into(), "/bin".into()]
+        } else {
+            raw.path.clone()
+        },
+        allow: raw.allow.clone(),
+    });
+    if let Some(r) = &rules {
+        tether_engine::restricted::validate(r).map_err(|e| at(line_of(text, "[[allow]]"), &e))?;
+        if let Some(p) = r.path.iter().find(|p| !Path::new(p).is_absolute()) {
+            return Err(key_err(
+                "path",
+                format!("'{p}' is not an absolute directory"),
+            ));
+        }
     }
     let idle_timeout_s = match raw.idle_timeout {
         None => None,
@@ -209,6 +224,7 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
         output_quota,
         drop_oldest,
         max_sessions_per_user: raw.max_sessions_per_user,
+        restricted: rules,
     })
 }
 
@@ -267,6 +283,7 @@ pub fn list(
             let loaded = load(paths, &n);
             ConfigInfo {
                 engine: match &loaded {
+                    Ok(c) if c.restricted.is_some() => "restricted".into(),
                     Ok(c) => c.shell.clone().unwrap_or_else(|| "bash".into()),
                     Err(_) => "?".into(),
                 },

@@ -59,6 +59,7 @@ fn host_spec(
         drop_oldest: spec.drop_oldest || cfg.drop_oldest,
         holder: None,
         startup_script: cfg.startup_script.clone().filter(|_| !spec.no_profile),
+        restricted: cfg.restricted.clone(),
     }
 }
 

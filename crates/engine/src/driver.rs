@@ -55,6 +55,17 @@ pub(crate) async fn invoke(
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
         return refuse(writer, ErrorKind::NotFound, msg).await;
     }
+    if let Some(rules) = &host.spec.restricted {
+        let refused = if spec.args.is_empty() {
+            crate::restricted::check(rules, &spec.script).err()
+        } else {
+            Some("--arg (a restricted session has no script to give it to)".into())
+        };
+        if let Some(why) = refused {
+            let msg = format!("command not allowed in configuration {}: {why}", rules.name);
+            return refuse(writer, ErrorKind::Permission, msg).await;
+        }
+    }
     let client = host.client_or_me(spec.client.as_ref());
     if let Err(e) = host.check_holder(&client) {
         return refuse(writer, e.kind, e.message).await;
@@ -191,9 +202,34 @@ async fn run(
             last,
         )
     };
+    // A restricted session's leader gets the checked command itself, not a script.
+    let trigger = match &host.spec.restricted {
+        Some(rules) => {
+            let (program, args) =
+                crate::restricted::check(rules, &spec.script).map_err(std::io::Error::other)?;
+            let on_tty = tty.as_ref().map(|(t, _)| t.slave.clone());
+            let req = crate::leader::Request {
+                id,
+                program,
+                args,
+                stdin: on_tty
+                    .clone()
+                    .or_else(|| spec.stdin.then(|| stdin_path.clone())),
+                stdout: on_tty.clone().unwrap_or_else(|| out.path.clone()),
+                stderr: on_tty.unwrap_or_else(|| err.path.clone()),
+                status: dir.join("st"),
+            };
+            let mut line = serde_json::to_string(&req).map_err(std::io::Error::other)?;
+            line.push('\n');
+            line
+        }
+        None => {
+            write_script(&host.script_file, &text)?;
+            write_script(&host.status_file, &status)?;
+            shell::TRIGGER.to_string()
+        }
+    };
     host.console.clear();
-    write_script(&host.script_file, &text)?;
-    write_script(&host.status_file, &status)?;
     // Output is numbered from 0 per invocation; in acked mode it is kept until acknowledged.
     host.outbox.reset();
     let acked = spec.acked;
@@ -210,7 +246,7 @@ async fn run(
     let wrote = {
         let mut stdin = host.shell_stdin.lock().await;
         match stdin.as_mut() {
-            Some(s) => s.write_all(shell::TRIGGER.as_bytes()).await.is_ok(),
+            Some(s) => s.write_all(trigger.as_bytes()).await.is_ok(),
             None => false,
         }
     };

@@ -295,10 +295,21 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     let status_path = fifo_dir.join("st");
     crate::fifos::mkfifo(&status_path)?;
 
-    let shell = spec.shell.clone().unwrap_or_else(default_shell);
+    // A restricted session runs no shell: its leader is this program in `__leader` mode.
+    let (shell, args): (String, Vec<&str>) = match &spec.restricted {
+        Some(_) => (
+            std::env::current_exe()?.to_string_lossy().into_owned(),
+            vec!["__leader"],
+        ),
+        None => {
+            let sh = spec.shell.clone().unwrap_or_else(default_shell);
+            let f = Flavour::of(&sh);
+            (sh, f.args().to_vec())
+        }
+    };
     let flavour = Flavour::of(&shell);
     let mut cmd = tokio::process::Command::new(&shell);
-    cmd.args(flavour.args())
+    cmd.args(&args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::piped())
@@ -328,7 +339,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     let console = Console::default();
     console.watch(child.stdout.take(), 0);
     console.watch(child.stderr.take(), 1);
-    if let Some(s) = stdin.as_mut() {
+    if let Some(s) = stdin.as_mut().filter(|_| spec.restricted.is_none()) {
         use tokio::io::AsyncWriteExt;
         s.write_all(flavour.prelude(&fifo_dir).as_bytes()).await?;
         if let Some(script) = &spec.startup_script {

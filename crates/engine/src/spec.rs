@@ -32,6 +32,9 @@ pub struct HostSpec {
     /// Sourced by the shell when it starts (the configuration's start-up script).
     #[serde(default)]
     pub startup_script: Option<String>,
+    /// The restricted engine's rules: no shell, only these commands.
+    #[serde(default)]
+    pub restricted: Option<crate::restricted::Rules>,
 }
 
 /// The host's record of itself, `hosts/<instance>.json`, rewritten atomically on every state
