@@ -163,3 +163,15 @@ fn ten_thousand_hostile_frames_leave_the_daemon_serving_and_sessions_whole() {
         .success()
         .stdout_is("fresh\n");
 }
+
+#[test]
+fn an_oversized_script_is_refused_clearly_and_harms_nothing() {
+    let home = Home::new();
+    home.new_session("s", &[]);
+    let big = home.scratch().join("big.sh");
+    std::fs::write(&big, ":\n".repeat(3 << 20)).unwrap();
+    home.run(&["invoke", "-s", "s", "--file", big.to_str().unwrap()])
+        .code_is(2)
+        .clear_error("limit is 4 MiB", 1);
+    home.invoke("s", "echo fine").success().stdout_is("fine\n");
+}

@@ -21,12 +21,15 @@ pub struct BridgeArgs {
 }
 
 pub async fn run(a: BridgeArgs) -> CliResult {
-    if let Some(c) = a.configuration.filter(|c| c != "default") {
-        return Err(CliError::new(
-            ErrorKind::NotFound,
-            format!("configuration {c} not found on this computer"),
-        ));
-    }
+    // Pinned (an ssh forced command): every daemon connection starts with `Pin`, written
+    // before any byte of the client's, so the client can reach nothing else.
+    let pin_frame = match &a.configuration {
+        Some(c) => Some(
+            tether_proto::encode(&tether_proto::Request::Pin(c.clone()))
+                .map_err(|e| CliError::new(ErrorKind::Internal, format!("bridge: {e}")))?,
+        ),
+        None => None,
+    };
     let paths = Paths::from_env()?;
     drop(tether_client::Client::connect_or_start(&paths).await?);
     let sock = paths.daemon_socket();
@@ -41,12 +44,17 @@ pub async fn run(a: BridgeArgs) -> CliResult {
         tokio::select! {
             ch = incoming.recv() => {
                 let Some((m, ch)) = ch else { break };
-                let (sock, paths) = (sock.clone(), paths.clone());
+                let (sock, paths, pin) = (sock.clone(), paths.clone(), pin_frame.clone());
                 tokio::spawn(async move {
                     let (r, w) = m.split(ch);
                     match daemon_stream(&paths, &sock).await {
                         Ok(s) => {
-                            let (sr, sw) = s.into_split();
+                            let (sr, mut sw) = s.into_split();
+                            if let Some(p) = pin
+                                && sw.write_all(&p).await.is_err()
+                            {
+                                return;
+                            }
                             tether_transport::mux::splice(r, w, sr, sw).await;
                         }
                         // Dropping the halves resets the channel: the client sees it end.

@@ -112,6 +112,43 @@ impl Sshd {
         Sshd { dir, child, port }
     }
 
+    /// An ssh alias whose key is pinned, in authorized_keys, to `tether bridge
+    /// --configuration NAME` for `remote`'s home (an ssh forced command).
+    pub fn pinned_alias(&self, remote: &super::Home, configuration: &str) -> String {
+        let d = self.dir.path();
+        let key = d.join(format!("pinned_{configuration}"));
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ssh-keygen failed");
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let forced = format!(
+            "command=\"env TETHER_HOME={home} {exe} bridge --configuration {configuration}\",no-pty {public}",
+            home = remote.path().display(),
+            exe = super::tether_bin().display(),
+        );
+        let ak = d.join("authorized_keys");
+        let mut keys = std::fs::read_to_string(&ak).unwrap();
+        keys.push_str(&forced);
+        std::fs::write(&ak, keys).unwrap();
+        let alias = format!("tether-pinned-{configuration}");
+        let mut cfg = std::fs::read_to_string(self.config()).unwrap();
+        // Host blocks match in order: this one goes first.
+        let port = self.port;
+        cfg = format!(
+            "Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {k}\n  \
+             IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
+             LogLevel ERROR\n  BatchMode yes\n{cfg}",
+            user = whoami(),
+            k = key.display(),
+        );
+        std::fs::write(self.config(), cfg).unwrap();
+        alias
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("ssh_config")
     }

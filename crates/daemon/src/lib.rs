@@ -13,6 +13,7 @@ mod create;
 mod hosts;
 mod jobs;
 mod links;
+mod pinning;
 mod presence;
 mod registry;
 mod relay;

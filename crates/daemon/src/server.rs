@@ -146,7 +146,13 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    let first = reader.read::<Request>().await;
+    let mut first = reader.read::<Request>().await;
+    // A bridge pinned to one configuration says so before the client's first byte.
+    let mut pin = None;
+    if let Ok(Some(Request::Pin(name))) = &first {
+        pin = Some(name.clone());
+        first = reader.read::<Request>().await;
+    }
     // Who this connection speaks for: a client daemon of another computer names itself; our
     // own CLI does not.
     let client = match &first {
@@ -171,6 +177,15 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 return;
             }
         };
+        let mut req = req;
+        if let Some(p) = &pin
+            && let Err(e) = crate::pinning::check(&daemon, p, &mut req).await
+        {
+            if writer.feed(&Response::Error(e)).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let reply = match req {
             Request::New(spec) if spec.remote.is_some() => {
                 crate::remote::new_session(&daemon, spec)
@@ -186,6 +201,9 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             Request::Get(filter) => {
                 let mut list = get(&daemon, &filter).await;
                 seen_by(&mut list, &client);
+                if let Some(p) = &pin {
+                    crate::pinning::visible(p, &mut list);
+                }
                 Ok(Response::Sessions(list))
             }
             Request::Remove(spec) => remove(&daemon, spec).await,

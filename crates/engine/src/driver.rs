@@ -37,6 +37,10 @@ async fn refuse(writer: &mut FrameWriter<OwnedWriteHalf>, kind: ErrorKind, msg: 
         .is_ok()
 }
 
+/// Largest script (with its arguments) one invocation may carry: scripts are code, and data
+/// belongs on standard input, which streams.
+const MAX_SCRIPT: usize = 4 << 20;
+
 /// Runs one invocation, from waiting for the session to sending `Exit`. Returns whether the
 /// connection can serve another request.
 pub(crate) async fn invoke(
@@ -46,6 +50,15 @@ pub(crate) async fn invoke(
     writer: &mut FrameWriter<OwnedWriteHalf>,
 ) -> bool {
     let name = host.spec.name.clone();
+    let size = spec.script.len() + spec.args.iter().map(String::len).sum::<usize>();
+    if size > MAX_SCRIPT {
+        let msg = format!(
+            "session {name}: the script and its arguments are {size} bytes; the limit is {} MiB \
+             (pass data on standard input instead)",
+            MAX_SCRIPT >> 20
+        );
+        return refuse(writer, ErrorKind::Usage, msg).await;
+    }
     if spec.script.contains('\0') || spec.args.iter().any(|a| a.contains('\0')) {
         let msg = format!("session {name}: scripts and arguments cannot contain NUL bytes");
         return refuse(writer, ErrorKind::Usage, msg).await;

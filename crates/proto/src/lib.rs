@@ -137,6 +137,9 @@ pub enum Request {
     SessionJob(SessionJob),
     /// `config list|show`: answered with `Configs`.
     Configs(ConfigQuery),
+    /// Written by a bridge pinned to a configuration (`bridge --configuration`) before the
+    /// client's bytes: only as a connection's first frame, and only then does it count.
+    Pin(String),
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.

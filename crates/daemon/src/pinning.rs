@@ -1,0 +1,112 @@
+//! Connections pinned to one configuration (SPEC §3.19): an ssh key whose authorized_keys line
+//! forces `tether bridge --configuration NAME` reaches that configuration's sessions and
+//! nothing else.
+//!
+//! The bridge writes `Pin(NAME)` on each daemon connection before any byte of the client's, so
+//! only the first frame of a connection can pin it (a client that sends one later is refused
+//! like any bad request). A pinned connection creates sessions only with that configuration,
+//! sees and uses only its sessions, and cannot stop the daemon, reach other computers, or run
+//! jobs in the daemon.
+
+use crate::registry::Found;
+use crate::server::Daemon;
+use tether_proto::{ErrorInfo, ErrorKind, Request, SessionInfo};
+
+fn refused(pin: &str, what: &str) -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorKind::Permission,
+        format!("this connection is limited to configuration {pin}: {what} is not allowed"),
+    )
+}
+
+/// Checks (and where needed narrows) a request on a connection pinned to `pin`.
+pub async fn check(daemon: &Daemon, pin: &str, req: &mut Request) -> Result<(), ErrorInfo> {
+    match req {
+        Request::Hello { .. } | Request::Presence | Request::Goodbye => Ok(()),
+        Request::New(spec) => {
+            if spec.remote.is_some() {
+                return Err(refused(pin, "reaching another computer"));
+            }
+            match spec.configuration.as_deref() {
+                None => spec.configuration = Some(pin.to_string()),
+                Some(c) if c == pin => {}
+                Some(c) => return Err(refused(pin, &format!("configuration {c}"))),
+            }
+            Ok(())
+        }
+        Request::Get(filter) => match filter.remote {
+            Some(_) => Err(refused(pin, "reaching another computer")),
+            None => Ok(()),
+        },
+        Request::Configs(q) => {
+            if q.remote.is_some() {
+                return Err(refused(pin, "reaching another computer"));
+            }
+            q.name = Some(pin.to_string());
+            Ok(())
+        }
+        Request::Invoke(spec) => {
+            if spec.remote.is_some() {
+                return Err(refused(pin, "reaching another computer"));
+            }
+            if spec.session.is_empty() {
+                spec.configuration = Some(pin.to_string());
+                Ok(())
+            } else {
+                ours(daemon, pin, std::slice::from_ref(&spec.session)).await
+            }
+        }
+        Request::Remove(spec) => {
+            if spec.all {
+                // `remove --all` means all of this configuration's sessions.
+                spec.all = false;
+                spec.sessions = own_sessions(daemon, pin).await;
+                return Ok(());
+            }
+            ours(daemon, pin, &spec.sessions).await
+        }
+        Request::Disconnect(list) | Request::Connect(list) | Request::Receive(list) => {
+            if list.remote.is_some() {
+                return Err(refused(pin, "reaching another computer"));
+            }
+            ours(daemon, pin, &list.sessions).await
+        }
+        Request::Resume { session, .. } => ours(daemon, pin, std::slice::from_ref(session)).await,
+        Request::SessionJob(j) => ours(daemon, pin, std::slice::from_ref(&j.session)).await,
+        Request::DaemonStatus => Err(refused(pin, "daemon status")),
+        Request::DaemonStop => Err(refused(pin, "stopping the daemon")),
+        _ => Err(refused(pin, "this request")),
+    }
+}
+
+/// Every named session must be a local one of configuration `pin`.
+async fn ours(daemon: &Daemon, pin: &str, words: &[String]) -> Result<(), ErrorInfo> {
+    let reg = daemon.registry.lock().await;
+    for w in words {
+        match reg.resolve(w) {
+            Ok(Found::Local(m)) if m.info.configuration_name == pin => {}
+            // Not revealing whether another configuration has such a session.
+            _ => {
+                return Err(ErrorInfo::new(
+                    ErrorKind::NotFound,
+                    format!("session {w} not found in configuration {pin}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn own_sessions(daemon: &Daemon, pin: &str) -> Vec<String> {
+    let reg = daemon.registry.lock().await;
+    reg.sessions
+        .values()
+        .filter(|m| !m.temporary && m.info.configuration_name == pin)
+        .map(|m| m.info.instance_id.clone())
+        .collect()
+}
+
+/// What a pinned connection may see of a listing.
+pub fn visible(pin: &str, list: &mut Vec<SessionInfo>) {
+    list.retain(|i| i.configuration_name == pin);
+}
