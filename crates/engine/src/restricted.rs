@@ -145,7 +145,7 @@ fn split(line: &str) -> Result<Vec<Word>, Refusal> {
 enum Pattern {
     Literal(String),
     Glob(String),
-    Regex(regex::Regex),
+    Regex(regex_lite::Regex),
 }
 
 impl Pattern {
@@ -153,7 +153,7 @@ impl Pattern {
         if let Some(g) = p.strip_prefix("glob:") {
             Ok(Pattern::Glob(g.to_string()))
         } else if let Some(r) = p.strip_prefix("re:") {
-            regex::Regex::new(&format!("^(?:{r})$"))
+            regex_lite::Regex::new(&format!("^(?:{r})$"))
                 .map(Pattern::Regex)
                 .map_err(|e| format!("bad pattern {p:?}: {e}"))
         } else {
