@@ -175,3 +175,36 @@ fn an_oversized_script_is_refused_clearly_and_harms_nothing() {
         .clear_error("limit is 4 MiB", 1);
     home.invoke("s", "echo fine").success().stdout_is("fine\n");
 }
+
+#[test]
+fn connections_past_the_limit_are_refused_clearly_and_silent_ones_are_dropped() {
+    let home = Home::new()
+        .env("TETHER_MAX_CONNECTIONS", "8")
+        .env("TETHER_HELLO_TIMEOUT_MS", "300");
+    home.run(&["daemon", "start"]).success();
+    let sock = home.socket();
+    // Eight clients that said hello and then nothing: they hold every slot.
+    let held: Vec<UnixStream> = (0..8)
+        .map(|_| {
+            let mut s = UnixStream::connect(&sock).unwrap();
+            s.write_all(&hello()).unwrap();
+            s
+        })
+        .collect();
+    wait_until(WAIT, "the ninth client is refused", || {
+        let out = home.run(&["get"]);
+        out.code() == Some(4) && out.err().contains("connections open")
+    });
+    drop(held);
+    wait_until(WAIT, "a client is served again", || {
+        home.run(&["get"]).code() == Some(0)
+    });
+    // A connection that never speaks is closed after the hello deadline.
+    let mut silent = UnixStream::connect(&sock).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut silent, &mut buf).unwrap_or(usize::MAX);
+    assert_eq!(n, 0, "the daemon should have closed the silent connection");
+}

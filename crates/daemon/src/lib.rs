@@ -12,6 +12,7 @@ mod configs;
 mod create;
 mod hosts;
 mod jobs;
+mod limits;
 mod links;
 mod pinning;
 mod presence;

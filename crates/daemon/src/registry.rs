@@ -280,6 +280,28 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
+/// Availability as `client` sees it: a session connected to another client is Busy for it
+/// (SPEC §1).
+pub(crate) fn seen_by(list: &mut [SessionInfo], client: &tether_proto::ClientId) {
+    for i in list {
+        if i.state == State::Opened && i.held_by.as_ref().is_some_and(|h| h.id != client.id) {
+            i.availability = tether_proto::Availability::Busy;
+        }
+    }
+}
+
+pub(crate) fn selected(filter: &tether_proto::SessionFilter, i: &SessionInfo) -> bool {
+    filter
+        .name_glob
+        .as_deref()
+        .is_none_or(|g| glob_match(g, &i.name))
+        && filter.id.is_none_or(|id| id == i.id)
+        && filter
+            .instance_id
+            .as_deref()
+            .is_none_or(|u| u == i.instance_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::glob_match;

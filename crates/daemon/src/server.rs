@@ -2,7 +2,7 @@
 
 use crate::hosts;
 use crate::links::Links;
-use crate::registry::{Found, Registry, glob_match};
+use crate::registry::{Found, Registry, seen_by, selected};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +80,7 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
         }
     };
     let sock = daemon.paths.daemon_socket();
+    let permits = Arc::new(tokio::sync::Semaphore::new(crate::limits::max_connections()));
     let gone = tether_transport::unix::until_socket_gone(&sock);
     tokio::pin!(gone);
     loop {
@@ -89,10 +90,13 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
                 break;
             }
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let d = daemon.clone();
-                    tokio::spawn(async move { handle(d, stream).await });
-                }
+                Ok((stream, _)) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let d = daemon.clone();
+                        tokio::spawn(async move { handle(d, stream).await; drop(permit) });
+                    }
+                    Err(_) => { tokio::spawn(crate::limits::refuse(stream)); }
+                },
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -146,12 +150,12 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
-    let mut first = reader.read::<Request>().await;
+    let mut first = crate::limits::first_frame(&mut reader).await;
     // A bridge pinned to one configuration says so before the client's first byte.
     let mut pin = None;
     if let Ok(Some(Request::Pin(name))) = &first {
         pin = Some(name.clone());
-        first = reader.read::<Request>().await;
+        first = crate::limits::first_frame(&mut reader).await;
     }
     // Who this connection speaks for: a client daemon of another computer names itself; our
     // own CLI does not.
@@ -282,28 +286,6 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             return;
         }
     }
-}
-
-/// Availability as `client` sees it: a session connected to another client is Busy for it
-/// (SPEC §1).
-fn seen_by(list: &mut [SessionInfo], client: &ClientId) {
-    for i in list {
-        if i.state == State::Opened && i.held_by.as_ref().is_some_and(|h| h.id != client.id) {
-            i.availability = tether_proto::Availability::Busy;
-        }
-    }
-}
-
-fn selected(filter: &SessionFilter, i: &SessionInfo) -> bool {
-    filter
-        .name_glob
-        .as_deref()
-        .is_none_or(|g| glob_match(g, &i.name))
-        && filter.id.is_none_or(|id| id == i.id)
-        && filter
-            .instance_id
-            .as_deref()
-            .is_none_or(|u| u == i.instance_id)
 }
 
 /// Lists sessions, asking each live host (and each computer holding one) for its current state.
