@@ -100,8 +100,8 @@ fn full_screen_programs_resizes_and_ctrl_c_work() {
     // A REPL: Ctrl-C interrupts what it runs and it goes on.
     t.line("python3 -q");
     t.wait_for(">>>");
-    t.line("import time; time.sleep(100)");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    t.line("import time; print('sle' + 'eping'); time.sleep(100)");
+    t.wait_for("\nsleeping");
     t.keys(&["C-c"]);
     t.wait_for("KeyboardInterrupt");
     t.line("print(6*7)");

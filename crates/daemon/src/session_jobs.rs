@@ -201,7 +201,7 @@ pub async fn start(
     daemon: &std::sync::Arc<Daemon>,
     req: tether_proto::JobStart,
 ) -> Result<tether_proto::JobInfo, ErrorInfo> {
-    use crate::jobs::{Child, Control, Job};
+    use crate::jobs::{Child, Control};
     let jobs = &daemon.jobs;
     let id = jobs.next_id();
     let mut children = Vec::new();
@@ -222,14 +222,7 @@ pub async fn start(
         });
         children.push(child);
     }
-    let job = Job {
-        name: format!("Job{id}"),
-        command: req.command,
-        children,
-    };
-    let info = job.info(id);
-    let follow: Vec<(usize, String, String)> = job
-        .children
+    let follow: Vec<(usize, String, String)> = children
         .iter()
         .enumerate()
         .filter_map(|(i, c)| match &c.control {
@@ -237,8 +230,7 @@ pub async fn start(
             _ => None,
         })
         .collect();
-    jobs.lock().insert(id, job);
-    jobs.bump();
+    let info = jobs.record(id, req.command, children);
     for (i, session, job) in follow {
         tokio::spawn(follow_output(daemon.clone(), id, i, session, job));
     }

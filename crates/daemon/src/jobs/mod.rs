@@ -236,6 +236,19 @@ impl Jobs {
         Ok(q.ids.clone())
     }
 
+    /// Adds a job with these children and returns it as `job list` shows it.
+    pub(crate) fn record(&self, id: u32, command: String, children: Vec<Child>) -> JobInfo {
+        let job = Job {
+            name: format!("Job{id}"),
+            command,
+            children,
+        };
+        let info = job.info(id);
+        self.lock().insert(id, job);
+        self.bump();
+        info
+    }
+
     pub fn list(&self, q: &JobQuery) -> Result<Vec<JobInfo>, ErrorInfo> {
         let ids = self.select(q)?;
         let t = self.lock();

@@ -45,14 +45,7 @@ pub async fn start(daemon: &Arc<Daemon>, req: JobStart) -> Result<JobInfo, Error
         }
         children.push(child);
     }
-    let job = Job {
-        name: format!("Job{id}"),
-        command: req.command,
-        children,
-    };
-    let info = job.info(id);
-    jobs.lock().insert(id, job);
-    jobs.bump();
+    let info = jobs.record(id, req.command, children);
     for (i, inv) in runs {
         tokio::spawn(run_child(daemon.clone(), id, i, inv));
     }
