@@ -30,7 +30,7 @@ pub async fn run(a: BridgeArgs) -> CliResult {
         ),
         None => None,
     };
-    let paths = Paths::from_env()?;
+    let paths = super::daemon_paths()?;
     drop(tether_client::Client::connect_or_start(&paths).await?);
     let sock = paths.daemon_socket();
     let input = async_input()?;

@@ -14,7 +14,8 @@ pub struct DaemonArgs {
 
 #[derive(Subcommand, Debug)]
 enum Action {
-    /// Start the daemon in the background (it also starts on demand).
+    /// Start the daemon in the background (it also starts on demand). With `tether --system
+    /// daemon start`, as root: the system daemon, one for every user of this computer.
     Start {
         /// Print nothing on success.
         #[arg(long)]
@@ -35,7 +36,7 @@ fn is_running(paths: &Paths) -> bool {
 }
 
 pub fn run(a: DaemonArgs) -> CliResult {
-    let paths = Paths::from_env()?;
+    let paths = super::daemon_paths()?;
     match a.action {
         Action::Start { quiet } => {
             if is_running(&paths) {

@@ -41,6 +41,21 @@ pub struct Cli {
     /// How long reaching another computer may take before it counts as unreachable.
     #[arg(long, global = true, value_name = "DUR", value_parser = dur::parse)]
     connect_timeout: Option<std::time::Duration>,
+    /// Use the system daemon (one root daemon for every user) instead of your own.
+    #[arg(long, global = true, env = "TETHER_SYSTEM", value_parser = clap::builder::FalseyValueParser::new())]
+    system: bool,
+}
+
+static SYSTEM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The daemon this command talks to: the system daemon with `--system`, else the user's own
+/// (`TETHER_HOME`).
+pub fn daemon_paths() -> std::io::Result<Paths> {
+    if SYSTEM.load(std::sync::atomic::Ordering::Relaxed) {
+        Ok(Paths::system())
+    } else {
+        Paths::from_env()
+    }
 }
 
 static SSH_FLAGS: std::sync::OnceLock<remote::SshFlags> = std::sync::OnceLock::new();
@@ -137,6 +152,7 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> CliResult {
+    SYSTEM.store(cli.system, std::sync::atomic::Ordering::Relaxed);
     let _ = SSH_FLAGS.set(remote::SshFlags {
         config: cli.ssh_config.clone(),
         options: cli.ssh_option.clone(),
@@ -173,9 +189,10 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// Resolves `TETHER_HOME` and connects to its daemon, starting it if needed.
+/// Resolves `TETHER_HOME` (or the system daemon) and connects to its daemon, starting it if
+/// needed (never the system daemon: root starts that).
 pub async fn connect() -> Result<Client, CliError> {
-    let paths = Paths::from_env()?;
+    let paths = daemon_paths()?;
     Ok(Client::connect_or_start(&paths).await?)
 }
 

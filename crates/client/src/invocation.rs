@@ -93,7 +93,9 @@ impl Invocation {
         hello_pending: bool,
         req: Request,
     ) -> Result<Invocation, ClientError> {
-        writer.send(&req).await?;
+        if let Err(e) = writer.send(&req).await {
+            return Err(crate::refusal(&mut reader, e).await);
+        }
         if hello_pending {
             read_hello(&mut reader).await?;
         }

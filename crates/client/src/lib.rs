@@ -103,6 +103,17 @@ async fn open(paths: &Paths) -> Result<(Reader, Writer), ClientError> {
     Ok((FrameReader::new(r), writer))
 }
 
+/// After a failed write: the daemon may have refused the connection (too many open, wrong
+/// user) and closed it before reading our request. Its one-line reason is then already waiting
+/// to be read, and is the error worth reporting rather than "broken pipe".
+pub(crate) async fn refusal(reader: &mut Reader, failed: TransportError) -> ClientError {
+    let read = tokio::time::timeout(Duration::from_millis(200), reader.read::<Response>());
+    match read.await {
+        Ok(Ok(Some(Response::Error(e)))) => e.into(),
+        _ => failed.into(),
+    }
+}
+
 async fn read_hello(reader: &mut Reader) -> Result<(), ClientError> {
     match reader.read::<Response>().await? {
         Some(Response::Hello { .. }) => Ok(()),
@@ -128,9 +139,18 @@ impl Client {
     /// Connects, starting the daemon first if none is running. The daemon is started by running
     /// `tether daemon start` (the program in `TETHER_EXE`, else the current executable if it is
     /// tether, else `tether` on PATH), which detaches it from this process.
+    ///
+    /// The system daemon ([`Paths::system`]) is never started here: only root starts it.
     pub async fn connect_or_start(paths: &Paths) -> Result<Client, ClientError> {
         match Client::connect(paths).await {
             Ok(c) => return Ok(c),
+            Err(ClientError::Connect { path, err }) if paths.shared => {
+                return Err(ClientError::Start(format!(
+                    "the system daemon is not running at {} ({err}); root starts it with \
+                     'tether daemon start --system'",
+                    path.display()
+                )));
+            }
             Err(ClientError::Connect { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -167,7 +187,9 @@ impl Client {
     }
 
     async fn call(&mut self, req: Request) -> Result<Response, ClientError> {
-        self.writer.send(&req).await?;
+        if let Err(e) = self.writer.send(&req).await {
+            return Err(refusal(&mut self.reader, e).await);
+        }
         if std::mem::take(&mut self.hello_pending) {
             read_hello(&mut self.reader).await?;
         }

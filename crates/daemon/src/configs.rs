@@ -60,6 +60,11 @@ pub struct Config {
     pub max_sessions_per_user: Option<u32>,
     /// The restricted engine's rules (no shell at all).
     pub restricted: Option<tether_engine::restricted::Rules>,
+    /// The account sessions run as (system daemon only); `None`: their owner.
+    pub run_as: Option<String>,
+    /// Who may use the configuration; both empty: everyone.
+    pub allowed_users: Vec<String>,
+    pub allowed_groups: Vec<String>,
 }
 
 pub fn dir(paths: &tether_transport::paths::Paths) -> PathBuf {
@@ -76,8 +81,8 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-/// Loads configuration `name` (what `new --configuration` names).
-pub fn load(paths: &tether_transport::paths::Paths, name: &str) -> Result<Config, ErrorInfo> {
+/// Loads configuration `name` (what `new --configuration` names) from directory `dir`.
+pub fn load(dir: &Path, name: &str) -> Result<Config, ErrorInfo> {
     let not_found = || {
         ErrorInfo::new(
             ErrorKind::NotFound,
@@ -89,7 +94,7 @@ pub fn load(paths: &tether_transport::paths::Paths, name: &str) -> Result<Config
     if !valid_name(name) {
         return Err(not_found());
     }
-    let file = dir(paths).join(format!("{name}.toml"));
+    let file = dir.join(format!("{name}.toml"));
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "default" => {
@@ -136,10 +141,26 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
             ));
         }
     };
-    if raw.run_as.is_some() || !raw.allowed_users.is_empty() || !raw.allowed_groups.is_empty() {
+    // Account names are checked when a session starts: accounts come and go.
+    let account_name = |n: &String| {
+        !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.$".contains(&b))
+    };
+    if let Some(n) = raw.run_as.as_ref().filter(|n| !account_name(n)) {
+        return Err(key_err("run_as", format!("'{n}' is not an account name")));
+    }
+    if let Some(n) = raw.allowed_users.iter().find(|n| !account_name(n)) {
         return Err(key_err(
-            "run_as",
-            "run-as needs the system daemon, which this version does not have yet".into(),
+            "allowed_users",
+            format!("'{n}' is not a user name"),
+        ));
+    }
+    if let Some(n) = raw.allowed_groups.iter().find(|n| !account_name(n)) {
+        return Err(key_err(
+            "allowed_groups",
+            format!("'{n}' is not a group name"),
         ));
     }
     if !restricted && (!raw.path.is_empty() || !raw.allow.is_empty()) {
@@ -225,6 +246,9 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
         drop_oldest,
         max_sessions_per_user: raw.max_sessions_per_user,
         restricted: rules,
+        run_as: raw.run_as,
+        allowed_users: raw.allowed_users,
+        allowed_groups: raw.allowed_groups,
     })
 }
 
@@ -244,12 +268,8 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 }
 
 /// `config list` (every configuration, bad ones with their error) or `config show NAME`.
-pub fn list(
-    paths: &tether_transport::paths::Paths,
-    name: Option<&str>,
-) -> Result<Vec<ConfigInfo>, ErrorInfo> {
-    let dir = dir(paths);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+pub fn list(dir: &Path, name: Option<&str>) -> Result<Vec<ConfigInfo>, ErrorInfo> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| {
@@ -280,7 +300,7 @@ pub fn list(
         .map(|n| {
             let file = dir.join(format!("{n}.toml"));
             let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let loaded = load(paths, &n);
+            let loaded = load(dir, &n);
             ConfigInfo {
                 engine: match &loaded {
                     Ok(c) if c.restricted.is_some() => "restricted".into(),

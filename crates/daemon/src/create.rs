@@ -4,6 +4,7 @@
 use crate::configs::Config;
 use crate::hosts;
 use crate::server::{DEFAULT_IDLE_TIMEOUT_S, Daemon};
+use crate::system::Account;
 use tether_engine::HostSpec;
 use tether_proto::{ClientId, ErrorInfo, ErrorKind, NewSession, SessionInfo, State};
 
@@ -22,19 +23,63 @@ pub(crate) fn idle_timeout(daemon: &Daemon, asked: Option<u64>) -> Result<u64, E
     }
 }
 
+/// Who may use configuration `cfg`, and as whom its sessions run (`None`: as the daemon's
+/// own user). A system daemon runs them as the connection's user, or as the configuration's
+/// `run_as` account for the users it allows; a per-user daemon only as itself.
+fn runs_as(daemon: &Daemon, cfg: &Config) -> Result<Option<Account>, ErrorInfo> {
+    let denied = |why: String| {
+        ErrorInfo::new(
+            ErrorKind::Permission,
+            format!("configuration {}: {why}", cfg.name),
+        )
+    };
+    let user = match &daemon.system {
+        Some(role) => role.account.clone(),
+        None if cfg.run_as.is_none()
+            && cfg.allowed_users.is_empty()
+            && cfg.allowed_groups.is_empty() =>
+        {
+            return Ok(None);
+        }
+        None => Account::current().map_err(denied)?,
+    };
+    if (!cfg.allowed_users.is_empty() || !cfg.allowed_groups.is_empty())
+        && !cfg.allowed_users.contains(&user.name)
+        && !cfg.allowed_groups.iter().any(|g| user.in_group(g))
+    {
+        return Err(denied(format!(
+            "user {} is not allowed to use it",
+            user.name
+        )));
+    }
+    match (&cfg.run_as, daemon.system.is_some()) {
+        (None, true) => Ok(Some(user)),
+        (None, false) => Ok(None),
+        (Some(name), true) => Account::by_name(name)
+            .map(Some)
+            .map_err(|e| denied(format!("run_as: {e}"))),
+        (Some(name), false) if *name == user.name => Ok(None),
+        (Some(name), false) => Err(denied(format!(
+            "its sessions run as {name}, which needs the system daemon \
+             (as root: tether daemon start --system; then tether --system …)"
+        ))),
+    }
+}
+
 fn host_spec(
     daemon: &Daemon,
     (id, name): (u32, String),
     spec: &NewSession,
     cfg: &Config,
-    idle: u64,
+    (idle, run_as): (u64, Option<&Account>),
 ) -> HostSpec {
     // A client on another computer sends no environment: the session starts with this
-    // computer's (the daemon's), as an ssh login would. The configuration's come on top.
-    let mut env: Vec<(String, String)> = if spec.env.is_empty() {
-        std::env::vars().collect()
-    } else {
-        spec.env.clone()
+    // computer's (the daemon's), as an ssh login would. A system daemon's session starts with
+    // its account's login environment. The configuration's come on top.
+    let mut env: Vec<(String, String)> = match run_as {
+        Some(account) => account.login_env(&spec.env),
+        None if spec.env.is_empty() => std::env::vars().collect(),
+        None => spec.env.clone(),
     };
     for (k, v) in &cfg.environment {
         env.retain(|(ek, _)| ek != k);
@@ -60,6 +105,7 @@ fn host_spec(
         holder: None,
         startup_script: cfg.startup_script.clone().filter(|_| !spec.no_profile),
         restricted: cfg.restricted.clone(),
+        run_as: run_as.map(Account::run_as),
     }
 }
 
@@ -70,9 +116,10 @@ pub(crate) async fn new_session(
     holder: &ClientId,
 ) -> Result<Vec<SessionInfo>, ErrorInfo> {
     let cfg = crate::configs::load(
-        &daemon.paths,
+        &daemon.config_dir(),
         spec.configuration.as_deref().unwrap_or("default"),
     )?;
+    let account = runs_as(daemon, &cfg)?;
     let idle = idle_timeout(daemon, spec.idle_timeout_s.or(cfg.idle_timeout_s))?;
     let hs = {
         let mut reg = daemon.registry.lock().await;
@@ -109,7 +156,7 @@ pub(crate) async fn new_session(
         }
         let id = reg.allocate_id();
         let name = spec.name.clone().unwrap_or_else(|| format!("Session{id}"));
-        let mut hs = host_spec(daemon, (id, name), &spec, &cfg, idle);
+        let mut hs = host_spec(daemon, (id, name), &spec, &cfg, (idle, account.as_ref()));
         hs.holder = Some(holder.clone());
         // Reserve the name while the host starts.
         reg.insert(placeholder(&hs));

@@ -41,6 +41,7 @@ pub async fn spawn_host(paths: &Paths, spec: &HostSpec) -> Result<HostMeta, Erro
     let mut cmd = tokio::process::Command::new(host_program());
     cmd.arg("__host")
         .env("TETHER_HOME", &paths.home)
+        .env("TETHER_SHARED_AREA", if paths.shared { "1" } else { "0" })
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());

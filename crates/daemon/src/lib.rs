@@ -6,6 +6,7 @@
 //! `flock` for the daemon's lifetime makes "is a daemon running?" race-free, and a killed daemon
 //! releases it automatically, so stale socket or pid files never block the next start.
 
+mod accept;
 mod attach;
 mod closing;
 mod configs;
@@ -22,6 +23,7 @@ mod remote;
 mod server;
 mod session_jobs;
 mod stdin_log;
+mod system;
 
 pub use registry::glob_match;
 pub use server::{DEFAULT_IDLE_TIMEOUT_S, MIN_IDLE_TIMEOUT_S};
@@ -56,7 +58,14 @@ pub enum Started {
 ///
 /// Must be called before any threads exist (it forks). The CLI calls it from `tether daemon
 /// start`; every other caller runs that command as a child process.
+///
+/// Paths from [`Paths::system`] start the system daemon (root only, one for every user).
 pub fn start_detached(paths: &Paths) -> Result<Started, DaemonError> {
+    if paths.shared && !nix::unistd::getuid().is_root() {
+        return Err(DaemonError::Start(
+            "the system daemon serves every user and must be started by root".into(),
+        ));
+    }
     paths.ensure_dirs()?;
     let (rd, wr) = nix::unistd::pipe().map_err(std::io::Error::from)?;
     // SAFETY: the caller guarantees a single-threaded process; the child only calls
@@ -135,7 +144,9 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let listener = tether_transport::unix::bind_private(&paths.daemon_socket())?;
+        // Everyone may connect to the system daemon; it tells users apart by their uid.
+        let mode = if paths.shared { 0o666 } else { 0o600 };
+        let listener = tether_transport::unix::bind_with_mode(&paths.daemon_socket(), mode)?;
         tether_transport::paths::write_private(
             &paths.pid_file(),
             format!("{}\n", std::process::id()).as_bytes(),
@@ -149,8 +160,11 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
             std::process::id(),
             paths.home.display()
         );
-        let daemon = server::Daemon::new(paths.clone());
-        server::serve(daemon, listener).await;
+        if paths.shared {
+            system::serve(system::System::new(paths.clone()), listener).await;
+        } else {
+            server::serve(server::Daemon::new(paths.clone()), listener).await;
+        }
         tracing::info!("daemon {} stopping", std::process::id());
         let _ = std::fs::remove_file(paths.daemon_socket());
         let _ = std::fs::remove_file(paths.pid_file());

@@ -5,7 +5,6 @@ use crate::links::Links;
 use crate::registry::{Found, Registry, seen_by, selected};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
 use tether_proto::{
     ClientId, DaemonStatus, ErrorInfo, ErrorKind, InvokeSpec, NewSession, RemoveSpec, Request,
     Response, SessionFilter, SessionInfo, State,
@@ -36,21 +35,35 @@ pub struct Daemon {
     pub jobs: crate::jobs::Jobs,
     /// Clients of other computers whose links are up, by client id ([`crate::presence`]).
     pub present: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Set when this is one user's view of the system daemon ([`crate::system`]).
+    pub(crate) system: Option<crate::system::Role>,
 }
 
 impl Daemon {
     pub fn new(paths: Paths) -> Arc<Daemon> {
+        Daemon::make(paths, None)
+    }
+
+    /// One user's view of the system daemon, over that user's area of its tree.
+    pub(crate) fn for_user(paths: Paths, role: crate::system::Role) -> Arc<Daemon> {
+        Daemon::make(paths, Some(role))
+    }
+
+    fn make(paths: Paths, system: Option<crate::system::Role>) -> Arc<Daemon> {
         let _ = hosts::host_program();
         let registry = Registry::load(paths.clone());
         let min_idle = std::env::var("TETHER_MIN_IDLE_TIMEOUT")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(MIN_IDLE_TIMEOUT_S);
-        let owner = nix::unistd::User::from_uid(nix::unistd::getuid())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| nix::unistd::getuid().to_string());
+        let owner = match &system {
+            Some(role) => role.account.name.clone(),
+            None => nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| nix::unistd::getuid().to_string()),
+        };
         let me = tether_transport::identity::client_identity(&paths);
         let links = Links::new(crate::remote::hello_from(&me));
         Arc::new(Daemon {
@@ -63,7 +76,16 @@ impl Daemon {
             links,
             min_idle,
             owner,
+            system,
         })
+    }
+
+    /// Where this daemon's configurations are: the system's, or `$TETHER_HOME/configurations`.
+    pub(crate) fn config_dir(&self) -> std::path::PathBuf {
+        match &self.system {
+            Some(role) => role.configs.clone(),
+            None => crate::configs::dir(&self.paths),
+        }
     }
 }
 
@@ -71,50 +93,34 @@ impl Daemon {
 /// the runtime and ends only that connection.
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
     cleanup_temporaries(&daemon).await;
-    let mut shutdown = daemon.shutdown.subscribe();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("cannot watch SIGTERM: {e}");
-            return;
-        }
-    };
-    let sock = daemon.paths.daemon_socket();
     let permits = Arc::new(tokio::sync::Semaphore::new(crate::limits::max_connections()));
-    let gone = tether_transport::unix::until_socket_gone(&sock);
-    tokio::pin!(gone);
-    loop {
-        tokio::select! {
-            _ = &mut gone => {
-                tracing::warn!("socket {} is gone; stopping", sock.display());
-                break;
+    let d = daemon.clone();
+    let ended = crate::accept::until_stopped(
+        &listener,
+        &daemon.paths.daemon_socket(),
+        daemon.shutdown.subscribe(),
+        move |stream| match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let d = d.clone();
+                tokio::spawn(async move {
+                    handle(d, stream).await;
+                    drop(permit)
+                });
             }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match permits.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let d = daemon.clone();
-                        tokio::spawn(async move { handle(d, stream).await; drop(permit) });
-                    }
-                    Err(_) => { tokio::spawn(crate::limits::refuse(stream)); }
-                },
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
-            // Logout (or any SIGTERM) closes the client as `daemon stop` does (SPEC §3.14).
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: stopping");
-                crate::closing::stop(&daemon).await;
-                break;
+            Err(_) => {
+                tokio::spawn(crate::limits::refuse(stream));
             }
-        }
+        },
+    )
+    .await;
+    // Logout (or any SIGTERM) closes the client as `daemon stop` does (SPEC §3.14).
+    if ended == crate::accept::Ended::Terminated {
+        crate::closing::stop(&daemon).await;
     }
 }
 
 /// Temporary sessions left by a daemon that died mid-invocation are closed on adoption.
-async fn cleanup_temporaries(daemon: &Daemon) {
+pub(crate) async fn cleanup_temporaries(daemon: &Daemon) {
     let temps: Vec<String> = {
         let reg = daemon.registry.lock().await;
         reg.sessions
@@ -132,9 +138,11 @@ async fn cleanup_temporaries(daemon: &Daemon) {
 pub(crate) type Reader = FrameReader<tokio::net::unix::OwnedReadHalf>;
 pub(crate) type Writer = FrameWriter<tokio::net::unix::OwnedWriteHalf>;
 
-async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
+pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
+    // A system daemon's view was chosen by the peer's uid already.
     match tether_transport::unix::peer_is_us(&stream) {
         Ok(true) => {}
+        _ if daemon.system.is_some() => {}
         _ => {
             tracing::warn!("refused a connection from another user");
             let (_r, w) = stream.into_split();
@@ -182,6 +190,14 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             }
         };
         let mut req = req;
+        if let Some(role) = &daemon.system
+            && let Err(e) = crate::system::check(role, &req)
+        {
+            if writer.feed(&Response::Error(e)).await.is_err() {
+                return;
+            }
+            continue;
+        }
         if let Some(p) = &pin
             && let Err(e) = crate::pinning::check(&daemon, p, &mut req).await
         {
@@ -214,7 +230,13 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             Request::DaemonStatus => Ok(Response::Status(status(&daemon).await)),
             Request::DaemonStop => {
                 let _ = writer.send(&Response::Ok).await;
-                crate::closing::stop(&daemon).await;
+                match &daemon.system {
+                    // Root stops the system daemon; every user's sessions go on.
+                    Some(role) => {
+                        let _ = role.stop.send(true);
+                    }
+                    None => crate::closing::stop(&daemon).await,
+                }
                 return;
             }
             Request::Invoke(spec) => {
@@ -267,9 +289,8 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                     };
                     crate::remote::call(&daemon, &rt, Request::Configs(far)).await
                 }
-                None => {
-                    crate::configs::list(&daemon.paths, q.name.as_deref()).map(Response::Configs)
-                }
+                None => crate::configs::list(&daemon.config_dir(), q.name.as_deref())
+                    .map(Response::Configs),
             },
             Request::SessionJob(req) => crate::session_jobs::handle(&daemon, req, &client).await,
             Request::JobStop(q) => crate::jobs::stop(&daemon, &q).await.map(Response::Jobs),

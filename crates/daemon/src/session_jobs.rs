@@ -11,7 +11,7 @@
 use crate::registry::Found;
 use crate::server::Daemon;
 use std::io::{Read, Seek};
-use std::path::PathBuf;
+use std::path::Path;
 use tether_proto::{
     ClientId, ErrorInfo, ErrorKind, InvokeSpec, Request, Response, SessionJob, SessionJobAction,
     SessionJobData,
@@ -75,7 +75,7 @@ pub async fn handle(
                 ..Default::default()
             };
             let (code, stderr) = run_on_host(daemon, &info.instance_id, spec).await?;
-            if code != 0 || !dir.is_dir() {
+            if code != 0 || !is_real_dir(&dir) {
                 return Err(ErrorInfo::new(
                     ErrorKind::Internal,
                     format!(
@@ -88,7 +88,7 @@ pub async fn handle(
             Ok(Response::Ok)
         }
         SessionJobAction::Read { out_from, err_from } => {
-            if !dir.is_dir() {
+            if !is_real_dir(&dir) {
                 return Err(ErrorInfo::new(
                     ErrorKind::NotFound,
                     format!(
@@ -98,14 +98,15 @@ pub async fn handle(
                 ));
             }
             // The status first: if the job had ended, everything it wrote is in the files.
-            let exit = std::fs::read_to_string(dir.join("status"))
+            let exit = read_from(&dir, "status", 0)
                 .ok()
+                .and_then(|s| String::from_utf8(s).ok())
                 .and_then(|s| s.trim().parse().ok());
             let io = |e: std::io::Error| {
                 ErrorInfo::new(ErrorKind::Internal, format!("session {}: {e}", info.name))
             };
-            let out = read_from(dir.join("out"), out_from).map_err(io)?;
-            let err = read_from(dir.join("err"), err_from).map_err(io)?;
+            let out = read_from(&dir, "out", out_from).map_err(io)?;
+            let err = read_from(&dir, "err", err_from).map_err(io)?;
             let whole = out.len() < READ_MAX as usize && err.len() < READ_MAX as usize;
             Ok(Response::SessionJobData(SessionJobData {
                 out,
@@ -152,12 +153,33 @@ async fn run_on_host(
     }
 }
 
-fn read_from(path: PathBuf, from: u64) -> std::io::Result<Vec<u8>> {
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+fn is_real_dir(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+}
+
+/// Reads file `name` of a job's directory from offset `from`. The directory and its files are
+/// the session user's to change, while the daemon reading them may be root (system mode): so
+/// no symbolic link is followed, and only a regular file owned by the directory's owner is
+/// read. A missing file reads as empty (the job has not written it yet).
+fn read_from(dir: &Path, name: &str, from: u64) -> std::io::Result<Vec<u8>> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::{Mode, SFlag, fstat};
+    let refused = || std::io::Error::other(format!("{name} is not a file of the job"));
+    let no_follow = OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let d = nix::fcntl::open(dir, no_follow | OFlag::O_DIRECTORY, Mode::empty())
+        .map_err(std::io::Error::from)?;
+    let owner = fstat(&d).map_err(std::io::Error::from)?.st_uid;
+    let fd = match nix::fcntl::openat(&d, name, no_follow | OFlag::O_NONBLOCK, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
     };
+    let st = fstat(&fd).map_err(std::io::Error::from)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG || st.st_uid != owner
+    {
+        return Err(refused());
+    }
+    let mut f = std::fs::File::from(fd);
     f.seek(std::io::SeekFrom::Start(from))?;
     let mut buf = Vec::new();
     f.take(READ_MAX).read_to_end(&mut buf)?;
@@ -166,9 +188,10 @@ fn read_from(path: PathBuf, from: u64) -> std::io::Result<Vec<u8>> {
 
 /// Ends the job's process group, if its recorded pid is still a process of this session
 /// (a pid can be reused once the job is gone).
-fn stop(dir: &std::path::Path, shell_pid: u32) {
-    let Some(pid) = std::fs::read_to_string(dir.join("pid"))
+fn stop(dir: &Path, shell_pid: u32) {
+    let Some(pid) = read_from(dir, "pid", 0)
         .ok()
+        .and_then(|s| String::from_utf8(s).ok())
         .and_then(|s| s.trim().parse::<i32>().ok())
         .filter(|p| *p > 1)
     else {

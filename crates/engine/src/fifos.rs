@@ -23,7 +23,8 @@ pub(crate) fn mkfifo(path: &Path) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(std::io::Error::from)
+        .map_err(std::io::Error::from)?;
+    crate::runas::give(path)
 }
 
 /// Reads `<id> <status>` records from the status FIFO for the host's whole life. The host keeps a

@@ -290,10 +290,28 @@ pub fn run_host(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
 
 async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     paths.ensure_dirs()?;
+    if let Some(r) = &spec.run_as {
+        crate::runas::set(r);
+    }
     let fifo_dir = paths.host_fifo_dir(&spec.instance_id);
-    private_dir(&fifo_dir)?;
+    if paths.shared {
+        // Root's, passable: the shell opens its FIFOs by path but can change nothing here.
+        tether_transport::paths::owned_dir(&fifo_dir, 0o711)?;
+    } else {
+        private_dir(&fifo_dir)?;
+    }
     let status_path = fifo_dir.join("st");
     crate::fifos::mkfifo(&status_path)?;
+    let script_file = private_file(&fifo_dir.join("w"))?;
+    let status_file = private_file(&fifo_dir.join("s"))?;
+    if spec.run_as.is_some() {
+        // Session jobs write their output here (see the daemon's session_jobs).
+        let jobs = fifo_dir.join("jobs");
+        private_dir(&jobs)?;
+        for f in [fifo_dir.join("w"), fifo_dir.join("s"), jobs] {
+            crate::runas::give(&f)?;
+        }
+    }
 
     // A restricted session runs no shell: its leader is this program in `__leader` mode.
     let (shell, args): (String, Vec<&str>) = match &spec.restricted {
@@ -319,14 +337,23 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         .cwd
         .clone()
         .filter(|d| std::path::Path::new(d).is_dir())
+        .or_else(|| spec.run_as.as_ref().map(|r| r.home.clone()))
         .or_else(|| std::env::var("HOME").ok())
         .unwrap_or_else(|| "/".into());
+    let become_user = spec
+        .run_as
+        .as_ref()
+        .map(|r| crate::runas::Become::new(r, std::path::Path::new(&cwd)));
     cmd.current_dir(cwd);
-    // SAFETY: only async-signal-safe calls (setsid, sigaction, sigprocmask) between fork and exec.
+    // SAFETY: only async-signal-safe calls (setsid, sigaction, sigprocmask, set*id, chdir)
+    // between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             reset_signals();
+            if let Some(b) = &become_user {
+                b.apply()?;
+            }
             Ok(())
         });
     }
@@ -383,8 +410,8 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         }),
         created_on: SystemTime::now(),
         shutdown: shutdown_tx,
-        script_file: private_file(&fifo_dir.join("w"))?,
-        status_file: private_file(&fifo_dir.join("s"))?,
+        script_file,
+        status_file,
         spare: std::sync::Mutex::new(None),
         console,
         outbox: crate::retain::Outbox::new(

@@ -13,13 +13,14 @@ pub mod leader;
 mod procs;
 pub mod restricted;
 mod retain;
+mod runas;
 pub mod shell;
 pub mod spec;
 mod spool;
 mod tty;
 
 pub use host::run_host;
-pub use spec::{HostMeta, HostSpec, default_shell};
+pub use spec::{HostMeta, HostSpec, RunAs, default_shell};
 
 /// Errors that end a host before it could serve.
 #[derive(Debug, thiserror::Error)]

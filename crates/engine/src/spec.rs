@@ -35,6 +35,21 @@ pub struct HostSpec {
     /// The restricted engine's rules: no shell, only these commands.
     #[serde(default)]
     pub restricted: Option<crate::restricted::Rules>,
+    /// The account the shell runs as (a system daemon's sessions); `None`: the host's own.
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
+}
+
+/// An account a session's shell runs as, resolved by the daemon (from the passwd and group
+/// databases) before the host starts.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (as `initgroups` would set them).
+    pub groups: Vec<u32>,
+    pub home: String,
 }
 
 /// The host's record of itself, `hosts/<instance>.json`, rewritten atomically on every state

@@ -40,6 +40,8 @@ impl Tty {
     pub fn open() -> std::io::Result<Tty> {
         let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
         let slave = nix::unistd::ttyname(&pty.slave).map_err(std::io::Error::from)?;
+        // A session running as another user gets its terminal, as a login would.
+        crate::runas::give_fd(&pty.slave)?;
         let flags = nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_GETFL)?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_SETFL(flags))?;

@@ -20,7 +20,16 @@ pub struct Paths {
     pub home: PathBuf,
     /// Sockets: `home` itself when short enough, else a private short directory.
     pub run: PathBuf,
+    /// Part of a system daemon's tree (`tether daemon start --system`): the directories on the
+    /// way to a session's FIFOs are 0711 (others may pass through, never list), because the
+    /// session's shell runs as its owner while the tree belongs to root.
+    pub shared: bool,
 }
+
+/// Where a system daemon keeps its state unless `TETHER_SYSTEM_HOME` says otherwise.
+pub const SYSTEM_HOME: &str = "/var/lib/tether";
+/// Where a system daemon reads configurations unless `TETHER_SYSTEM_CONFIGS` says otherwise.
+pub const SYSTEM_CONFIGS: &str = "/etc/tether/configurations";
 
 impl Paths {
     /// Resolves `TETHER_HOME`, `$XDG_STATE_HOME/tether` or `~/.local/state/tether`.
@@ -34,7 +43,38 @@ impl Paths {
                 .ok_or_else(|| std::io::Error::other("neither TETHER_HOME nor HOME is set"))?;
             PathBuf::from(home).join(".local/state/tether")
         };
-        Ok(Paths::for_home(home))
+        let mut paths = Paths::for_home(home);
+        // A session host of a system daemon is told so (it runs in one user's area).
+        paths.shared = std::env::var_os("TETHER_SHARED_AREA").is_some_and(|v| v == "1");
+        Ok(paths)
+    }
+
+    /// The system daemon's tree (`TETHER_SYSTEM_HOME`, else [`SYSTEM_HOME`]).
+    pub fn system() -> Paths {
+        let home = std::env::var_os("TETHER_SYSTEM_HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_HOME));
+        let mut paths = Paths::for_home(home);
+        paths.shared = true;
+        paths
+    }
+
+    /// The system daemon's configuration directory (`TETHER_SYSTEM_CONFIGS`, else
+    /// [`SYSTEM_CONFIGS`]).
+    pub fn system_configs() -> PathBuf {
+        std::env::var_os("TETHER_SYSTEM_CONFIGS")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_CONFIGS))
+    }
+
+    /// One user's area inside a system daemon's tree: that user's sessions, kept apart from
+    /// every other user's. It belongs to root like the rest of the tree.
+    pub fn area(&self, uid: u32) -> Paths {
+        let mut paths = Paths::for_home(self.home.join("users").join(uid.to_string()));
+        paths.shared = true;
+        paths
     }
 
     /// Locations for an explicit home directory.
@@ -52,7 +92,11 @@ impl Paths {
                     fnv1a(home.as_os_str().as_encoded_bytes())
                 ))
         };
-        Paths { home, run }
+        Paths {
+            home,
+            run,
+            shared: false,
+        }
     }
 
     pub fn daemon_socket(&self) -> PathBuf {
@@ -81,17 +125,28 @@ impl Paths {
         self.hosts_dir().join(instance_id)
     }
 
-    /// Creates the home, run and hosts directories, private to the user (0700).
+    /// Creates the home, run and hosts directories, private to the user (0700); in a system
+    /// daemon's tree, the home, its parents up to the tree and `hosts` are 0711 instead, so that
+    /// a session's shell can reach its FIFOs by path (and nothing can be listed).
     pub fn ensure_dirs(&self) -> std::io::Result<()> {
-        private_dir(&self.home)?;
+        let pass = if self.shared { 0o711 } else { 0o700 };
+        if self.shared
+            && let Some(users) = self.home.parent().filter(|p| p.ends_with("users"))
+        {
+            owned_dir(users.parent().unwrap_or(users), 0o711)?;
+            owned_dir(users, 0o711)?;
+        }
+        owned_dir(&self.home, pass)?;
         if self.run != self.home {
             if let Some(parent) = self.run.parent() {
                 private_dir(parent)?;
             }
             private_dir(&self.run)?;
         }
-        private_dir(&self.hosts_dir())?;
-        private_dir(&self.run.join("hosts"))?;
+        owned_dir(&self.hosts_dir(), pass)?;
+        if self.run != self.home {
+            private_dir(&self.run.join("hosts"))?;
+        }
         Ok(())
     }
 }
@@ -99,9 +154,14 @@ impl Paths {
 /// Creates `dir` (and parents) with mode 0700, and refuses one that another user owns or that
 /// others can enter: in a shared temp dir that would let them reach our sockets.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    owned_dir(dir, 0o700)
+}
+
+/// Creates `dir` (and parents) with exactly `mode`, refusing one that another user owns.
+pub fn owned_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
     let uid = nix::unistd::getuid().as_raw();
@@ -111,8 +171,8 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
             format!("{} is not a directory owned by uid {uid}", dir.display()),
         ));
     }
-    if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if meta.mode() & 0o777 != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }

@@ -8,20 +8,31 @@ use tokio::net::{UnixListener, UnixStream};
 /// Binds a listening socket at `path`, replacing a stale socket file left by a dead process.
 /// The caller must hold the instance lock, so a live listener is never replaced.
 pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    bind_with_mode(path, 0o600)
+}
+
+/// As [`bind_private`], with the socket file's mode given: a system daemon's socket is 0666,
+/// because every user may connect and the daemon tells them apart by their uid.
+pub fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
 /// Accepts only connections from processes of the same user.
 pub fn peer_is_us(stream: &UnixStream) -> std::io::Result<bool> {
-    let cred = stream.peer_cred()?;
-    Ok(cred.uid() == nix::unistd::getuid().as_raw())
+    Ok(peer_uid(stream)? == nix::unistd::getuid().as_raw())
+}
+
+/// The uid of the process at the other end, from the kernel (SO_PEERCRED on Linux,
+/// getpeereid on macOS and the BSDs): it cannot be forged by the peer.
+pub fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    Ok(stream.peer_cred()?.uid())
 }
 
 /// Sets a socket's options for low latency. Unix sockets have no Nagle, so this is a no-op today;
