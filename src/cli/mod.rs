@@ -35,7 +35,7 @@ tether invoke -s web 'echo $x $PWD'\n  tether get\n  tether remove web"
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log what this CLI call does to stderr: -v info, -vv debug, -vvv trace (overrides TETHER_LOG).
+    /// Log this call's steps to stderr: -v info, -vv debug, -vvv trace (overrides TETHER_LOG).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// ssh configuration file for other computers (passed to ssh as -F).
