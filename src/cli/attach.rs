@@ -17,7 +17,7 @@ fn words(v: &[String]) -> Vec<String> {
 #[derive(Args, Debug)]
 pub struct DisconnectArgs {
     /// Sessions by Name or Id. A running command goes on; its output is kept for `receive`.
-    #[arg(required = true)]
+    #[arg(required = true, add = super::completions::sessions())]
     sessions: Vec<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -38,7 +38,7 @@ pub async fn disconnect(a: DisconnectArgs) -> CliResult {
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
     /// Sessions by Name or Id (this client's handles).
-    #[arg(conflicts_with_all = ["computer", "name"], required_unless_present = "computer")]
+    #[arg(conflicts_with_all = ["computer", "name"], required_unless_present = "computer", add = super::completions::sessions())]
     sessions: Vec<String>,
     /// Find the sessions on this computer (made by any client) and connect to them.
     #[arg(long, requires = "name")]
@@ -75,6 +75,7 @@ pub async fn connect_cmd(a: ConnectArgs) -> CliResult {
 #[derive(Args, Debug)]
 pub struct ReceiveArgs {
     /// The session (Name or Id) whose disconnected command's output to collect.
+    #[arg(add = super::completions::sessions())]
     session: String,
     /// Keep the output for the next receive (not available yet).
     #[arg(long)]

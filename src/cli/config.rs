@@ -2,9 +2,9 @@
 //! daemon, or of another computer's.
 
 use super::error::{CliError, CliResult};
+use super::output::Rows;
 use super::{connect, remote};
 use clap::{Args, Subcommand};
-use comfy_table::{Table, presets::NOTHING};
 use tether_client::{ConfigQuery, ErrorKind};
 
 #[derive(Args, Debug)]
@@ -16,17 +16,29 @@ pub struct ConfigArgs {
 #[derive(Subcommand, Debug)]
 enum ConfigCmd {
     /// List configurations (with the error of any that cannot be used).
+    #[command(
+        after_help = "Examples:\n  tether config list\n  tether config list --computer db1 --json"
+    )]
     List {
+        /// Ask this computer's daemon (default: this computer).
         #[arg(long)]
         computer: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one configuration's file.
+    #[command(
+        after_help = "Examples:\n  tether config show default\n  tether config show ops --computer db1 --json"
+    )]
     Show {
+        /// The configuration's name.
+        #[arg(add = super::completions::configurations())]
         name: String,
+        /// Ask this computer's daemon (default: this computer).
         #[arg(long)]
         computer: Option<String>,
+        /// Print JSON (name, file, engine, error, text).
         #[arg(long)]
         json: bool,
     },
@@ -66,19 +78,15 @@ pub async fn run(a: ConfigArgs) -> CliResult {
         print!("{}", c.text);
         return Ok(0);
     }
-    let mut table = Table::new();
-    table.load_style(NOTHING);
-    table.set_header(vec!["Name", "Engine", "File", "Error"]);
+    let mut rows = Rows::new(vec!["Name", "Engine", "File", "Error"]);
     for c in &configs {
-        table.add_row(vec![
+        rows.push(vec![
             c.name.clone(),
             c.engine.clone(),
             c.file.clone(),
             c.error.clone().unwrap_or_default(),
         ]);
     }
-    for line in table.to_string().lines() {
-        println!("{}", line.trim_end());
-    }
+    rows.print();
     Ok(0)
 }

@@ -16,14 +16,20 @@ pub struct DaemonArgs {
 enum Action {
     /// Start the daemon in the background (it also starts on demand). With `tether --system
     /// daemon start`, as root: the system daemon, one for every user of this computer.
+    #[command(
+        after_help = "Examples:\n  tether daemon start\n  TETHER_LOG=debug tether daemon start --quiet\n  \
+sudo tether --system daemon start   # one daemon for every user"
+    )]
     Start {
         /// Print nothing on success.
         #[arg(long)]
         quiet: bool,
     },
     /// Stop the daemon: idle sessions close, busy ones go on.
+    #[command(after_help = "Example:\n  tether daemon stop && tether daemon start")]
     Stop,
     /// Show whether the daemon runs, its pid, its sessions and its warm connections.
+    #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon status --json")]
     Status {
         /// Print JSON.
         #[arg(long)]

@@ -24,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(240);
 #[derive(Args, Debug)]
 pub struct EnterArgs {
     /// The session, by Name or Id.
-    #[arg(required_unless_present = "computer", conflicts_with = "computer")]
+    #[arg(required_unless_present = "computer", conflicts_with = "computer", add = super::completions::sessions())]
     session: Option<String>,
     /// Enter a temporary session on this computer, closed on exit.
     #[arg(long)]

@@ -8,7 +8,7 @@
 //! daemon, which reaches other computers over its warm ssh connections.
 
 use super::error::{CliError, CliResult};
-use super::stream::{Prefixer, Progress, json_line, note, stream_name, write_fd};
+use super::stream::{Notices, Prefixer, Progress, Waiting, json_line, note, stream_name, write_fd};
 use super::{captured_env, connect, current_dir, dur, remote};
 use clap::Args;
 use std::io::{IsTerminal, Read};
@@ -22,11 +22,14 @@ use tokio::sync::{Semaphore, watch};
 const DEFAULT_WAIT: Duration = Duration::from_secs(240);
 /// Largest stdin we buffer to copy to several targets.
 const MAX_SHARED_STDIN: usize = 64 * 1024 * 1024;
+/// A command that has not started after this long (a busy session, a computer being reached or
+/// given a copy of tether) gets a spinner on a terminal.
+const WAITING_AFTER: Duration = Duration::from_millis(800);
 
 #[derive(Args, Debug)]
 pub struct InvokeArgs {
     /// Sessions by Name or Id (repeat or separate with commas).
-    #[arg(short = 's', long = "session", value_delimiter = ',')]
+    #[arg(short = 's', long = "session", value_delimiter = ',', add = super::completions::sessions())]
     sessions: Vec<String>,
     /// Computers to run on in temporary sessions (separate with commas).
     #[arg(long, value_delimiter = ',')]
@@ -133,6 +136,12 @@ pub async fn run(a: InvokeArgs) -> CliResult {
     if targets.is_empty() {
         targets.push(temporary_here("localhost"));
     }
+    tracing::info!(
+        targets = targets.len(),
+        as_job = a.as_job,
+        throttle = a.throttle_limit,
+        "invoke"
+    );
     let client = connect().await?;
     if a.as_job {
         // A job runs without this process: no stdin, and it never waits for a busy session.
@@ -234,10 +243,14 @@ pub(super) async fn stream(
     // up (closing the connection, so the command never starts); once running, it stops the
     // command and a third one gives up waiting for it.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let started = std::time::Instant::now();
+    let waiting = Waiting::start(format!("tether: waiting for {label}…"), WAITING_AFTER);
     let mut inv = tokio::select! {
         inv = start => inv.map_err(|e| annotate(e, label))?,
         _ = sigint.recv() => return Ok(130),
     };
+    drop(waiting);
+    tracing::info!(on = label, elapsed = ?started.elapsed(), "command started");
     if forward_stdin {
         let ctl = inv.control();
         tokio::spawn(async move {
@@ -261,11 +274,13 @@ pub(super) async fn stream(
     }
     let ctl = inv.control();
     let mut interrupts = 0;
+    let mut notices = Notices::default();
     loop {
         tokio::select! {
             ev = inv.next() => match ev.map_err(|e| annotate(e, label))? {
-                Event::Notice(n) => note(&n),
+                Event::Notice(n) => notices.show(&n),
                 Event::Output { stream, data } => {
+                    notices.clear();
                     if json {
                         json_line(serde_json::json!({"computer": computer, "session": session,
                             "stream": stream_name(stream), "data": String::from_utf8_lossy(&data)}));
@@ -275,6 +290,9 @@ pub(super) async fn stream(
                     inv.delivered();
                 }
                 Event::Exit(exit) => {
+                    notices.clear();
+                    tracing::info!(on = label, code = exit.code, elapsed = ?started.elapsed(),
+                        "command ended");
                     if json {
                         json_line(serde_json::json!({"computer": computer, "session": session,
                             "exit_code": exit.code}));
@@ -444,6 +462,7 @@ async fn one_of_many(
             }
             Ok(Event::Exit(exit)) => {
                 px.finish();
+                tracing::info!(on = %label, code = exit.code, "command ended");
                 if show.json {
                     json_line(serde_json::json!({"computer": computer, "session": session,
                         "exit_code": exit.code}));

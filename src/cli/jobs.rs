@@ -3,9 +3,9 @@
 
 use super::dur;
 use super::error::CliResult;
+use super::output::{Rows, job_state_colour};
 use super::stream::{Prefixer, json_line, stream_name, write_fd};
 use clap::{Args, Subcommand};
-use comfy_table::{Table, presets::NOTHING};
 use std::collections::HashMap;
 use std::time::Duration;
 use tether_client::{Client, JobChild, JobInfo, JobQuery, JobStart};
@@ -19,13 +19,22 @@ pub struct JobArgs {
 #[derive(Subcommand, Debug)]
 enum JobCmd {
     /// List jobs (Get-Job).
+    #[command(after_help = "Examples:\n  tether job list\n  tether job list 3 --json")]
     List {
+        /// Only these jobs (default: all).
+        #[arg(add = super::completions::jobs())]
         ids: Vec<u32>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Wait until jobs end (Wait-Job).
+    #[command(
+        after_help = "Examples:\n  tether job wait 1 --timeout 10m\n  tether job wait --any 2 3 --json"
+    )]
     Wait {
+        /// The jobs to wait for (default: all).
+        #[arg(add = super::completions::jobs())]
         ids: Vec<u32>,
         /// Return when the first of them ends.
         #[arg(long)]
@@ -33,11 +42,17 @@ enum JobCmd {
         /// Give up after this long (exit status 4).
         #[arg(long, value_parser = dur::parse)]
         timeout: Option<Duration>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Print the output jobs produced so far (Receive-Job).
+    #[command(
+        after_help = "Examples:\n  tether job receive 1\n  tether job receive 1 --keep\n  tether job receive 1 --wait > build.log"
+    )]
     Receive {
+        /// The jobs whose output to print (default: all).
+        #[arg(add = super::completions::jobs())]
         ids: Vec<u32>,
         /// Keep the output for the next receive.
         #[arg(long)]
@@ -48,28 +63,42 @@ enum JobCmd {
         /// Do not prefix lines with the job's location when there are several.
         #[arg(long)]
         hide_computer_name: bool,
+        /// Print JSON lines instead of raw output.
         #[arg(long)]
         json: bool,
     },
     /// Stop jobs (Stop-Job).
+    #[command(after_help = "Examples:\n  tether job stop 1\n  tether job stop --json")]
     Stop {
+        /// The jobs to stop (default: all).
+        #[arg(add = super::completions::jobs())]
         ids: Vec<u32>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Forget jobs (Remove-Job); a running one only with --force.
+    #[command(after_help = "Examples:\n  tether job remove 1 2\n  tether job remove 3 --force")]
     Remove {
-        #[arg(required = true)]
+        /// The jobs to forget.
+        #[arg(required = true, add = super::completions::jobs())]
         ids: Vec<u32>,
+        /// Stop a running job first.
         #[arg(long)]
         force: bool,
     },
     /// Start a background job inside a session: it sees the session's state, runs beside its
     /// commands, and survives disconnects.
+    #[command(
+        after_help = "Examples:\n  tether job start -s web './backup.sh'\n  tether job start -s web --json 'sleep 600; make'"
+    )]
     Start {
-        #[arg(short = 's', long)]
+        /// The session (Name or Id) to start the job in.
+        #[arg(short = 's', long, add = super::completions::sessions())]
         session: String,
+        /// The script to run.
         script: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -222,16 +251,15 @@ fn print_jobs(jobs: &[JobInfo], json: bool) {
     if jobs.is_empty() {
         return;
     }
-    let mut table = Table::new();
-    table.load_style(NOTHING);
-    table.set_header(vec![
+    let mut rows = Rows::new(vec![
         "Id",
         "Name",
         "State",
         "HasMoreData",
         "Location",
         "Command",
-    ]);
+    ])
+    .colour_column(2, job_state_colour);
     for j in jobs {
         let command: String = j
             .command
@@ -241,7 +269,7 @@ fn print_jobs(jobs: &[JobInfo], json: bool) {
             .chars()
             .take(60)
             .collect();
-        table.add_row(vec![
+        rows.push(vec![
             j.id.to_string(),
             j.name.clone(),
             j.state.clone(),
@@ -250,7 +278,5 @@ fn print_jobs(jobs: &[JobInfo], json: bool) {
             command,
         ]);
     }
-    for line in table.to_string().lines() {
-        println!("{}", line.trim_end());
-    }
+    rows.print();
 }

@@ -2,6 +2,7 @@
 
 mod attach;
 mod bridge;
+mod completions;
 mod config;
 mod daemon;
 mod dur;
@@ -9,6 +10,8 @@ mod enter;
 mod error;
 mod invoke;
 mod jobs;
+mod logging;
+mod manpage;
 mod output;
 mod remote;
 mod sessions;
@@ -32,6 +35,9 @@ tether invoke -s web 'echo $x $PWD'\n  tether get\n  tether remove web"
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log this call's steps to stderr: -v info, -vv debug, -vvv trace (overrides TETHER_LOG).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// ssh configuration file for other computers (passed to ssh as -F).
     #[arg(long, global = true, value_name = "FILE")]
     ssh_config: Option<std::path::PathBuf>,
@@ -107,6 +113,12 @@ tether invoke 'uname -a'   # a temporary local session"
         after_help = "Examples:\n  tether enter web\n  tether enter --computer db1   # a temporary session"
     )]
     Enter(enter::EnterArgs),
+    /// Print a shell completion script (bash, zsh or fish) that also completes session names.
+    #[command(after_help = completions::EXAMPLES)]
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one page per subcommand into a directory.
+    #[command(after_help = manpage::EXAMPLES)]
+    Man(manpage::ManArgs),
     /// Manage background jobs (Get-Job, Wait-Job, Receive-Job, Stop-Job, Remove-Job).
     #[command(
         after_help = "Examples:\n  tether invoke -s web --as-job './build.sh'\n  tether job list\n  \
@@ -134,6 +146,7 @@ tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job rem
 
 /// Parses arguments, runs the command, prints any error as one line, and returns the exit status.
 pub fn main() -> i32 {
+    completions::complete_from_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -164,6 +177,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Host => daemon::run_host(),
         Command::Leader => Ok(tether_engine::leader::run().map(|()| 0)?),
         command => {
+            logging::init(cli.verbose);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -180,6 +194,8 @@ fn run(cli: Cli) -> CliResult {
                     Command::Job(a) => jobs::run(a).await,
                     Command::Enter(a) => enter::run(a).await,
                     Command::Config(a) => config::run(a).await,
+                    Command::Completions(a) => completions::run(a),
+                    Command::Man(a) => manpage::run(a),
                     Command::Daemon(_) | Command::Host | Command::Leader => {
                         unreachable!("handled above")
                     }

@@ -59,7 +59,14 @@ pub async fn get(
             remote: Some(target(c, flags)?),
             ..filter.clone()
         };
-        all.extend(client.get(f).await?);
+        let waiting = super::stream::Waiting::start(
+            format!("tether: asking {c}…"),
+            super::sessions::WAITING_AFTER,
+        );
+        tracing::info!(computer = %c, "listing sessions");
+        let found = client.get(f).await;
+        drop(waiting);
+        all.extend(found?);
     }
     Ok(all)
 }

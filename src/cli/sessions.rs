@@ -1,6 +1,7 @@
 //! `tether new`, `tether get`, `tether remove`.
 
 use super::error::{CliError, CliResult};
+use super::stream::Waiting;
 use super::{captured_env, connect, current_dir, dur, output, remote};
 use clap::Args;
 use tether_client::{NewSession, RemoveSpec, SessionFilter, State};
@@ -32,6 +33,9 @@ pub struct NewArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// Calls to other computers that take longer than this get a spinner on a terminal.
+pub(super) const WAITING_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `512`, `64K`, `100M`, `1G` (powers of 1024).
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -68,6 +72,14 @@ pub async fn new(a: NewArgs) -> CliResult {
     let mut failed = None;
     for rt in targets {
         let local = rt.is_none();
+        // Reaching a computer the first time may mean an ssh handshake and copying tether there.
+        let waiting = rt.as_ref().map(|rt| {
+            tracing::info!(computer = %rt.computer, "creating a session");
+            Waiting::start(
+                format!("tether: connecting to {}…", rt.computer),
+                WAITING_AFTER,
+            )
+        });
         let spec = NewSession {
             name: a.name.clone(),
             configuration: a.configuration.clone(),
@@ -82,7 +94,9 @@ pub async fn new(a: NewArgs) -> CliResult {
             output_quota: a.output_quota,
             drop_oldest: a.output_mode == "drop",
         };
-        match client.new_session(spec).await {
+        let result = client.new_session(spec).await;
+        drop(waiting);
+        match result {
             Ok(v) => created.extend(v),
             Err(e) => {
                 failed = Some(e);
@@ -105,7 +119,7 @@ pub struct GetArgs {
     #[arg(long, value_delimiter = ',')]
     computer: Vec<String>,
     /// Only sessions whose name matches this glob.
-    #[arg(long)]
+    #[arg(long, add = super::completions::sessions())]
     name: Option<String>,
     /// Only the session with this Id.
     #[arg(long)]
@@ -114,7 +128,7 @@ pub struct GetArgs {
     #[arg(long)]
     instance_id: Option<String>,
     /// Only sessions in this state (Opened, Disconnected, Closed, Broken, …).
-    #[arg(long)]
+    #[arg(long, add = super::completions::states())]
     state: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -155,7 +169,7 @@ pub async fn get(a: GetArgs) -> CliResult {
 #[derive(Args, Debug)]
 pub struct RemoveArgs {
     /// Sessions by Name or Id.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present = "all", conflicts_with = "all", add = super::completions::sessions())]
     sessions: Vec<String>,
     /// Remove every session.
     #[arg(long)]

@@ -131,3 +131,104 @@ impl Prefixer {
         }
     }
 }
+
+/// True for the daemon's notices that a broken connection is being retried (`relay.rs`).
+fn is_reconnecting(notice: &str) -> bool {
+    notice.contains("interrupted; reconnecting")
+}
+
+/// Notices about the connection during one streamed invocation. Piped, each is a line on
+/// stderr, as always. On a terminal the retries (one a second, for up to 4 minutes) become one
+/// spinner line that counts down, cleared as soon as the stream resumes or ends.
+#[derive(Default)]
+pub struct Notices {
+    spinner: Option<ProgressBar>,
+}
+
+impl Notices {
+    pub fn show(&mut self, notice: &str) {
+        use std::io::IsTerminal;
+        if is_reconnecting(notice) && std::io::stderr().is_terminal() {
+            let pb = self.spinner.get_or_insert_with(|| {
+                let pb = ProgressBar::new_spinner();
+                pb.enable_steady_tick(std::time::Duration::from_millis(120));
+                pb
+            });
+            pb.set_message(format!("tether: {notice}"));
+            return;
+        }
+        self.clear();
+        note(notice);
+    }
+
+    /// Removes the spinner, if any, before output or the end is written.
+    pub fn clear(&mut self) {
+        if let Some(pb) = self.spinner.take() {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// An error return must not leave a spinner line behind.
+impl Drop for Notices {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// A spinner on a terminal's stderr while something that may take a while (reaching another
+/// computer, perhaps copying tether there; waiting for a busy session) has not answered yet.
+/// It appears only after `delay`, so fast calls never flicker, and it is gone when dropped.
+pub struct Waiting {
+    task: Option<tokio::task::JoinHandle<()>>,
+    bar: std::sync::Arc<OnceLock<ProgressBar>>,
+}
+
+impl Waiting {
+    pub fn start(message: String, delay: std::time::Duration) -> Waiting {
+        use std::io::IsTerminal;
+        let bar = std::sync::Arc::new(OnceLock::new());
+        if !std::io::stderr().is_terminal() {
+            return Waiting { task: None, bar };
+        }
+        let slot = bar.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let pb = ProgressBar::new_spinner();
+            pb.set_message(message);
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+            let _ = slot.set(pb);
+        });
+        Waiting {
+            task: Some(task),
+            bar,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(pb) = self.bar.get() {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_reconnecting;
+
+    #[test]
+    fn only_retry_notices_become_the_spinner() {
+        assert!(is_reconnecting(
+            "network connection to db1 interrupted; reconnecting (240s left)…"
+        ));
+        assert!(!is_reconnecting("network connection to db1 restored"));
+        assert!(!is_reconnecting(
+            "computer db1: 12 bytes of standard input were lost while reconnecting"
+        ));
+    }
+}
