@@ -19,7 +19,12 @@ enum Action {
         /// Print nothing on success.
         #[arg(long)]
         quiet: bool,
+        /// Run in this process until stopped, logging to the log file (for systemd).
+        #[arg(long)]
+        foreground: bool,
     },
+    /// Write a systemd unit for the daemon, then enable and start it.
+    Install(super::install::InstallArgs),
     /// Stop the daemon: idle sessions close, busy ones go on.
     Stop,
     /// Show whether the daemon runs, its pid, its sessions and its warm connections.
@@ -37,7 +42,11 @@ fn is_running(paths: &Paths) -> bool {
 pub fn run(a: DaemonArgs) -> CliResult {
     let paths = Paths::from_env()?;
     match a.action {
-        Action::Start { quiet } => {
+        Action::Start {
+            foreground: true, ..
+        } => super::install::foreground(&paths),
+        Action::Install(a) => super::install::run(a),
+        Action::Start { quiet, .. } => {
             if is_running(&paths) {
                 if !quiet {
                     println!(

@@ -4,9 +4,12 @@ mod attach;
 mod bridge;
 mod config;
 mod daemon;
+mod doctor;
+mod doctor_remote;
 mod dur;
 mod enter;
 mod error;
+mod install;
 mod invoke;
 mod jobs;
 mod output;
@@ -106,6 +109,9 @@ tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job rem
     /// Manage the per-user daemon that keeps sessions.
     #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon stop")]
     Daemon(daemon::DaemonArgs),
+    /// Check this computer (and others) for what tether needs, and say what to fix.
+    #[command(after_help = "Examples:\n  tether doctor\n  tether doctor --computer db1 --json")]
+    Doctor(doctor::DoctorArgs),
     /// Connect stdin/stdout to this computer's daemon (run by ssh on the target).
     #[command(after_help = "Example (what a client runs):\n  ssh -T host tether bridge")]
     Bridge(bridge::BridgeArgs),
@@ -164,6 +170,7 @@ fn run(cli: Cli) -> CliResult {
                     Command::Job(a) => jobs::run(a).await,
                     Command::Enter(a) => enter::run(a).await,
                     Command::Config(a) => config::run(a).await,
+                    Command::Doctor(a) => doctor::run(a).await,
                     Command::Daemon(_) | Command::Host | Command::Leader => {
                         unreachable!("handled above")
                     }
