@@ -209,6 +209,20 @@ fn doctor_is_happy_with_a_healthy_home() {
     let home = Home::new();
     home.run(&["daemon", "start"]).success();
     let pid = home.running_daemon_pid();
+    // A session with a finished background job: its files must be private too, while the job
+    // itself runs with the session's umask.
+    home.new_session("ops", &[]);
+    home.invoke("ops", "umask 0022").success();
+    let job = home
+        .run(&["job", "start", "-s", "ops", "umask", "--json"])
+        .success()
+        .json();
+    let id = job[0]["id"].as_u64().expect("job id").to_string();
+    home.run(&["job", "wait", &id, "--timeout", "20s"])
+        .success();
+    let out = home.run(&["job", "receive", &id]).success();
+    assert_eq!(out.out().trim(), "0022", "the job's umask:\n{out}");
+    home.invoke("ops", "umask").success().stdout_is("0022\n");
     let out = home.run(&["doctor"]).success();
     assert!(!out.out().contains("FAIL"), "{out}");
     let daemon = format!(
