@@ -24,7 +24,12 @@ sudo tether --system daemon start   # one daemon for every user"
         /// Print nothing on success.
         #[arg(long)]
         quiet: bool,
+        /// Run in this process until stopped, logging to the log file (for systemd).
+        #[arg(long)]
+        foreground: bool,
     },
+    /// Write a systemd unit for the daemon, then enable and start it.
+    Install(super::install::InstallArgs),
     /// Stop the daemon: idle sessions close, busy ones go on.
     #[command(after_help = "Example:\n  tether daemon stop && tether daemon start")]
     Stop,
@@ -44,7 +49,11 @@ fn is_running(paths: &Paths) -> bool {
 pub fn run(a: DaemonArgs) -> CliResult {
     let paths = super::daemon_paths()?;
     match a.action {
-        Action::Start { quiet } => {
+        Action::Start {
+            foreground: true, ..
+        } => super::install::foreground(&paths),
+        Action::Install(a) => super::install::run(a),
+        Action::Start { quiet, .. } => {
             if is_running(&paths) {
                 if !quiet {
                     println!(

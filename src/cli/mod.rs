@@ -5,9 +5,12 @@ mod bridge;
 mod completions;
 mod config;
 mod daemon;
+mod doctor;
+mod doctor_remote;
 mod dur;
 mod enter;
 mod error;
+mod install;
 mod invoke;
 mod jobs;
 mod logging;
@@ -133,6 +136,9 @@ tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job rem
     /// Manage the per-user daemon that keeps sessions.
     #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon stop")]
     Daemon(daemon::DaemonArgs),
+    /// Check this computer (and others) for what tether needs, and say what to fix.
+    #[command(after_help = "Examples:\n  tether doctor\n  tether doctor --computer db1 --json")]
+    Doctor(doctor::DoctorArgs),
     /// Connect stdin/stdout to this computer's daemon (run by ssh on the target).
     #[command(after_help = "Example (what a client runs):\n  ssh -T host tether bridge")]
     Bridge(bridge::BridgeArgs),
@@ -196,6 +202,7 @@ fn run(cli: Cli) -> CliResult {
                     Command::Config(a) => config::run(a).await,
                     Command::Completions(a) => completions::run(a),
                     Command::Man(a) => manpage::run(a),
+                    Command::Doctor(a) => doctor::run(a).await,
                     Command::Daemon(_) | Command::Host | Command::Leader => {
                         unreachable!("handled above")
                     }

@@ -15,6 +15,7 @@ mod hosts;
 mod jobs;
 mod limits;
 mod links;
+mod logfile;
 mod pinning;
 mod presence;
 mod registry;
@@ -61,11 +62,7 @@ pub enum Started {
 ///
 /// Paths from [`Paths::system`] start the system daemon (root only, one for every user).
 pub fn start_detached(paths: &Paths) -> Result<Started, DaemonError> {
-    if paths.shared && !nix::unistd::getuid().is_root() {
-        return Err(DaemonError::Start(
-            "the system daemon serves every user and must be started by root".into(),
-        ));
-    }
+    refuse_system_unless_root(paths)?;
     paths.ensure_dirs()?;
     let (rd, wr) = nix::unistd::pipe().map_err(std::io::Error::from)?;
     // SAFETY: the caller guarantees a single-threaded process; the child only calls
@@ -114,7 +111,31 @@ pub fn start_detached(paths: &Paths) -> Result<Started, DaemonError> {
     }
 }
 
-/// The daemon process proper, after detaching.
+/// Runs the daemon in this process without detaching (`tether daemon start --foreground`), for
+/// service managers such as systemd that supervise the process themselves. Returns when the
+/// daemon stops. If another daemon holds the lock, waits for it to exit first.
+pub fn run_foreground(paths: &Paths) -> Result<(), DaemonError> {
+    refuse_system_unless_root(paths)?;
+    paths.ensure_dirs()?;
+    eprintln!(
+        "tether: daemon {} for {} (log: {})",
+        std::process::id(),
+        paths.home.display(),
+        paths.log_file().display()
+    );
+    daemon_main(paths, &mut None)
+}
+
+fn refuse_system_unless_root(paths: &Paths) -> Result<(), DaemonError> {
+    if paths.shared && !nix::unistd::getuid().is_root() {
+        return Err(DaemonError::Start(
+            "the system daemon serves every user and must be started by root".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The daemon process proper, after detaching (or in the foreground: `ready` is `None`).
 fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), DaemonError> {
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
@@ -124,6 +145,16 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
         .open(paths.lock_file())?;
     let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
+        // In the foreground (under a service manager) there is no starter to tell: wait as the
+        // running daemon's standby and take over when it exits, rather than fail and be
+        // restarted in a loop.
+        Err((file, _)) if ready.is_none() => {
+            eprintln!(
+                "tether: a daemon is already running for {}; waiting for it to exit",
+                paths.home.display()
+            );
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))?
+        }
         Err(_) => {
             if let Some(r) = ready.as_mut() {
                 let _ = writeln!(r, "locked");
@@ -135,9 +166,10 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
         _lock.as_raw_fd(),
         ready.as_ref().map_or(-1, |r| r.as_raw_fd()),
     ]);
-    redirect_stdio(paths)?;
+    let max_log = logfile::max_bytes();
+    let log_size = logfile::redirect_stdio(&paths.log_file(), max_log)?;
     std::env::set_current_dir("/")?;
-    init_logging();
+    logfile::init_logging(&paths.log_file(), max_log, log_size);
     // One thread: the daemon only routes requests and hands connections to hosts; a single
     // thread avoids cross-thread wake-ups on every request.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -203,38 +235,6 @@ fn close_inherited_fds(keep: &[i32]) {
             }
         }
     }
-}
-
-/// stdin from /dev/null, stdout and stderr to the log (rotated once it passes 8 MiB).
-fn redirect_stdio(paths: &Paths) -> std::io::Result<()> {
-    let log = paths.log_file();
-    if std::fs::metadata(&log).is_ok_and(|m| m.len() > 8 * 1024 * 1024) {
-        let _ = std::fs::rename(&log, log.with_extension("log.1"));
-    }
-    let null = std::fs::File::open("/dev/null")?;
-    let out = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log)?
-    };
-    nix::unistd::dup2_stdin(&null).map_err(std::io::Error::from)?;
-    nix::unistd::dup2_stdout(&out).map_err(std::io::Error::from)?;
-    nix::unistd::dup2_stderr(&out).map_err(std::io::Error::from)?;
-    Ok(())
-}
-
-/// Logs to stderr (the log file, after [`redirect_stdio`]); level from `TETHER_LOG`.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Reads the pid file (for `daemon status` and tests).

@@ -206,6 +206,7 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             }
             continue;
         }
+        tracing::debug!("request {}", crate::logfile::Variant(&req));
         let reply = match req {
             Request::New(spec) if spec.remote.is_some() => {
                 crate::remote::new_session(&daemon, spec)
