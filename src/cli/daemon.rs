@@ -28,7 +28,13 @@ sudo tether --system daemon start   # one daemon for every user"
         #[arg(long)]
         foreground: bool,
     },
-    /// Write a systemd unit for the daemon, then enable and start it.
+    /// Write a systemd unit for the daemon, then enable and start it (`--system`: the system
+    /// daemon's unit).
+    #[command(
+        after_help = "Examples:\n  tether daemon install                 # per-user unit, then: loginctl enable-linger \"$USER\"\n  \
+sudo tether daemon install --system   # tether-system.service\n  \
+tether daemon install --unit-dir ./units --no-enable"
+    )]
     Install(super::install::InstallArgs),
     /// Stop the daemon: idle sessions close, busy ones go on.
     #[command(after_help = "Example:\n  tether daemon stop && tether daemon start")]

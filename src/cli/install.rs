@@ -20,9 +20,6 @@ pub const SYSTEM_UNIT: &str = include_str!("../../packaging/systemd/tether-syste
 
 #[derive(Args, Debug)]
 pub struct InstallArgs {
-    /// Install the system unit (tether-system.service, root) instead of the user unit.
-    #[arg(long)]
-    system: bool,
     /// Write the unit here instead of ~/.config/systemd/user (or /etc/systemd/system).
     #[arg(long, value_name = "DIR")]
     unit_dir: Option<PathBuf>,
@@ -40,7 +37,8 @@ pub fn foreground(paths: &Paths) -> CliResult {
 }
 
 pub fn run(a: InstallArgs) -> CliResult {
-    let (template, name) = if a.system {
+    let system = super::system_mode();
+    let (template, name) = if system {
         (SYSTEM_UNIT, "tether-system.service")
     } else {
         (USER_UNIT, "tether.service")
@@ -49,7 +47,7 @@ pub fn run(a: InstallArgs) -> CliResult {
         .and_then(std::fs::canonicalize)
         .map_err(|e| CliError::new(ErrorKind::Internal, format!("cannot find this tether: {e}")))?;
     let mut env = Vec::new();
-    if !a.system {
+    if !system {
         // The same home the CLI uses, made absolute: the service starts in another directory.
         if std::env::var_os("TETHER_HOME").is_some_and(|h| !h.is_empty()) {
             env.push(("TETHER_HOME", Paths::from_env()?.home));
@@ -60,7 +58,7 @@ pub fn run(a: InstallArgs) -> CliResult {
     }
     let dir = match a.unit_dir {
         Some(d) => d,
-        None if a.system => PathBuf::from("/etc/systemd/system"),
+        None if system => PathBuf::from("/etc/systemd/system"),
         None => user_unit_dir()?,
     };
     std::fs::create_dir_all(&dir).map_err(|e| {
@@ -80,14 +78,14 @@ pub fn run(a: InstallArgs) -> CliResult {
     if a.no_enable {
         return Ok(0);
     }
-    let scope: &[&str] = if a.system { &[] } else { &["--user"] };
+    let scope: &[&str] = if system { &[] } else { &["--user"] };
     let not_here = |why: String| {
         CliError::new(
             ErrorKind::NotFound,
             format!(
                 "{why}: the unit is written but not enabled; run `systemctl {}enable --now {name}` \
                  where systemd runs, or start the daemon with `tether daemon start`",
-                if a.system { "" } else { "--user " }
+                if system { "" } else { "--user " }
             ),
         )
     };
@@ -100,9 +98,7 @@ pub fn run(a: InstallArgs) -> CliResult {
     systemctl(scope, &["daemon-reload"]).map_err(not_here)?;
     systemctl(scope, &["enable", "--now", name]).map_err(not_here)?;
     println!("enabled and started {name}");
-    if !a.system
-        && let Linger::No(user) = linger()
-    {
+    if !system && let Linger::No(user) = linger() {
         println!(
             "note: systemd may end your sessions when you log out; keep them with `loginctl enable-linger {user}`"
         );

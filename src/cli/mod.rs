@@ -57,10 +57,15 @@ pub struct Cli {
 
 static SYSTEM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether `--system` (or `TETHER_SYSTEM`) was given.
+pub fn system_mode() -> bool {
+    SYSTEM.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The daemon this command talks to: the system daemon with `--system`, else the user's own
 /// (`TETHER_HOME`).
 pub fn daemon_paths() -> std::io::Result<Paths> {
-    if SYSTEM.load(std::sync::atomic::Ordering::Relaxed) {
+    if system_mode() {
         Ok(Paths::system())
     } else {
         Paths::from_env()
