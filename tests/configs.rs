@@ -100,6 +100,18 @@ fn a_bad_file_is_reported_with_its_line_and_harms_nothing_else() {
     home.run(&["new", "--configuration", "absent"])
         .code_is(3)
         .clear_error("configuration absent not found", 1);
+    // A directory that is not there is an error, not a silent start in $HOME.
+    write_config(
+        &home,
+        "nodir",
+        "working_directory = \"/nonexistent/tether-wd\"\n",
+    );
+    home.run(&["new", "--configuration", "nodir"])
+        .code_is(2)
+        .clear_error(
+            "working_directory /nonexistent/tether-wd is not a directory",
+            1,
+        );
     home.run(&["config", "show", "typo"])
         .code_is(2)
         .clear_error("line 3", 1);

@@ -73,6 +73,13 @@ fn a_session_one_client_holds_is_busy_and_refused_to_another_until_disconnected(
         .code_is(4)
         .clear_error("another client", 1);
     assert_eq!(first.session("h")["availability"], "Busy");
+    // …and cannot remove it either: the session stays with the client that holds it.
+    first
+        .run(&["remove", "h"])
+        .code_is(4)
+        .clear_error("connected to another client", 1);
+    assert_eq!(far(&remote, "h")["state"], "Opened");
+    second.invoke("h", "echo $v").success().stdout_is("first\n");
 }
 
 #[test]

@@ -163,10 +163,16 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
             format!("'{n}' is not a group name"),
         ));
     }
-    if !restricted && (!raw.path.is_empty() || !raw.allow.is_empty()) {
+    if !restricted && !raw.path.is_empty() {
         return Err(key_err(
-            if raw.path.is_empty() { "allow" } else { "path" },
+            "path",
             "only the restricted engine takes path and allow rules".into(),
+        ));
+    }
+    if !restricted && !raw.allow.is_empty() {
+        return Err(at(
+            table_line(text, "[[allow]]", 0),
+            "[[allow]]: only the restricted engine takes path and allow rules",
         ));
     }
     let rules = restricted.then(|| tether_engine::restricted::Rules {
@@ -179,7 +185,10 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
         allow: raw.allow.clone(),
     });
     if let Some(r) = &rules {
-        tether_engine::restricted::validate(r).map_err(|e| at(line_of(text, "[[allow]]"), &e))?;
+        for (i, rule) in r.allow.iter().enumerate() {
+            tether_engine::restricted::validate_rule(rule)
+                .map_err(|e| at(table_line(text, "[[allow]]", i), &e))?;
+        }
         if let Some(p) = r.path.iter().find(|p| !Path::new(p).is_absolute()) {
             return Err(key_err(
                 "path",
@@ -265,6 +274,15 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
                 .is_some_and(|r| r.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
+}
+
+/// The line of the `nth` (from 0) table header `header` (such as `[[allow]]`).
+fn table_line(text: &str, header: &str, nth: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with(header))
+        .nth(nth)
+        .map(|(i, _)| i + 1)
 }
 
 /// `config list` (every configuration, bad ones with their error) or `config show NAME`.
@@ -355,6 +373,14 @@ mod tests {
         assert!(e.contains("line 1") || e.contains("line 2"), "{e}");
         let e = parse_text("engine = \"zsh\"\n").unwrap_err();
         assert!(e.contains("absolute path"), "{e}");
+        // Errors inside a rule name the rule's own line.
+        let e = parse_text(
+            "engine = \"restricted\"\n[[allow]]\ncommand = \"id\"\n\n[[allow]]\ncommand = \"x\"\nargs = [\"re:(\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("line 5"), "{e}");
+        let e = parse_text("[[allow]]\ncommand = \"id\"\n").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("restricted"), "{e}");
     }
 
     #[test]

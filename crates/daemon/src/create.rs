@@ -119,6 +119,19 @@ pub(crate) async fn new_session(
         &daemon.config_dir(),
         spec.configuration.as_deref().unwrap_or("default"),
     )?;
+    if let Some(dir) = cfg
+        .working_directory
+        .as_deref()
+        .filter(|d| !std::path::Path::new(d).is_dir())
+    {
+        return Err(ErrorInfo::new(
+            ErrorKind::Usage,
+            format!(
+                "configuration {}: working_directory {dir} is not a directory on this computer",
+                cfg.name
+            ),
+        ));
+    }
     let account = runs_as(daemon, &cfg)?;
     let idle = idle_timeout(daemon, spec.idle_timeout_s.or(cfg.idle_timeout_s))?;
     let hs = {

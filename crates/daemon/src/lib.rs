@@ -21,6 +21,7 @@ mod presence;
 mod registry;
 mod relay;
 mod remote;
+mod removing;
 mod server;
 mod session_jobs;
 mod stdin_log;

@@ -6,8 +6,8 @@ use crate::registry::{Found, Registry, seen_by, selected};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use tether_proto::{
-    ClientId, DaemonStatus, ErrorInfo, ErrorKind, InvokeSpec, NewSession, RemoveSpec, Request,
-    Response, SessionFilter, SessionInfo, State,
+    ClientId, DaemonStatus, ErrorInfo, ErrorKind, InvokeSpec, NewSession, Request, Response,
+    SessionFilter, SessionInfo, State,
 };
 use tether_transport::paths::Paths;
 use tether_transport::{FrameReader, FrameWriter};
@@ -227,7 +227,7 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 }
                 Ok(Response::Sessions(list))
             }
-            Request::Remove(spec) => remove(&daemon, spec).await,
+            Request::Remove(spec) => crate::removing::remove(&daemon, spec, &client).await,
             Request::DaemonStatus => Ok(Response::Status(status(&daemon).await)),
             Request::DaemonStop => {
                 let _ = writer.send(&Response::Ok).await;
@@ -369,64 +369,6 @@ pub(crate) async fn get(daemon: &Daemon, filter: &SessionFilter) -> Vec<SessionI
         out.sort_by_key(|i| i.id);
     }
     out
-}
-
-async fn remove(daemon: &Daemon, spec: RemoveSpec) -> Result<Response, ErrorInfo> {
-    let targets: Vec<Result<(String, Option<tether_proto::RemoteTarget>), ErrorInfo>> = {
-        let reg = daemon.registry.lock().await;
-        let words: Vec<String> = if spec.all {
-            reg.list().into_iter().map(|i| i.instance_id).collect()
-        } else {
-            spec.sessions.clone()
-        };
-        words
-            .iter()
-            .map(|w| {
-                reg.resolve(w).map(|f| match f {
-                    Found::Local(m) => (m.info.instance_id.clone(), None),
-                    Found::Remote(h) => (h.info.instance_id.clone(), Some(h.target.clone())),
-                })
-            })
-            .collect()
-    };
-    let mut removed = Vec::new();
-    let mut first_err = None;
-    for t in targets {
-        match t {
-            Ok((iid, Some(rt))) => {
-                // The handle goes whatever the far side says: a computer that is gone for good
-                // must not pin a handle forever. Its error is still reported.
-                if let Err(e) = crate::remote::close(daemon, &rt, &iid).await {
-                    first_err.get_or_insert(e);
-                }
-                if let Some(mut h) = daemon.registry.lock().await.forget_remote(&iid) {
-                    h.info.state = State::Closed;
-                    h.info.availability = tether_proto::Availability::None;
-                    removed.push(h.info);
-                }
-            }
-            Ok((iid, None)) => {
-                let closed = hosts::close(&daemon.paths, &iid).await;
-                let mut reg = daemon.registry.lock().await;
-                if let Err(e) = closed {
-                    first_err.get_or_insert(e);
-                }
-                if let Some(mut meta) = reg.forget(&iid) {
-                    meta.info.state = State::Closed;
-                    meta.info.availability = tether_proto::Availability::None;
-                    meta.info.host_pid = 0;
-                    removed.push(meta.info);
-                }
-            }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(Response::Sessions(removed)),
-    }
 }
 
 async fn status(daemon: &Daemon) -> DaemonStatus {

@@ -181,17 +181,19 @@ fn dot_dot(word: &str) -> bool {
 
 /// Checks the rules' own patterns (the daemon does this when it loads the configuration).
 pub fn validate(rules: &Rules) -> Result<(), String> {
-    for r in &rules.allow {
-        if r.command.is_empty() || (r.command.contains('/') && !Path::new(&r.command).is_absolute())
-        {
-            return Err(format!(
-                "allow: command {:?} is neither a bare name nor an absolute path",
-                r.command
-            ));
-        }
-        for p in r.args.iter().chain(r.rest.iter()) {
-            Pattern::parse(p)?;
-        }
+    rules.allow.iter().try_for_each(validate_rule)
+}
+
+/// Checks one `[[allow]]` rule (so that a configuration error can name the rule's line).
+pub fn validate_rule(r: &Rule) -> Result<(), String> {
+    if r.command.is_empty() || (r.command.contains('/') && !Path::new(&r.command).is_absolute()) {
+        return Err(format!(
+            "allow: command {:?} is neither a bare name nor an absolute path",
+            r.command
+        ));
+    }
+    for p in r.args.iter().chain(r.rest.iter()) {
+        Pattern::parse(p)?;
     }
     Ok(())
 }
