@@ -342,6 +342,75 @@ fn sessions_run_as_their_owners_and_owners_are_kept_apart() {
 }
 
 #[test]
+fn session_jobs_run_as_the_owner_and_cannot_make_root_read_for_them() {
+    let sys = System::new(&[]);
+    let alice = sys.user("a", &[]);
+    sys.start();
+    sys.new_session(&alice, "web", &[]);
+    let started = sys
+        .as_user(
+            &alice,
+            &["job", "start", "-s", "web", "--json", "--", "id -un"],
+        )
+        .success()
+        .json();
+    let id = started[0]["id"]
+        .as_u64()
+        .or(started["id"].as_u64())
+        .unwrap();
+    let id = id.to_string();
+    sys.as_user(&alice, &["job", "wait", &id, "--timeout", "20s"])
+        .success();
+    sys.as_user(&alice, &["job", "receive", &id])
+        .success()
+        .stdout_is(&format!("{}\n", alice.name));
+
+    // A job that swaps its own output file for a link to a file only root may read: the
+    // daemon (root) must not follow it.
+    let plant = "for j in \"${__tether_w%/*}\"/jobs/*/; do ln -sf /etc/shadow \"$j/err\"; done; \
+                 sleep 1; echo planted";
+    let started = sys
+        .as_user(
+            &alice,
+            &["job", "start", "-s", "web", "--json", "--", plant],
+        )
+        .success()
+        .json();
+    let id = started[0]["id"]
+        .as_u64()
+        .or(started["id"].as_u64())
+        .unwrap();
+    let id = id.to_string();
+    let _ = sys.as_user(&alice, &["job", "wait", &id, "--timeout", "20s"]);
+    let got = sys.as_user(&alice, &["job", "receive", &id]);
+    let listed = sys
+        .as_user(&alice, &["job", "list", "--json"])
+        .success()
+        .out();
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let first = shadow.lines().next().unwrap_or("root:");
+    assert!(
+        !got.out().contains(first) && !got.err().contains(first) && !listed.contains(first),
+        "root read a file for the user: {got}\n{listed}"
+    );
+    // The daemon refused the link: the job is Failed, saying why.
+    let jobs: Value = serde_json::from_str(&listed).unwrap();
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"].as_u64().map(|n| n.to_string()) == Some(id.clone()))
+        .unwrap();
+    assert_eq!(job["state"], "Failed", "{job}");
+    assert!(
+        job["children"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("symbolic link") || r.contains("not a file of the job")),
+        "{job}"
+    );
+}
+
+#[test]
 fn run_as_configurations_serve_only_the_users_they_allow() {
     let sys = System::new(&[]);
     let ops = group("o");
