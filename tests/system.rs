@@ -89,6 +89,9 @@ struct System {
     configs: PathBuf,
     env: Vec<(String, String)>,
     hosts: Mutex<Vec<u32>>,
+    /// The binary under test, linked into the test's directory: users must be able to run it
+    /// (the session leader of a restricted session is this program), wherever the checkout is.
+    exe: PathBuf,
 }
 
 impl System {
@@ -99,7 +102,12 @@ impl System {
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let configs = tmp.path().join("conf");
         std::fs::create_dir_all(&configs).unwrap();
+        let exe = tmp.path().join("tether");
+        if std::fs::hard_link(tether_bin(), &exe).is_err() {
+            std::fs::copy(tether_bin(), &exe).unwrap();
+        }
         System {
+            exe,
             sys_home: tmp.path().join("sys"),
             configs,
             env: env
@@ -141,7 +149,7 @@ impl System {
     }
 
     fn root_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(tether_bin());
+        let mut c = Command::new(&self.exe);
         c.env("TETHER_SYSTEM_HOME", &self.sys_home)
             .env("TETHER_SYSTEM_CONFIGS", &self.configs)
             .env("TETHER_HOME", self.tmp.path().join("root-client"))
@@ -163,7 +171,7 @@ impl System {
         c.arg(format!("--reuid={}", user.uid))
             .arg(format!("--regid={}", user.gid))
             .arg("--init-groups")
-            .arg(tether_bin())
+            .arg(&self.exe)
             .arg("--system")
             .args(args)
             .current_dir("/")
