@@ -233,6 +233,12 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
     }
     let startup_script = match raw.startup_script {
         None => None,
+        Some(_) if restricted => {
+            return Err(key_err(
+                "startup_script",
+                "the restricted engine runs no shell, so it sources no start-up script".into(),
+            ));
+        }
         Some(s) => {
             let p = file.parent().unwrap_or(Path::new("/")).join(&s);
             if !p.is_file() {
@@ -379,6 +385,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("line 5"), "{e}");
+        let e = parse_text("engine = \"restricted\"\nstartup_script = \"x.sh\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("no shell"), "{e}");
         let e = parse_text("[[allow]]\ncommand = \"id\"\n").unwrap_err();
         assert!(e.contains("line 1") && e.contains("restricted"), "{e}");
     }
