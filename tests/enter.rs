@@ -224,3 +224,27 @@ fn enter_works_with_dash_and_zsh_too() {
         home.invoke("s", "echo $x").success().stdout_is("7\n");
     }
 }
+
+#[test]
+fn a_restricted_session_takes_checked_lines_at_the_prompt() {
+    let home = Home::new();
+    let dir = home.path().join("configurations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ops.toml"),
+        "engine = \"restricted\"\n[[allow]]\ncommand = \"echo\"\nrest = \"glob:*\"\n",
+    )
+    .unwrap();
+    home.new_session("r", &["--configuration", "ops"]);
+    let t = Tmux::start(&home, &["enter", "r"]);
+    t.wait_for("[localhost:r] ");
+    t.line("echo allowed-line");
+    t.wait_for("allowed-line");
+    t.line("uname -a");
+    t.wait_for("command not allowed in configuration ops");
+    t.line("echo still-here");
+    t.wait_for("still-here");
+    t.wait_count("[localhost:r] ", 4);
+    t.line("exit");
+    t.wait_for("ENTER-EXITED-0");
+}

@@ -170,10 +170,20 @@ async fn prompt_loop(place: &Place) -> CliResult {
         let _ = editor.load_history(h);
     }
     let mut known: Option<String> = None;
+    // A restricted session runs no shell to ask (its lines are checked commands): no cwd then.
+    let mut can_ask = true;
     loop {
         let cwd = match known.take() {
             Some(c) => c,
-            None => cwd(place).await?,
+            None if !can_ask => String::new(),
+            None => match cwd(place).await {
+                Ok(c) => c,
+                Err(e) if e.kind == ErrorKind::Permission => {
+                    can_ask = false;
+                    String::new()
+                }
+                Err(e) => return Err(e),
+            },
         };
         let prompt = format!("[{}:{}] {}$ ", place.computer, place.name, cwd);
         let line = match editor.readline(&prompt) {
