@@ -28,8 +28,6 @@ use tokio::sync::mpsc;
 /// Ctrl-C escalation: SIGINT, then SIGKILL of the command's groups, then the shell itself.
 const ESCALATE_KILL: Duration = Duration::from_secs(2);
 const ESCALATE_SHELL: Duration = Duration::from_secs(5);
-/// How long `Started` may wait to share a write with the command's first output or its `Exit`.
-const STARTED_DELAY: Duration = Duration::from_millis(1);
 
 /// Sends an error on a connection whose invocation never started; true if it was delivered.
 async fn refuse(writer: &mut FrameWriter<OwnedWriteHalf>, kind: ErrorKind, msg: String) -> bool {
@@ -254,11 +252,9 @@ async fn run(
         from: 0,
         stdin_from: None,
     };
-    // Queued, not sent: it travels with the first output or the `Exit`, so a short command
-    // costs the client one wake-up instead of two. A command still silent after
-    // `STARTED_DELAY` gets it on its own (docs/PROFILES.md).
-    writer.feed(&started).await?;
-    let mut started_due = Some(Instant::now() + STARTED_DELAY);
+    // Sent at once, not held back to share a write with the `Exit`: a client that sees no
+    // `Started` treats Ctrl-C as giving up a command that never ran (docs/PROFILES.md).
+    writer.send(&started).await?;
 
     let mut exited = host.exited.clone();
     let mut status_rx = host.status_rx.lock().await;
@@ -368,14 +364,6 @@ async fn run(
                 }
             }
             _ = kept.changed(), if client_gone || acked => {}
-            _ = sleep_until(started_due), if started_due.is_some() => {
-                started_due = None;
-                if !client_gone && writer.flush().await.is_err() {
-                    client_gone = true;
-                    if !acked { host.stdin.close(); }
-                    host.let_go();
-                }
-            }
             _ = detach.changed(), if !client_gone => {
                 let msg = format!(
                     "session {name} was disconnected; its command goes on: 'tether receive {name}' gets its output",

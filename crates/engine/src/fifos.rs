@@ -319,3 +319,37 @@ pub(crate) fn spawn_stdin_writer(path: PathBuf) -> mpsc::Sender<Vec<u8>> {
     });
     tx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ScriptFile;
+
+    fn content(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn a_script_file_reads_as_its_last_text_whatever_came_before() {
+        let path = std::env::temp_dir().join(format!("tether-script-{}", std::process::id()));
+        let f = ScriptFile::new(std::fs::File::create(&path).unwrap());
+        f.write("echo a long first line\n").unwrap();
+        assert_eq!(content(&path), "echo a long first line\n");
+        // Shorter: padded with spaces, the size is kept (no ftruncate).
+        f.write("echo b\n").unwrap();
+        let got = content(&path);
+        assert_eq!(got.len(), "echo a long first line\n".len());
+        assert_eq!(got.trim_end_matches(' '), "echo b\n");
+        // What a shell makes of it: the new text and nothing else.
+        let out = std::process::Command::new("sh")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"b\n");
+        assert!(out.status.success());
+        // Much shorter: the file shrinks.
+        f.write(&format!("echo {}\n", "x".repeat(10_000))).unwrap();
+        f.write("echo c\n").unwrap();
+        assert_eq!(content(&path), "echo c\n");
+        let _ = std::fs::remove_file(&path);
+    }
+}
