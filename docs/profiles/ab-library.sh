@@ -21,8 +21,8 @@ for _ in $(seq "$rounds"); do
     while [ -z "$s" ] && [ -d "/proc/$h" ]; do s=$(pgrep -P "$h" -n || true); done
     hv=0 sv=0
     while [ -d "/proc/$h" ]; do
-      read -r x _ < "/proc/$h/schedstat" 2>/dev/null && hv=$x || true
-      read -r x _ < "/proc/$s/schedstat" 2>/dev/null && sv=$x || true
+      { read -r x _ < "/proc/$h/schedstat"; } 2>/dev/null && hv=$x || true
+      { read -r x _ < "/proc/$s/schedstat"; } 2>/dev/null && sv=$x || true
       sleep 0.003
     done
     wait $q
