@@ -7,7 +7,7 @@
 //! never seen by the next one.
 
 use crate::conn::Requests;
-use crate::fifos::{OutFifo, drain, forward, linger, mkfifo, spawn_stdin_writer, write_script};
+use crate::fifos::{OutFifo, drain, forward, linger, mkfifo, spawn_stdin_writer};
 use crate::host::Host;
 use crate::procs;
 use crate::shell::{self, InvocationPaths};
@@ -237,8 +237,8 @@ async fn run(
             line
         }
         None => {
-            write_script(&host.script_file, &text)?;
-            write_script(&host.status_file, &status)?;
+            host.script_file.write(&text)?;
+            host.status_file.write(&status)?;
             shell::TRIGGER.to_string()
         }
     };
@@ -252,6 +252,8 @@ async fn run(
         from: 0,
         stdin_from: None,
     };
+    // Sent at once, not held back to share a write with the `Exit`: a client that sees no
+    // `Started` treats Ctrl-C as giving up a command that never ran (docs/PROFILES.md).
     writer.send(&started).await?;
 
     let mut exited = host.exited.clone();

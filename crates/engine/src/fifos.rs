@@ -189,12 +189,51 @@ pub(crate) async fn drain(
     }
 }
 
-/// Replaces a script file's content in place. Truncating to zero and rewriting would make ext4
-/// flush the file on close (its `auto_da_alloc` heuristic), costing ~0.3 ms per invocation.
-pub(crate) fn write_script(file: &std::fs::File, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.write_all_at(text.as_bytes(), 0)?;
-    file.set_len(text.len() as u64)
+/// A script file the shell sources (`w`, `s`), rewritten in place for every invocation.
+///
+/// Truncating to zero and rewriting would make ext4 flush the file on close (its
+/// `auto_da_alloc` heuristic), costing ~0.3 ms per invocation. Changing its size costs an
+/// `ftruncate`, which on ext4 is a journalled inode update (~8 µs here, the largest single
+/// syscall on the host's path; docs/PROFILES.md), so a text no longer than the file is padded
+/// with trailing spaces, which every shell reads as nothing, and only a much shorter text
+/// shrinks the file.
+pub(crate) struct ScriptFile {
+    file: std::fs::File,
+    /// The file's current size, as last written.
+    len: std::sync::atomic::AtomicU64,
+}
+
+/// How many bytes of padding a shorter text may get before the file is shrunk instead.
+const MAX_PAD: u64 = 4096;
+
+impl ScriptFile {
+    /// Wraps a freshly created (empty) file.
+    pub(crate) fn new(file: std::fs::File) -> ScriptFile {
+        ScriptFile {
+            file,
+            len: 0.into(),
+        }
+    }
+
+    /// Replaces the file's content with `text`.
+    pub(crate) fn write(&self, text: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::Ordering;
+        let old = self.len.load(Ordering::Relaxed);
+        let new = text.len() as u64;
+        if new <= old && old - new <= MAX_PAD {
+            let mut padded = Vec::with_capacity(old as usize);
+            padded.extend_from_slice(text.as_bytes());
+            padded.resize(old as usize, b' ');
+            return self.file.write_all_at(&padded, 0);
+        }
+        self.file.write_all_at(text.as_bytes(), 0)?;
+        // Set before the truncation: should it fail, the next write shrinks it again.
+        self.len.store(new.max(old), Ordering::Relaxed);
+        self.file.set_len(new)?;
+        self.len.store(new, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// Keeps reading a FIFO that a background job still holds, so the job never dies of SIGPIPE,
@@ -279,4 +318,38 @@ pub(crate) fn spawn_stdin_writer(path: PathBuf) -> mpsc::Sender<Vec<u8>> {
         }
     });
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScriptFile;
+
+    fn content(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn a_script_file_reads_as_its_last_text_whatever_came_before() {
+        let path = std::env::temp_dir().join(format!("tether-script-{}", std::process::id()));
+        let f = ScriptFile::new(std::fs::File::create(&path).unwrap());
+        f.write("echo a long first line\n").unwrap();
+        assert_eq!(content(&path), "echo a long first line\n");
+        // Shorter: padded with spaces, the size is kept (no ftruncate).
+        f.write("echo b\n").unwrap();
+        let got = content(&path);
+        assert_eq!(got.len(), "echo a long first line\n".len());
+        assert_eq!(got.trim_end_matches(' '), "echo b\n");
+        // What a shell makes of it: the new text and nothing else.
+        let out = std::process::Command::new("sh")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"b\n");
+        assert!(out.status.success());
+        // Much shorter: the file shrinks.
+        f.write(&format!("echo {}\n", "x".repeat(10_000))).unwrap();
+        f.write("echo c\n").unwrap();
+        assert_eq!(content(&path), "echo c\n");
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -51,8 +51,8 @@ pub(crate) struct Host {
     pub created_on: SystemTime,
     pub shutdown: watch::Sender<bool>,
     /// The script the shell sources for each invocation (`w`), and its status script (`s`).
-    pub script_file: std::fs::File,
-    pub status_file: std::fs::File,
+    pub script_file: crate::fifos::ScriptFile,
+    pub status_file: crate::fifos::ScriptFile,
     /// Drained FIFOs from the previous invocation, ready for the next.
     pub spare: std::sync::Mutex<Option<crate::fifos::FifoPair>>,
     /// What the shell writes to its own stdout and stderr, outside any invocation's FIFOs.
@@ -410,8 +410,8 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         }),
         created_on: SystemTime::now(),
         shutdown: shutdown_tx,
-        script_file,
-        status_file,
+        script_file: crate::fifos::ScriptFile::new(script_file),
+        status_file: crate::fifos::ScriptFile::new(status_file),
         spare: std::sync::Mutex::new(None),
         console,
         outbox: crate::retain::Outbox::new(
