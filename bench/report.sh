@@ -94,7 +94,8 @@ EOF
   fi
   cat <<EOF
 Notes: fan-out runs are 1 (cold; 200 aliases and more, warm too) or 3 (warm, fewer than 200)
-per size; cold means the local daemon was restarted (no link), while the far side's daemon
+per size; at 500 aliases and more only \`true\` is measured cold (the logins are the cost);
+cold means the local daemon was restarted (no link), while the far side's daemon
 stays up, as on real computers; the ControlMaster peer pre-opens one master per alias
 (\`ControlPath=…/%n\`) and closes them after. Throughput: $TP_BYTES bytes, median of $TP_RUNS.
 Reconnection: the link's ssh is killed while a remote command prints a line every 10 ms; the
