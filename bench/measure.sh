@@ -119,11 +119,20 @@ measure_new() {
   "$T" remove --all >/dev/null
   if command -v tmux >/dev/null; then
     local tm=(env -u TMUX tmux -S "$TMUX_SOCK" -f /dev/null)
-    time_loop tmux_new_cold "$NEW_RUNS" '"${tm[@]}" kill-server 2>/dev/null || true' \
+    time_loop tmux_new_cold "$NEW_RUNS" 'tmux_stop' \
       '"${tm[@]}" new-session -d "bash --noprofile --norc"'
     time_loop tmux_new_warm "$NEW_RUNS" '' '"${tm[@]}" new-session -d "bash --noprofile --norc"'
-    "${tm[@]}" kill-server 2>/dev/null || true
+    tmux_stop
   fi
+}
+# Stops the private tmux server and waits (up to 5 s) until it has gone: a client that reaches a
+# server still on its way out fails with "server exited unexpectedly".
+tmux_stop() {
+  local pid _
+  pid=$(env -u TMUX tmux -S "$TMUX_SOCK" display -p '#{pid}' 2>/dev/null) || return 0
+  env -u TMUX tmux -S "$TMUX_SOCK" kill-server 2>/dev/null || true
+  for _ in $(seq 250); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+  rm -f "$TMUX_SOCK"
 }
 
 measure_memory() {
@@ -183,7 +192,7 @@ measure_memory() {
     # shellcheck disable=SC2046
     shells=$(pss_trees $("${tm[@]}" list-panes -a -F '#{pane_pid}'))
     record mem_tmux_pane $(((sk - s1) / (TMUX_PANES - 1) + shells / TMUX_PANES)) "$TMUX_PANES"
-    "${tm[@]}" kill-server 2>/dev/null || true
+    tmux_stop
   fi
 }
 pss_of() { awk '/^Pss:/ {print $2; exit}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }

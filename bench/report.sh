@@ -47,8 +47,10 @@ only: "remote" means a private sshd on 127.0.0.1, so both ends of every connecti
 same cores, and the N fan-out "computers" are N aliases of that one sshd.
 
 - machine: $MACHINE
-- load average before / after: $LOAD_START / $LOAD_END (above $(nproc) means other work was running)
-- versions: $VERSIONS
+- load average (1, 5, 15 min) before / after: $LOAD_START / $LOAD_END (before: above $(nproc) means other
+  work was running; after: includes this run's own fan-out)
+${BENCH_NOTE:+- note: $BENCH_NOTE
+}- versions: $VERSIONS
 - ssh: ciphers offered \`$CIPHERS\`; negotiated \`$NEGOTIATED\`, key exchange \`$KEX\`; logins get an
   empty HOME (sshd \`SetEnv\`), \`MaxStartups 1000\`; the far side runs this same binary
 - timing: ${HF:+hyperfine -N for single commands (median of its runs), }bench/run's own \`EPOCHREALTIME\` loop for pipelines and fan-outs
@@ -64,8 +66,8 @@ EOF
   row "\`tether new\`, local, warm (daemon up)" new_local_warm "\`tmux new-session -d\`, server up" tmux_new_warm
   row "\`tether new h1\`, cold (no daemon, no link)" new_remote_cold "fresh \`ssh h1 true\`" ssh_fresh
   row "\`tether new h1\`, warm (link up)" new_remote_warm "\`ssh h1 true\`, live ControlMaster" ssh_cm
-  row "throughput \`invoke 'head -c $TP_BYTES /dev/zero' | cat\`, local" tp_local "pipe \`head | cat\`" tp_pipe
-  row "throughput \`invoke 'head -c $TP_BYTES /dev/zero' >/dev/null\`, remote" tp_remote "\`ssh h1 'head -c …'\`" tp_ssh
+  row "throughput, $((TP_BYTES >> 20)) MiB: \`invoke -s S 'head -c N /dev/zero' \\| cat\`, local" tp_local "pipe \`head -c N /dev/zero \\| cat\`" tp_pipe
+  row "throughput, $((TP_BYTES >> 20)) MiB: \`invoke -s S 'head -c N /dev/zero' >/dev/null\`, remote" tp_remote "\`ssh h1 'head -c N /dev/zero' >/dev/null\`" tp_ssh
   row "reconnection: transport killed → next output line" recon "fresh \`ssh h1 true\`" ssh_fresh
   for n in $FANOUT; do
     for cmd in true 'uname -a'; do
@@ -97,7 +99,7 @@ Notes: fan-out runs are 1 (cold; 200 aliases and more, warm too) or 3 (warm, few
 per size; at 500 aliases and more only \`true\` is measured cold (the logins are the cost);
 cold means the local daemon was restarted (no link), while the far side's daemon
 stays up, as on real computers; the ControlMaster peer pre-opens one master per alias
-(\`ControlPath=…/%n\`) and closes them after. Throughput: $TP_BYTES bytes, median of $TP_RUNS.
+(\`ControlPath=…/%n\`) and closes them after. Throughput: N = $TP_BYTES bytes, median of $TP_RUNS.
 Reconnection: the link's ssh is killed while a remote command prints a line every 10 ms; the
 path is back at once, so the figure is the kill-to-next-line time. Memory: PSS from
 \`/proc/PID/smaps_rollup\` of each session host and its descendants; sshd: the per-connection
