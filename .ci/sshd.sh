@@ -2,6 +2,7 @@
 # Starts a private sshd on a free 127.0.0.1 port with throw-away keys, for running the contract
 # smoke test against "another computer". Usage: source .ci/sshd.sh; sshd_start DIR
 # Sets SSHD_PID and writes DIR/ssh_config with the alias `tether-ci`. sshd_stop ends it (by pid).
+# SSHD_EXTRA_CONFIG (optional): more sshd_config lines, e.g. `MaxStartups 1000` (bench/run).
 sshd_start() {
   local d=$1 sshd
   sshd=$(command -v sshd || echo /usr/sbin/sshd)
@@ -24,6 +25,7 @@ StrictModes no
 UsePAM no
 LogLevel ERROR
 CFG
+  if [ -n "${SSHD_EXTRA_CONFIG:-}" ]; then printf '%s\n' "$SSHD_EXTRA_CONFIG" >>"$d/sshd_config"; fi
   cat >"$d/ssh_config" <<CFG
 Host tether-ci
   HostName 127.0.0.1
@@ -38,8 +40,8 @@ Host tether-ci
 CFG
   "$sshd" -D -f "$d/sshd_config" -E "$d/sshd.log" &
   SSHD_PID=$!
-  local i
-  for i in $(seq 1 100); do
+  local _
+  for _ in $(seq 1 100); do
     if ssh -F "$d/ssh_config" tether-ci true 2>/dev/null; then return 0; fi
     kill -0 "$SSHD_PID" 2>/dev/null || break
     sleep 0.1

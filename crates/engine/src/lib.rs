@@ -30,3 +30,48 @@ pub enum HostError {
     #[error("cannot start shell {shell}: {err}")]
     Spawn { shell: String, err: std::io::Error },
 }
+
+/// Narrow access to internals for the criterion benchmarks in the workspace's `benches/`
+/// (`cargo bench --bench spool`). Not a stable API: it exists so the benchmarks measure the same
+/// code the session host runs, and may change with it.
+#[doc(hidden)]
+pub mod bench_support {
+    use tether_proto::Stream;
+
+    /// A session's kept-output store (`spool::Chunks`): chunks in memory up to
+    /// `TETHER_OUTPUT_MEMORY` (read when it is made), then in the spool file, if one is given.
+    pub struct Spool(crate::spool::Chunks);
+
+    impl Spool {
+        /// `path`: where the spool file goes once memory is full; `None` keeps everything in
+        /// memory.
+        pub fn new(path: Option<std::path::PathBuf>) -> Spool {
+            Spool(crate::spool::Chunks::new(path))
+        }
+
+        /// Appends one chunk.
+        pub fn push(&mut self, stream: Stream, data: &[u8]) {
+            self.0.push(stream, data)
+        }
+
+        /// Copies of about `max` bytes from byte `skip` on.
+        pub fn read(&self, skip: usize, max: usize) -> std::io::Result<Vec<(Stream, Vec<u8>)>> {
+            self.0.read(skip, max)
+        }
+
+        /// Forgets the first `n` bytes (as an acknowledgement does).
+        pub fn pop_front(&mut self, n: usize) {
+            self.0.pop_front(n)
+        }
+
+        /// Bytes kept.
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        /// Whether nothing is kept.
+        pub fn is_empty(&self) -> bool {
+            self.0.len() == 0
+        }
+    }
+}
