@@ -237,11 +237,14 @@ fn a_restricted_session_takes_checked_lines_at_the_prompt() {
     .unwrap();
     home.new_session("r", &["--configuration", "ops"]);
     let t = Tmux::start(&home, &["enter", "r"]);
+    // Each line waits for its prompt: keys typed while a line is ending can be lost.
     t.wait_for("[localhost:r] ");
     t.line("echo allowed-line");
     t.wait_for("allowed-line");
+    t.wait_count("[localhost:r] ", 2);
     t.line("uname -a");
     t.wait_for("command not allowed in configuration ops");
+    t.wait_count("[localhost:r] ", 3);
     t.line("echo still-here");
     t.wait_for("still-here");
     t.wait_count("[localhost:r] ", 4);
