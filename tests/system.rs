@@ -41,7 +41,8 @@ fn require_root_and_tools() {
     }
 }
 
-/// A user account made for one test, deleted with it.
+/// A user account made for one test; its [`System`] deletes it at the end (after the
+/// sessions running as it are gone: `userdel` refuses an account that still runs processes).
 struct User {
     name: String,
     uid: u32,
@@ -51,35 +52,13 @@ struct User {
     client: PathBuf,
 }
 
-/// A group made for one test.
+/// A group made for one test; deleted with its [`System`], after the users.
 struct Group(String);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let _g = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = Command::new("groupdel").arg(&self.0).output();
-    }
-}
 
 fn unique(tag: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("tt{}{tag}{n}", std::process::id() % 100_000)
-}
-
-fn group(tag: &str) -> Group {
-    let name = unique(tag);
-    let _g = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
-    let out = Command::new("groupadd").arg(&name).output().unwrap();
-    assert!(out.status.success(), "groupadd {name}: {out:?}");
-    Group(name)
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _g = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
 }
 
 /// One test's system daemon: its tree, configurations and users.
@@ -89,6 +68,9 @@ struct System {
     configs: PathBuf,
     env: Vec<(String, String)>,
     hosts: Mutex<Vec<u32>>,
+    /// Accounts and groups this test made, deleted in this order at the end.
+    users: Mutex<Vec<String>>,
+    groups: Mutex<Vec<String>>,
     /// The binary under test, linked into the test's directory: users must be able to run it
     /// (the session leader of a restricted session is this program), wherever the checkout is.
     exe: PathBuf,
@@ -116,7 +98,18 @@ impl System {
                 .collect(),
             tmp,
             hosts: Mutex::new(Vec::new()),
+            users: Mutex::new(Vec::new()),
+            groups: Mutex::new(Vec::new()),
         }
+    }
+
+    fn group(&self, tag: &str) -> Group {
+        let name = unique(tag);
+        let _g = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        let out = Command::new("groupadd").arg(&name).output().unwrap();
+        assert!(out.status.success(), "groupadd {name}: {out:?}");
+        self.groups.lock().unwrap().push(name.clone());
+        Group(name)
     }
 
     fn user(&self, tag: &str, groups: &[&Group]) -> User {
@@ -134,6 +127,7 @@ impl System {
             c.output().unwrap()
         };
         assert!(out.status.success(), "useradd {name}: {out:?}");
+        self.users.lock().unwrap().push(name.clone());
         let u = nix::unistd::User::from_name(&name).unwrap().unwrap();
         User {
             client: home.join("tether-client"),
@@ -220,6 +214,17 @@ impl Drop for System {
                 wait_gone(*pid, "a session host of the test");
             }
         }
+        let _g = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        for name in self.users.lock().unwrap().iter() {
+            // The shells end with their hosts; -f covers one that is still on its way out.
+            let out = Command::new("userdel").args(["-f", name]).output();
+            if !out.as_ref().is_ok_and(|o| o.status.success()) {
+                eprintln!("cleanup: userdel {name} failed: {out:?}");
+            }
+        }
+        for name in self.groups.lock().unwrap().iter() {
+            let _ = Command::new("groupdel").arg(name).output();
+        }
     }
 }
 
@@ -234,7 +239,7 @@ fn owner(p: &Path) -> u32 {
 #[test]
 fn sessions_run_as_their_owners_and_owners_are_kept_apart() {
     let sys = System::new(&[]);
-    let extra = group("g");
+    let extra = sys.group("g");
     let alice = sys.user("a", &[&extra]);
     let bob = sys.user("b", &[]);
     sys.start();
@@ -421,7 +426,7 @@ fn session_jobs_run_as_the_owner_and_cannot_make_root_read_for_them() {
 #[test]
 fn run_as_configurations_serve_only_the_users_they_allow() {
     let sys = System::new(&[]);
-    let ops = group("o");
+    let ops = sys.group("o");
     let alice = sys.user("a", &[]);
     let bob = sys.user("b", &[]);
     let carol = sys.user("c", &[&ops]);
