@@ -198,6 +198,19 @@ impl System {
         s
     }
 
+    /// `job start -s SESSION SCRIPT` as `user`; returns the job's id.
+    fn session_job(&self, user: &User, session: &str, script: &str) -> String {
+        let started = self
+            .as_user(
+                user,
+                &["job", "start", "-s", session, "--json", "--", script],
+            )
+            .success()
+            .json();
+        let id = started[0]["id"].as_u64().or(started["id"].as_u64());
+        id.expect("job start --json gives the job's id").to_string()
+    }
+
     fn invoke(&self, user: &User, session: &str, script: &str) -> Out {
         self.as_user(user, &["invoke", "-s", session, "--", script])
     }
@@ -360,18 +373,7 @@ fn session_jobs_run_as_the_owner_and_cannot_make_root_read_for_them() {
     let alice = sys.user("a", &[]);
     sys.start();
     sys.new_session(&alice, "web", &[]);
-    let started = sys
-        .as_user(
-            &alice,
-            &["job", "start", "-s", "web", "--json", "--", "id -un"],
-        )
-        .success()
-        .json();
-    let id = started[0]["id"]
-        .as_u64()
-        .or(started["id"].as_u64())
-        .unwrap();
-    let id = id.to_string();
+    let id = sys.session_job(&alice, "web", "id -un");
     sys.as_user(&alice, &["job", "wait", &id, "--timeout", "20s"])
         .success();
     sys.as_user(&alice, &["job", "receive", &id])
@@ -382,18 +384,7 @@ fn session_jobs_run_as_the_owner_and_cannot_make_root_read_for_them() {
     // daemon (root) must not follow it.
     let plant = "for j in \"${__tether_w%/*}\"/jobs/*/; do ln -sf /etc/shadow \"$j/err\"; done; \
                  sleep 1; echo planted";
-    let started = sys
-        .as_user(
-            &alice,
-            &["job", "start", "-s", "web", "--json", "--", plant],
-        )
-        .success()
-        .json();
-    let id = started[0]["id"]
-        .as_u64()
-        .or(started["id"].as_u64())
-        .unwrap();
-    let id = id.to_string();
+    let id = sys.session_job(&alice, "web", plant);
     let _ = sys.as_user(&alice, &["job", "wait", &id, "--timeout", "20s"]);
     let got = sys.as_user(&alice, &["job", "receive", &id]);
     let listed = sys

@@ -305,12 +305,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     let script_file = private_file(&fifo_dir.join("w"))?;
     let status_file = private_file(&fifo_dir.join("s"))?;
     if spec.run_as.is_some() {
-        // Session jobs write their output here (see the daemon's session_jobs).
-        let jobs = fifo_dir.join("jobs");
-        private_dir(&jobs)?;
-        for f in [fifo_dir.join("w"), fifo_dir.join("s"), jobs] {
-            crate::runas::give(&f)?;
-        }
+        crate::runas::give_shell_files(&fifo_dir)?;
     }
 
     // A restricted session runs no shell: its leader is this program in `__leader` mode.

@@ -35,6 +35,18 @@ pub(crate) fn give(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gives the shell's user what it opens or writes in the host's directory: the per-call script
+/// `w`, the status script `s`, and `jobs/`, where session jobs write their output (see the
+/// daemon's session_jobs).
+pub(crate) fn give_shell_files(fifo_dir: &Path) -> std::io::Result<()> {
+    let jobs = fifo_dir.join("jobs");
+    tether_transport::paths::private_dir(&jobs)?;
+    for f in [fifo_dir.join("w"), fifo_dir.join("s"), jobs] {
+        give(&f)?;
+    }
+    Ok(())
+}
+
 /// As [`give`], for an open descriptor (the terminal's slave).
 pub(crate) fn give_fd(fd: &impl std::os::fd::AsFd) -> std::io::Result<()> {
     if let Some(&(uid, gid)) = SHELL_USER.get() {
