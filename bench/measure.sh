@@ -245,12 +245,10 @@ measure_fanout() {
   done
 }
 
+# Every part, or only those named in BENCH_ONLY (e.g. "fanout throughput"), in this order.
 measure_all() {
-  measure_invoke_local
-  measure_invoke_remote
-  measure_throughput
-  measure_reconnect
-  measure_new
-  measure_memory
-  measure_fanout
+  local part
+  for part in invoke_local invoke_remote throughput reconnect new memory fanout; do
+    case " ${BENCH_ONLY:-$part} " in *" $part "*) "measure_$part" ;; esac
+  done
 }

@@ -64,6 +64,7 @@ pub async fn stop(daemon: &Daemon) {
         });
     }
     futures_util::future::join_all(tasks).await;
+    crate::pool::close_all(daemon).await;
     daemon.links.close_all().await;
     let _ = daemon.shutdown.send(true);
 }

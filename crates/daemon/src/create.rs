@@ -106,6 +106,7 @@ fn host_spec(
         startup_script: cfg.startup_script.clone().filter(|_| !spec.no_profile),
         restricted: cfg.restricted.clone(),
         run_as: run_as.map(Account::run_as),
+        pooled: false,
     }
 }
 
@@ -115,6 +116,28 @@ pub(crate) async fn new_session(
     spec: NewSession,
     holder: &ClientId,
 ) -> Result<Vec<SessionInfo>, ErrorInfo> {
+    start(daemon, spec, holder, false)
+        .await
+        .map(|(info, _)| vec![info])
+}
+
+/// Starts a temporary session's host; with `pool`, a spare ([`crate::pool`]) when the
+/// configuration allows one. Returns the session and whether it is a spare.
+pub(crate) async fn new_temporary(
+    daemon: &Daemon,
+    spec: NewSession,
+    holder: &ClientId,
+    pool: bool,
+) -> Result<(SessionInfo, bool), ErrorInfo> {
+    start(daemon, spec, holder, pool).await
+}
+
+async fn start(
+    daemon: &Daemon,
+    spec: NewSession,
+    holder: &ClientId,
+    pool: bool,
+) -> Result<(SessionInfo, bool), ErrorInfo> {
     let cfg = crate::configs::load(
         &daemon.config_dir(),
         spec.configuration.as_deref().unwrap_or("default"),
@@ -171,6 +194,15 @@ pub(crate) async fn new_session(
         let name = spec.name.clone().unwrap_or_else(|| format!("Session{id}"));
         let mut hs = host_spec(daemon, (id, name), &spec, &cfg, (idle, account.as_ref()));
         hs.holder = Some(holder.clone());
+        hs.pooled = pool
+            && spec.temporary
+            && cfg.restricted.is_none()
+            && cfg.max_sessions_per_user.is_none();
+        if hs.pooled {
+            // The pool closes a spare after its idle time; this is only the backstop for a
+            // daemon that died.
+            hs.idle_timeout_s = 2 * crate::pool::idle().as_secs();
+        }
         // Reserve the name while the host starts.
         reg.insert(placeholder(&hs));
         hs
@@ -181,7 +213,7 @@ pub(crate) async fn new_session(
         Ok(meta) => {
             let info = meta.info.clone();
             reg.insert(meta);
-            Ok(vec![info])
+            Ok((info, hs.pooled))
         }
         Err(e) => {
             reg.sessions.remove(&hs.instance_id);

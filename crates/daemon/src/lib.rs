@@ -17,6 +17,7 @@ mod limits;
 mod links;
 mod logfile;
 mod pinning;
+mod pool;
 mod presence;
 mod registry;
 mod relay;

@@ -37,6 +37,8 @@ pub struct Daemon {
     pub present: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// Set when this is one user's view of the system daemon ([`crate::system`]).
     pub(crate) system: Option<crate::system::Role>,
+    /// Spare hosts for temporary invocations from other computers ([`crate::pool`]).
+    pub(crate) pool: crate::pool::Pool,
 }
 
 impl Daemon {
@@ -77,6 +79,7 @@ impl Daemon {
             min_idle,
             owner,
             system,
+            pool: Default::default(),
         })
     }
 
@@ -93,6 +96,7 @@ impl Daemon {
 /// the runtime and ends only that connection.
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
     cleanup_temporaries(&daemon).await;
+    crate::pool::spawn_expiry(&daemon);
     let permits = Arc::new(tokio::sync::Semaphore::new(crate::limits::max_connections()));
     let d = daemon.clone();
     let ended = crate::accept::until_stopped(
@@ -386,7 +390,7 @@ async fn status(daemon: &Daemon) -> DaemonStatus {
 /// Runs an invocation: resolves the session (or creates a temporary one) and hands the client's
 /// connection to its host, which serves the rest of the invocation directly.
 async fn invoke(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     mut spec: InvokeSpec,
     client: &ClientId,
     reader: Reader,
@@ -408,7 +412,15 @@ async fn invoke(
         }
     }
     let temporary = spec.session.is_empty();
-    let target = if temporary {
+    let mut spare = false;
+    let target = if temporary && crate::pool::eligible(&spec) {
+        crate::pool::host_for(daemon, &spec, client)
+            .await
+            .map(|(info, pooled)| {
+                spare = pooled;
+                info
+            })
+    } else if temporary {
         let ns = NewSession {
             env: spec.env.clone(),
             cwd: spec.cwd.clone(),
@@ -437,6 +449,11 @@ async fn invoke(
             false
         }
     };
+    if spare {
+        // It stays registered (hidden) while it is in the pool: the pool forgets it when it
+        // goes.
+        return;
+    }
     if temporary {
         if !handed {
             let _ = hosts::close(&daemon.paths, &info.instance_id).await;

@@ -204,6 +204,7 @@ impl System {
         });
         let adopt = d.clone();
         tokio::spawn(async move { crate::server::cleanup_temporaries(&adopt).await });
+        crate::pool::spawn_expiry(&d);
         Ok(d)
     }
 

@@ -175,6 +175,19 @@ async fn serve_requests(
                     .await
                     .is_ok()
             }
+            Request::HostPoolWatch => {
+                // The first Ok says "subscribed": every later one, "free again".
+                let mut free = host.pool_free.subscribe();
+                if writer.send(&Response::Ok).await.is_err() {
+                    return;
+                }
+                while free.changed().await.is_ok() {
+                    if writer.send(&Response::Ok).await.is_err() {
+                        return;
+                    }
+                }
+                false
+            }
             Request::HostClose => {
                 host.finish(State::Closed, "removed".into());
                 let _ = writer.send(&Response::Ok).await;
@@ -209,6 +222,13 @@ async fn invoke(
     writer: &mut FrameWriter<OwnedWriteHalf>,
 ) -> bool {
     let alive = driver::invoke(host.clone(), spec, requests, writer).await;
+    // A pooled host whose invocation ended cleanly is ready for the next one, once nothing
+    // the last one started is left (a fresh session has no jobs).
+    if host.spec.pooled && alive && !host.outbox.pending() && host.lock_inner().reason.is_none() {
+        crate::procs::end_strays(host.shell_pid);
+        host.pool_free.send_modify(|n| *n += 1);
+        return alive;
+    }
     // A temporary session serves exactly one invocation, then closes itself; one whose client
     // went away waits, Disconnected, for its output to be received (or its idle timeout).
     if host.spec.temporary && !host.outbox.pending() {

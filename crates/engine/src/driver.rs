@@ -175,7 +175,11 @@ async fn run(
     };
     let stdin_path = dir.join(format!("i.{id}"));
     host.stdin.close();
-    let last = host.lock_inner().last_status;
+    // A pooled invocation starts as in a new session: `$?` is 0.
+    let last = match host.spec.pooled {
+        true => 0,
+        false => host.lock_inner().last_status,
+    };
     let tty = match &spec.tty {
         Some(t) => Some((crate::tty::open_for(host).await?, t)),
         None => None,
@@ -213,6 +217,7 @@ async fn run(
                 stderr: &err.path,
             },
             last,
+            host.spec.pooled,
         )
     };
     // A restricted session's leader gets the checked command itself, not a script.

@@ -67,6 +67,9 @@ pub(crate) struct Host {
     pub detach: watch::Sender<u64>,
     /// Bumped by Ctrl-C from a client receiving a detached command's output.
     pub remote_cancel: watch::Sender<u64>,
+    /// Bumped each time a pooled host is ready for another invocation; its daemon watches it
+    /// (`HostPoolWatch`) to put the host back in its pool.
+    pub pool_free: watch::Sender<u64>,
 }
 
 /// The shell's own stdout and stderr. Between invocations nothing should appear there; what
@@ -352,11 +355,17 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             Ok(())
         });
     }
+    // Orphans of the shell's jobs come to us, not to init: finding and reaping them stays local.
+    let reaper = crate::procs::become_subreaper();
+    crate::procs::SUBREAPER.store(reaper, std::sync::atomic::Ordering::Relaxed);
     let mut child = cmd.spawn().map_err(|err| HostError::Spawn {
         shell: shell.clone(),
         err,
     })?;
     let shell_pid = child.id().unwrap_or(0) as i32;
+    if reaper {
+        crate::procs::spawn_reaper(shell_pid);
+    }
     let mut stdin = child.stdin.take();
     let console = Console::default();
     console.watch(child.stdout.take(), 0);
@@ -418,6 +427,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         tty: Default::default(),
         detach: watch::channel(0).0,
         remote_cancel: watch::channel(0).0,
+        pool_free: watch::channel(0).0,
     });
 
     // The shell's end is a state change: Broken, with the reason (SPEC §3.4).

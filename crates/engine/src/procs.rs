@@ -23,19 +23,134 @@ pub struct Proc {
     pub start: u64,
 }
 
-/// Processes whose session id is `sid` (the shell's pid), other than the shell itself.
+/// Makes this process (the session host) the reaper of every orphan below it (Linux): a
+/// background job whose parent exits is re-parented here instead of to init, so the host's
+/// descendants are all the processes its shell ever started that still run. Finding them is
+/// then a walk of a few `/proc/PID/task/TID/children` files rather than a scan of every process
+/// on the computer. Returns whether it took effect.
 #[cfg(target_os = "linux")]
-pub fn session_members(sid: i32) -> Vec<Proc> {
+pub fn become_subreaper() -> bool {
+    nix::sys::prctl::set_child_subreaper(true).is_ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn become_subreaper() -> bool {
+    false
+}
+
+/// The children of process `pid`, from every one of its threads (an orphan is re-parented to
+/// one thread of the reaper). `None` when the kernel has no `children` files.
+#[cfg(target_os = "linux")]
+fn children_of(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
             continue;
         };
+        any = true;
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok()),
+        );
+    }
+    any.then_some(out)
+}
+
+/// The host's own children other than `shell`: orphans it adopted as their reaper.
+#[cfg(target_os = "linux")]
+pub fn adopted(shell: i32) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    children_of(me)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&c| c != shell)
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn adopted(_shell: i32) -> Vec<i32> {
+    Vec::new()
+}
+
+/// Reaps the adopted orphans that have exited (never the shell, which tokio waits for).
+pub fn reap_adopted(shell: i32) {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    for pid in adopted(shell) {
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    }
+}
+
+/// Reaps orphans adopted as the shell's subreaper when they exit (the shell itself is tokio's
+/// to wait for), so they never linger as zombies.
+pub fn spawn_reaper(shell_pid: i32) {
+    let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        while sigchld.recv().await.is_some() {
+            reap_adopted(shell_pid);
+        }
+    });
+}
+
+/// Every descendant of this process, breadth first, bounded (a fork bomb must not make the
+/// walk endless). `None` when the kernel has no `children` files.
+#[cfg(target_os = "linux")]
+fn descendants() -> Option<Vec<i32>> {
+    const MAX: usize = 100_000;
+    let mut out = children_of(std::process::id() as i32)?;
+    let mut i = 0;
+    while i < out.len() && out.len() < MAX {
+        if let Some(c) = children_of(out[i]) {
+            out.extend(c);
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+/// Processes whose session id is `sid` (the shell's pid), other than the shell itself.
+///
+/// The host is its shell's subreaper ([`become_subreaper`]), so everything in the shell's
+/// session descends from the host: walking the host's descendants finds it all. Without
+/// `children` files (or without the subreaper), every process on the computer is checked.
+#[cfg(target_os = "linux")]
+pub fn session_members(sid: i32) -> Vec<Proc> {
+    let candidates = match SUBREAPER.load(std::sync::atomic::Ordering::Relaxed) {
+        true => descendants(),
+        false => None,
+    };
+    match candidates {
+        Some(pids) => members_among(sid, pids.into_iter()),
+        None => {
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return Vec::new();
+            };
+            let pids = dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()));
+            members_among(sid, pids)
+        }
+    }
+}
+
+/// Whether this host became its shell's subreaper; set once by the host at start.
+pub static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(target_os = "linux")]
+fn members_among(sid: i32, pids: impl Iterator<Item = i32>) -> Vec<Proc> {
+    let mut out = Vec::new();
+    for pid in pids {
         if pid == sid {
+            continue;
+        }
+        // getsid(2) first: one cheap syscall, where reading `/proc/PID/stat` costs an open, the
+        // kernel formatting ~50 fields, and a close (docs/PROFILES.md); only members have
+        // their stat read.
+        if nix::unistd::getsid(Some(Pid::from_raw(pid))).map(Pid::as_raw) != Ok(sid) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -132,9 +247,7 @@ pub fn signal_started_since(shell: i32, since_ticks: u64, sig: Signal) -> usize 
 
 /// Sends each of `sigs`, in order, to everything in the shell's session, the shell included.
 ///
-/// The session is found with one scan of `/proc`, whose cost grows with every process on the
-/// computer: scanning once per close rather than once per signal halved the CPU a fan-out of
-/// temporary sessions spent here (BENCHMARKS.md).
+/// The session is found once per close, not once per signal ([`session_members`]).
 pub fn signal_session(shell: i32, sigs: &[Signal]) {
     let members = session_members(shell);
     for &sig in sigs {
@@ -144,6 +257,19 @@ pub fn signal_session(shell: i32, sigs: &[Signal]) {
         let _ = killpg(Pid::from_raw(shell), sig);
         let _ = kill(Pid::from_raw(shell), sig);
     }
+}
+
+/// Ends what a pooled invocation left running in the shell's session (`cmd &`, `nohup …`),
+/// the shell excepted, so that the next invocation starts in a session as new. Returns how
+/// many processes were signalled.
+pub fn end_strays(shell: i32) -> usize {
+    let members = session_members(shell);
+    for sig in [Signal::SIGHUP, Signal::SIGKILL] {
+        for p in &members {
+            let _ = kill(Pid::from_raw(p.pid), sig);
+        }
+    }
+    members.len()
 }
 
 #[cfg(test)]

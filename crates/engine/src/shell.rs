@@ -120,22 +120,30 @@ pub const TRIGGER: &str = ". \"$__tether_w\"\n. \"$__tether_s\"\n";
 /// `last` is the previous invocation's status: the script sees it as `$?` (so `echo $?` on the
 /// next line of `tether enter` says how the last one ended). It is set in an `if` condition, the
 /// one place where a failing status cannot trigger a `set -e` the user left on.
+///
+/// With `subshell` (a pooled host's temporary invocation) the group is a subshell instead,
+/// positional parameters included: whatever the script changes, `exit` included, ends with
+/// it and the shell stays as it started, ready for the next one.
 pub fn wrapper(
     flavour: Flavour,
     script: &str,
     args: &[String],
     p: &InvocationPaths<'_>,
     last: i32,
+    subshell: bool,
 ) -> String {
     let b = flavour.special();
     let mut w = String::with_capacity(script.len() + 256);
+    if subshell {
+        w.push_str("( ");
+    }
     w.push_str(b);
     w.push_str("set --");
     for a in args {
         w.push(' ');
         w.push_str(&quote(a));
     }
-    w.push_str("\n{ ");
+    w.push_str(if subshell { "\n" } else { "\n{ " });
     let status = last != 0 && (1..=255).contains(&last);
     if status {
         w.push_str(&format!("if __tether_ret {last}; then :; else "));
@@ -146,7 +154,7 @@ pub fn wrapper(
     if status {
         w.push_str("\nfi");
     }
-    w.push_str("\n} <");
+    w.push_str(if subshell { "\n) <" } else { "\n} <" });
     match p.stdin {
         Some(i) => w.push_str(&quote(&i.to_string_lossy())),
         None => w.push_str("/dev/null"),
@@ -191,7 +199,7 @@ pub fn tty_wrapper(
         stdout: tty,
         stderr: tty,
     };
-    w.push_str(&wrapper(flavour, script, args, &paths, last));
+    w.push_str(&wrapper(flavour, script, args, &paths, last, false));
     w
 }
 

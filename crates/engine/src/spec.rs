@@ -38,6 +38,11 @@ pub struct HostSpec {
     /// The account the shell runs as (a system daemon's sessions); `None`: the host's own.
     #[serde(default)]
     pub run_as: Option<RunAs>,
+    /// A spare for temporary invocations (with `temporary`): each runs in a subshell of the
+    /// pristine shell, so none sees another's state, and the host goes back to its daemon's
+    /// pool afterwards instead of closing. A fork replaces a host and a shell per invocation.
+    #[serde(default)]
+    pub pooled: bool,
 }
 
 /// An account a session's shell runs as, resolved by the daemon (from the passwd and group

@@ -140,6 +140,9 @@ pub enum Request {
     /// Written by a bridge pinned to a configuration (`bridge --configuration`) before the
     /// client's bytes: only as a connection's first frame, and only then does it count.
     Pin(String),
+    /// Host only, from its daemon, for a pooled host: answered with `Ok` each time the host
+    /// is ready for another temporary invocation, until the host closes.
+    HostPoolWatch,
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.

@@ -1,0 +1,185 @@
+//! Spare session hosts for temporary invocations that come from other computers.
+//!
+//! `invoke --computer A,B,…` runs each command in a temporary session on each computer. Made
+//! from scratch, that session costs a host process and a shell (two execs, a few milliseconds
+//! of CPU) for a command that may take microseconds. A pooled host instead keeps one pristine
+//! shell and runs each temporary invocation in a subshell of it (a fork): the subshell starts
+//! with the state the shell started with, and whatever it changes ends with it. After a clean
+//! end (exit sent, output delivered, nothing left running) the host tells us it is free and
+//! goes back here; one that ended any other way becomes an ordinary temporary session.
+//!
+//! Only invocations that bring no environment and no directory are pooled: those from another
+//! computer, which start with this computer's environment as an ssh login would (a local
+//! client's temporary session starts with the client's own). Restricted configurations and
+//! those with a session limit are never pooled.
+//!
+//! Spares are kept per configuration, at most `TETHER_POOL_MAX` (default 32, the default
+//! throttle limit; 0 turns pooling off) for `TETHER_POOL_IDLE` seconds (default 60) after their
+//! last use. A daemon that stops closes its spares; one that starts closes any it finds.
+
+use crate::hosts;
+use crate::server::Daemon;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tether_proto::{ClientId, ErrorInfo, InvokeSpec, NewSession, Request, Response, SessionInfo};
+
+/// The spares of one daemon: free hosts by configuration, each with when it became free.
+#[derive(Default)]
+pub struct Pool {
+    free: std::sync::Mutex<HashMap<String, Vec<(SessionInfo, Instant)>>>,
+}
+
+/// Most spares kept per configuration (`TETHER_POOL_MAX`).
+pub(crate) fn max() -> usize {
+    std::env::var("TETHER_POOL_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
+/// How long a spare is kept unused (`TETHER_POOL_IDLE`, seconds).
+pub(crate) fn idle() -> Duration {
+    let s = std::env::var("TETHER_POOL_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60u64);
+    Duration::from_secs(s.max(1))
+}
+
+/// Whether a temporary invocation may run in a spare (see the module's doc).
+pub(crate) fn eligible(spec: &InvokeSpec) -> bool {
+    spec.session.is_empty()
+        && spec.remote.is_none()
+        && spec.env.is_empty()
+        && spec.cwd.is_none()
+        && spec.tty.is_none()
+        && max() > 0
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(SessionInfo, Instant)>>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A free spare of `config`, the most recently used first (its pages are the warmest).
+    fn take(&self, config: &str) -> Option<SessionInfo> {
+        self.lock().get_mut(config)?.pop().map(|(info, _)| info)
+    }
+
+    /// Puts a host that became free back; false when the pool is full (close it instead).
+    fn put(&self, info: SessionInfo) -> bool {
+        let mut free = self.lock();
+        let list = free.entry(info.configuration_name.clone()).or_default();
+        if list.len() >= max() {
+            return false;
+        }
+        list.retain(|(i, _)| i.instance_id != info.instance_id);
+        list.push((info, Instant::now()));
+        true
+    }
+
+    fn forget(&self, instance_id: &str) {
+        for list in self.lock().values_mut() {
+            list.retain(|(i, _)| i.instance_id != instance_id);
+        }
+    }
+
+    /// Removes and returns the spares unused for longer than `older_than` (all with zero).
+    fn drain(&self, older_than: Duration) -> Vec<SessionInfo> {
+        let mut out = Vec::new();
+        for list in self.lock().values_mut() {
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
+                .into_iter()
+                .partition(|(_, at)| at.elapsed() >= older_than);
+            *list = keep;
+            out.extend(old.into_iter().map(|(info, _)| info));
+        }
+        out
+    }
+}
+
+/// The host for a temporary invocation: a free spare, else a new host (pooled when the
+/// configuration allows), and whether it is a spare (it then stays registered, hidden, after
+/// the invocation). The caller hands the invocation to it.
+pub(crate) async fn host_for(
+    daemon: &Arc<Daemon>,
+    spec: &InvokeSpec,
+    client: &ClientId,
+) -> Result<(SessionInfo, bool), ErrorInfo> {
+    let config = spec.configuration.as_deref().unwrap_or("default");
+    if let Some(info) = daemon.pool.take(config) {
+        return Ok((info, true));
+    }
+    let ns = NewSession {
+        configuration: spec.configuration.clone(),
+        temporary: true,
+        ..Default::default()
+    };
+    let (info, pooled) = crate::create::new_temporary(daemon, ns, client, true).await?;
+    // A spare that cannot be watched would never come back: it serves this one invocation and
+    // then waits for its idle timeout.
+    let watched = pooled && watch(daemon, &info).await;
+    Ok((info, watched))
+}
+
+/// Subscribes to a new spare's "free" signal, then follows it in a task of its own: each
+/// signal puts the host back in the pool (or closes it when the pool is full); the end of the
+/// connection means the host is gone. Returns false if the host could not be reached.
+async fn watch(daemon: &Arc<Daemon>, info: &SessionInfo) -> bool {
+    let iid = info.instance_id.clone();
+    let Ok(mut conn) = hosts::connect(&daemon.paths, &iid).await else {
+        return false;
+    };
+    if conn.writer.send(&Request::HostPoolWatch).await.is_err()
+        || conn.expect_hello().await.is_err()
+    {
+        return false;
+    }
+    // The first Ok says the host is subscribed: a "free" sent from now on reaches us.
+    if !matches!(conn.reader.read::<Response>().await, Ok(Some(Response::Ok))) {
+        return false;
+    }
+    let (daemon, info) = (Arc::downgrade(daemon), info.clone());
+    tokio::spawn(async move {
+        while let Ok(Some(Response::Ok)) = conn.reader.read::<Response>().await {
+            let Some(d) = daemon.upgrade() else { return };
+            if !d.pool.put(info.clone()) {
+                let _ = hosts::close(&d.paths, &iid).await;
+            }
+        }
+        if let Some(d) = daemon.upgrade() {
+            d.pool.forget(&iid);
+            d.registry.lock().await.sessions.remove(&iid);
+        }
+    });
+    true
+}
+
+/// Closes spares unused for longer than [`idle`], as long as the daemon runs.
+pub(crate) fn spawn_expiry(daemon: &Arc<Daemon>) {
+    let weak = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let every = (idle() / 4).max(Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(d) = weak.upgrade() else { return };
+            for info in d.pool.drain(idle()) {
+                let _ = hosts::close(&d.paths, &info.instance_id).await;
+            }
+        }
+    });
+}
+
+/// Closes every free spare (the daemon is stopping: spares are a cache, not sessions).
+pub(crate) async fn close_all(daemon: &Daemon) {
+    for info in daemon.pool.drain(Duration::ZERO) {
+        let _ = hosts::close(&daemon.paths, &info.instance_id).await;
+        daemon
+            .registry
+            .lock()
+            .await
+            .sessions
+            .remove(&info.instance_id);
+    }
+}
