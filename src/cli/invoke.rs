@@ -142,6 +142,9 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         throttle = a.throttle_limit,
         "invoke"
     );
+    if !a.as_job && targets.len() == 1 {
+        return single(targets.remove(0), a.json).await;
+    }
     let client = connect().await?;
     if a.as_job {
         // A job runs without this process: no stdin, and it never waits for a busy session.
@@ -163,10 +166,6 @@ pub async fn run(a: InvokeArgs) -> CliResult {
                 .unwrap_or_default()
         });
         return super::jobs::start(client, command, children, a.json).await;
-    }
-    if targets.len() == 1 {
-        let t = targets.remove(0);
-        return single(client, t, a.json).await;
     }
     fan_out(client, targets, &a).await
 }
@@ -202,7 +201,11 @@ fn stdin_has_input() -> bool {
 }
 
 /// Runs on one target, streaming raw output; returns the command's exit status.
-async fn single(client: Client, t: Target, json: bool) -> CliResult {
+///
+/// A local session named by name is tried straight at its host first (no daemon hop, about a
+/// tenth of a short call); anything else, or any doubt, goes through the daemon.
+async fn single(t: Target, json: bool) -> CliResult {
+    let paths = super::daemon_paths()?;
     let Target {
         label,
         computer,
@@ -215,7 +218,18 @@ async fn single(client: Client, t: Target, json: bool) -> CliResult {
         json,
     };
     let forward_stdin = spec.stdin;
-    stream(client.into_invocation(spec), view, forward_stdin).await
+    let start = async move {
+        if !spec.session.is_empty()
+            && let Some(started) = Client::invoke_direct(&paths, &spec).await
+        {
+            return started;
+        }
+        Client::connect_or_start(&paths)
+            .await?
+            .into_invocation(spec)
+            .await
+    };
+    stream(start, view, forward_stdin).await
 }
 
 /// How one streamed target is named in output and errors.

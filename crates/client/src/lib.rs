@@ -27,6 +27,7 @@ pub use tether_proto::{
 pub use tether_proto::{ConfigInfo, ConfigQuery, parse_size};
 pub use tether_transport::paths::Paths;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tether_proto::{PROTOCOL_VERSION, Request, Response};
@@ -93,14 +94,16 @@ async fn open(paths: &Paths) -> Result<(Reader, Writer), ClientError> {
         .map_err(|err| ClientError::Connect { path, err })?;
     let (r, w) = stream.into_split();
     let mut writer = FrameWriter::new(w);
-    writer
-        .feed(&Request::Hello {
-            version: PROTOCOL_VERSION,
-            agent: format!("tether-client/{}", env!("CARGO_PKG_VERSION")),
-            client: None,
-        })
-        .await?;
+    writer.feed(&hello()).await?;
     Ok((FrameReader::new(r), writer))
+}
+
+fn hello() -> Request {
+    Request::Hello {
+        version: PROTOCOL_VERSION,
+        agent: format!("tether-client/{}", env!("CARGO_PKG_VERSION")),
+        client: None,
+    }
 }
 
 /// After a failed write: the daemon may have refused the connection (too many open, wrong
@@ -267,6 +270,43 @@ impl Client {
     /// [`Event::Exit`]; errors such as "not found" or "busy" come back as `Err`.
     pub async fn invoke(&self, spec: InvokeSpec) -> Result<Invocation, ClientError> {
         Invocation::start(&self.paths, spec).await
+    }
+
+    /// Starts an invocation in a local session straight at its host, without a daemon
+    /// connection: the daemon links each running local session's name to its instance id
+    /// ([`Paths::name_link`]), and a host answers a `Hello` as the daemon would. The host's
+    /// answer is final (busy, disconnected, held by another client…), but `None` means "ask
+    /// the daemon": no link (an id, a remote session's handle, no such name), or no host
+    /// answering behind it (the session ended; the daemon knows how).
+    pub async fn invoke_direct(
+        paths: &Paths,
+        spec: &InvokeSpec,
+    ) -> Option<Result<Invocation, ClientError>> {
+        if spec.remote.is_some() || spec.tty.is_some() {
+            return None;
+        }
+        let link = paths.name_link(&spec.session)?;
+        // Only a small regular file of ours (O_NOFOLLOW: never a link planted in its place).
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(link)
+            .ok()?;
+        let mut id = [0u8; 64];
+        let n = std::io::Read::read(&mut file, &mut id).ok()?;
+        let iid = std::str::from_utf8(&id[..n]).ok()?;
+        if iid.is_empty() || !iid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return None;
+        }
+        let stream = UnixStream::connect(paths.host_socket(iid)).await.ok()?;
+        let (r, w) = stream.into_split();
+        let mut writer = FrameWriter::new(w);
+        writer.feed(&hello()).await.ok()?;
+        match Invocation::start_on(FrameReader::new(r), writer, true, spec.clone()).await {
+            Err(ClientError::Remote(e)) => Some(Err(e.into())),
+            Err(_) => None,
+            Ok(inv) => Some(Ok(inv)),
+        }
     }
 
     /// Like [`Client::invoke`], but runs the invocation on this client's own connection, saving

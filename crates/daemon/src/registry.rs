@@ -59,6 +59,12 @@ impl Registry {
             }
         }
         let remotes = load_remotes(&paths);
+        // The name links are rebuilt from the records: none can outlive its session by a
+        // daemon's crash.
+        let _ = std::fs::remove_dir_all(paths.home.join("names"));
+        for meta in sessions.values() {
+            link_name(&paths, meta);
+        }
         let next_id = sessions
             .values()
             .map(|m| m.info.id)
@@ -162,6 +168,7 @@ impl Registry {
 
     pub fn insert(&mut self, meta: HostMeta) {
         self.next_id = self.next_id.max(meta.info.id + 1);
+        link_name(&self.paths, &meta);
         self.sessions.insert(meta.info.instance_id.clone(), meta);
     }
 
@@ -169,6 +176,7 @@ impl Registry {
     pub fn forget(&mut self, instance_id: &str) -> Option<HostMeta> {
         let meta = self.sessions.remove(instance_id)?;
         let _ = std::fs::remove_file(self.paths.host_meta(instance_id));
+        unlink_name(&self.paths, &meta);
         if !meta.temporary {
             self.tombstone(meta.info.id, meta.info.name.clone());
         }
@@ -227,6 +235,41 @@ impl Registry {
             .collect();
         v.sort_by_key(|i| i.id);
         v
+    }
+}
+
+/// Links a running local session's name to its instance id (see [`Paths::name_link`]): a
+/// private file holding the id, replaced atomically. A link is only a hint: a CLI that follows
+/// it to a host that is gone asks the daemon instead.
+fn link_name(paths: &Paths, meta: &HostMeta) {
+    let live = matches!(meta.info.state, State::Opened | State::Disconnected);
+    if meta.temporary || meta.info.host_pid == 0 || !live {
+        return;
+    }
+    let Some(link) = paths.name_link(&meta.info.name) else {
+        return;
+    };
+    let tmp = link.with_extension("link-tmp");
+    let made = link
+        .parent()
+        .map(|d| tether_transport::paths::owned_dir(d, 0o700))
+        .transpose()
+        .and_then(|_| {
+            tether_transport::paths::write_private(&tmp, meta.info.instance_id.as_bytes())
+        })
+        .and_then(|_| std::fs::rename(&tmp, &link));
+    if let Err(e) = made {
+        tracing::debug!("name link for session {}: {e}", meta.info.name);
+    }
+}
+
+/// Removes a session's name link, unless it already names another session.
+fn unlink_name(paths: &Paths, meta: &HostMeta) {
+    let Some(link) = paths.name_link(&meta.info.name) else {
+        return;
+    };
+    if std::fs::read_to_string(&link).is_ok_and(|t| t == meta.info.instance_id) {
+        let _ = std::fs::remove_file(&link);
     }
 }
 

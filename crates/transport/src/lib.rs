@@ -167,8 +167,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         data: &[u8],
     ) -> Result<(), TransportError> {
         let header = tether_proto::output_frame_header(stream, data.len());
-        self.inner.write_all(&header).await?;
-        self.inner.write_all(data).await?;
+        // Header and data in one writev: two writes would wake the reader twice, once for a
+        // header it cannot use without the data behind it.
+        let mut bufs = [std::io::IoSlice::new(&header), std::io::IoSlice::new(data)];
+        let mut slices = &mut bufs[..];
+        while !slices.is_empty() {
+            let n = self.inner.write_vectored(slices).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            std::io::IoSlice::advance_slices(&mut slices, n);
+        }
         self.flush().await
     }
 

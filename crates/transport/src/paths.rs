@@ -121,6 +121,18 @@ impl Paths {
     pub fn host_meta(&self, instance_id: &str) -> PathBuf {
         self.hosts_dir().join(format!("{instance_id}.json"))
     }
+    /// Where the daemon links a local session's name to its instance id
+    /// (`names/<name>` → `<instance id>`), so a CLI call can reach the host without asking the
+    /// daemon. `None` for words that are not plain names (ids, `.` and `..`).
+    pub fn name_link(&self, name: &str) -> Option<PathBuf> {
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.bytes().all(|b| b.is_ascii_digit())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        plain.then(|| self.home.join("names").join(name))
+    }
     pub fn host_fifo_dir(&self, instance_id: &str) -> PathBuf {
         self.hosts_dir().join(instance_id)
     }
