@@ -109,3 +109,40 @@ fn local_temporary_invocations_get_a_new_shell_each() {
     let b = home.run(&["invoke", "echo $$"]).success().out();
     assert_ne!(a, b);
 }
+
+#[test]
+fn an_edited_configuration_is_never_served_by_an_old_spare() {
+    let (_sshd, remote, client) = setup();
+    let far = ALIASES[0];
+    let dir = remote.path().join("configurations");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("web.toml");
+    std::fs::write(&file, "environment = { COLOUR = \"red\" }\n").unwrap();
+    let run = || {
+        client
+            .run(&[
+                "invoke",
+                "--computer",
+                far,
+                "--configuration",
+                "web",
+                "echo $$ $COLOUR",
+            ])
+            .success()
+            .out()
+    };
+    let first = run();
+    let (pid, colour) = first.trim().split_once(' ').unwrap();
+    remote.note_pid(pid.parse().unwrap());
+    assert_eq!(colour, "red");
+    // Unchanged: the same spare serves it.
+    assert_eq!(run(), first);
+    // Edited (a different size, so the change shows whatever the clock's resolution): a new
+    // host with the new text.
+    std::fs::write(&file, "environment = { COLOUR = \"green\" }\n").unwrap();
+    let edited = run();
+    let (new_pid, colour) = edited.trim().split_once(' ').unwrap();
+    remote.note_pid(new_pid.parse().unwrap());
+    assert_eq!(colour, "green");
+    assert_ne!(new_pid, pid);
+}

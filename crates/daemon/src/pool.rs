@@ -13,7 +13,8 @@
 //! client's temporary session starts with the client's own). Restricted configurations and
 //! those with a session limit are never pooled.
 //!
-//! Spares are kept per configuration, at most `TETHER_POOL_MAX` (default 32, the default
+//! Spares are kept per configuration file as it is now (an edited configuration is never
+//! served by a spare made from its old text), at most `TETHER_POOL_MAX` (default 32, the default
 //! throttle limit; 0 turns pooling off) for `TETHER_POOL_IDLE` seconds (default 60) after their
 //! last use. A daemon that stops closes its spares; one that starts closes any it finds.
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tether_proto::{ClientId, ErrorInfo, InvokeSpec, NewSession, Request, Response, SessionInfo};
 
-/// The spares of one daemon: free hosts by configuration, each with when it became free.
+/// The spares of one daemon: free hosts by [`key`], each with when it became free.
 #[derive(Default)]
 pub struct Pool {
     free: std::sync::Mutex<HashMap<String, Vec<(SessionInfo, Instant)>>>,
@@ -62,15 +63,15 @@ impl Pool {
         self.free.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A free spare of `config`, the most recently used first (its pages are the warmest).
-    fn take(&self, config: &str) -> Option<SessionInfo> {
-        self.lock().get_mut(config)?.pop().map(|(info, _)| info)
+    /// A free spare made for `key`, the most recently used first (its pages are the warmest).
+    fn take(&self, key: &str) -> Option<SessionInfo> {
+        self.lock().get_mut(key)?.pop().map(|(info, _)| info)
     }
 
     /// Puts a host that became free back; false when the pool is full (close it instead).
-    fn put(&self, info: SessionInfo) -> bool {
+    fn put(&self, key: &str, info: SessionInfo) -> bool {
         let mut free = self.lock();
-        let list = free.entry(info.configuration_name.clone()).or_default();
+        let list = free.entry(key.to_string()).or_default();
         if list.len() >= max() {
             return false;
         }
@@ -107,8 +108,8 @@ pub(crate) async fn host_for(
     spec: &InvokeSpec,
     client: &ClientId,
 ) -> Result<(SessionInfo, bool), ErrorInfo> {
-    let config = spec.configuration.as_deref().unwrap_or("default");
-    if let Some(info) = daemon.pool.take(config) {
+    let key = key(daemon, spec.configuration.as_deref().unwrap_or("default"));
+    if let Some(info) = daemon.pool.take(&key) {
         return Ok((info, true));
     }
     let ns = NewSession {
@@ -119,14 +120,31 @@ pub(crate) async fn host_for(
     let (info, pooled) = crate::create::new_temporary(daemon, ns, client, true).await?;
     // A spare that cannot be watched would never come back: it serves this one invocation and
     // then waits for its idle timeout.
-    let watched = pooled && watch(daemon, &info).await;
+    let watched = pooled && watch(daemon, &info, key).await;
     Ok((info, watched))
+}
+
+/// Which spares may serve a configuration: its name and its file's identity now (inode, size,
+/// modification time), taken before a spare is made, so that one made from an older text is
+/// never chosen again (it expires unused).
+fn key(daemon: &Daemon, name: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(daemon.config_dir().join(format!("{name}.toml"))) {
+        Ok(m) => format!(
+            "{name}\0{}\0{}\0{}.{}",
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ),
+        Err(_) => name.to_string(),
+    }
 }
 
 /// Subscribes to a new spare's "free" signal, then follows it in a task of its own: each
 /// signal puts the host back in the pool (or closes it when the pool is full); the end of the
 /// connection means the host is gone. Returns false if the host could not be reached.
-async fn watch(daemon: &Arc<Daemon>, info: &SessionInfo) -> bool {
+async fn watch(daemon: &Arc<Daemon>, info: &SessionInfo, key: String) -> bool {
     let iid = info.instance_id.clone();
     let Ok(mut conn) = hosts::connect(&daemon.paths, &iid).await else {
         return false;
@@ -144,7 +162,7 @@ async fn watch(daemon: &Arc<Daemon>, info: &SessionInfo) -> bool {
     tokio::spawn(async move {
         while let Ok(Some(Response::Ok)) = conn.reader.read::<Response>().await {
             let Some(d) = daemon.upgrade() else { return };
-            if !d.pool.put(info.clone()) {
+            if !d.pool.put(&key, info.clone()) {
                 let _ = hosts::close(&d.paths, &iid).await;
             }
         }
