@@ -15,6 +15,17 @@ fn shell_pid(out: &str) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {out:?}"))
 }
 
+/// The shell pid a temporary invocation on the first alias runs under (noted for cleanup).
+fn far_shell(client: &common::Home, remote: &common::Home) -> u32 {
+    let out = client
+        .run(&["invoke", "--computer", ALIASES[0], "echo $$"])
+        .success()
+        .out();
+    let pid = shell_pid(&out);
+    remote.note_pid(pid);
+    pid
+}
+
 #[test]
 fn a_spare_is_reused_and_shares_no_state_or_processes() {
     let (_sshd, remote, client) = setup();
@@ -80,22 +91,12 @@ fn a_spare_is_reused_and_shares_no_state_or_processes() {
 fn a_spare_whose_shell_dies_is_not_reused() {
     let (_sshd, remote, client) = setup();
     let far = ALIASES[0];
-    let out = client
-        .run(&["invoke", "--computer", far, "echo $$"])
-        .success()
-        .out();
-    let pid = shell_pid(&out);
-    remote.note_pid(pid);
+    let pid = far_shell(&client, &remote);
     // The script kills the spare's own shell: that invocation fails, and the spare with it.
     let killed = client.run(&["invoke", "--computer", far, "kill -9 $$"]);
     assert_ne!(killed.code(), Some(0), "{killed}");
     wait_gone(pid, "the killed spare's shell");
-    let next = client
-        .run(&["invoke", "--computer", far, "echo $$"])
-        .success()
-        .out();
-    let fresh = shell_pid(&next);
-    remote.note_pid(fresh);
+    let fresh = far_shell(&client, &remote);
     assert_ne!(fresh, pid);
     assert!(pid_alive(fresh));
 }

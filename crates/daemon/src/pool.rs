@@ -33,19 +33,26 @@ pub struct Pool {
 
 /// Most spares kept per configuration (`TETHER_POOL_MAX`).
 pub(crate) fn max() -> usize {
-    std::env::var("TETHER_POOL_MAX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32)
+    // Read once: `eligible` asks on every temporary invocation.
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("TETHER_POOL_MAX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32)
+    })
 }
 
 /// How long a spare is kept unused (`TETHER_POOL_IDLE`, seconds).
 pub(crate) fn idle() -> Duration {
-    let s = std::env::var("TETHER_POOL_IDLE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60u64);
-    Duration::from_secs(s.max(1))
+    static IDLE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *IDLE.get_or_init(|| {
+        let s = std::env::var("TETHER_POOL_IDLE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60u64);
+        Duration::from_secs(s.max(1))
+    })
 }
 
 /// Whether a temporary invocation may run in a spare (see the module's doc).
@@ -168,7 +175,7 @@ async fn watch(daemon: &Arc<Daemon>, info: &SessionInfo, key: String) -> bool {
         }
         if let Some(d) = daemon.upgrade() {
             d.pool.forget(&iid);
-            d.registry.lock().await.sessions.remove(&iid);
+            d.registry.lock().await.forget_temporary(&iid);
         }
     });
     true
@@ -189,15 +196,10 @@ pub(crate) fn spawn_expiry(daemon: &Arc<Daemon>) {
     });
 }
 
-/// Closes every free spare (the daemon is stopping: spares are a cache, not sessions).
+/// Closes every free spare (the daemon is stopping: spares are a cache, not sessions). Each
+/// one's watch then sees it go and forgets it.
 pub(crate) async fn close_all(daemon: &Daemon) {
     for info in daemon.pool.drain(Duration::ZERO) {
         let _ = hosts::close(&daemon.paths, &info.instance_id).await;
-        daemon
-            .registry
-            .lock()
-            .await
-            .sessions
-            .remove(&info.instance_id);
     }
 }

@@ -183,6 +183,12 @@ impl Registry {
         Some(meta)
     }
 
+    /// Drops a temporary session's handle (its host removes its own record): it was never
+    /// listed, so it leaves no tombstone and no name.
+    pub fn forget_temporary(&mut self, instance_id: &str) {
+        self.sessions.remove(instance_id);
+    }
+
     /// Re-reads one record from disk (the host rewrites it on every state change).
     pub fn reload(&mut self, instance_id: &str) -> Option<&HostMeta> {
         let path = self.paths.host_meta(instance_id);

@@ -463,8 +463,7 @@ async fn invoke(
             .registry
             .lock()
             .await
-            .sessions
-            .remove(&info.instance_id);
+            .forget_temporary(&info.instance_id);
     }
 }
 

@@ -168,7 +168,7 @@ impl Host {
             expires_on,
             reason: inner.reason.clone(),
             held_by: inner.holder.clone(),
-            jobs: running_jobs(&self.fifo_dir),
+            jobs: crate::procs::running_jobs(&self.fifo_dir),
             host_pid: if matches!(inner.state, State::Opened | State::Disconnected) {
                 std::process::id()
             } else {
@@ -357,7 +357,6 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     }
     // Orphans of the shell's jobs come to us, not to init: finding and reaping them stays local.
     let reaper = crate::procs::become_subreaper();
-    crate::procs::SUBREAPER.store(reaper, std::sync::atomic::Ordering::Relaxed);
     let mut child = cmd.spawn().map_err(|err| HostError::Spawn {
         shell: shell.clone(),
         err,
@@ -488,27 +487,6 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         let _ = std::fs::remove_file(paths.host_meta(&spec.instance_id));
     }
     Ok(())
-}
-
-/// Background jobs of the session (`job start --session`) that have not ended: each has a
-/// directory under `jobs/`, which gets a `status` file when it ends.
-fn running_jobs(dir: &std::path::Path) -> u32 {
-    std::fs::read_dir(dir.join("jobs"))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| !e.path().join("status").exists())
-                .filter(|e| {
-                    // A job stopped by `job stop` never writes its status.
-                    std::fs::read_to_string(e.path().join("pid"))
-                        .ok()
-                        .and_then(|p| p.trim().parse::<i32>().ok())
-                        .is_some_and(|p| {
-                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
-                        })
-                })
-                .count() as u32
-        })
-        .unwrap_or(0)
 }
 
 fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {

@@ -27,10 +27,12 @@ pub struct Proc {
 /// background job whose parent exits is re-parented here instead of to init, so the host's
 /// descendants are all the processes its shell ever started that still run. Finding them is
 /// then a walk of a few `/proc/PID/task/TID/children` files rather than a scan of every process
-/// on the computer. Returns whether it took effect.
+/// on the computer. Returns whether it took effect (and records it for [`session_members`]).
 #[cfg(target_os = "linux")]
 pub fn become_subreaper() -> bool {
-    nix::sys::prctl::set_child_subreaper(true).is_ok()
+    let done = nix::sys::prctl::set_child_subreaper(true).is_ok();
+    SUBREAPER.store(done, std::sync::atomic::Ordering::Relaxed);
+    done
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -137,8 +139,9 @@ pub fn session_members(sid: i32) -> Vec<Proc> {
     }
 }
 
-/// Whether this host became its shell's subreaper; set once by the host at start.
-pub static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether this host became its shell's subreaper ([`become_subreaper`]).
+#[cfg(target_os = "linux")]
+static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[cfg(target_os = "linux")]
 fn members_among(sid: i32, pids: impl Iterator<Item = i32>) -> Vec<Proc> {
@@ -270,6 +273,27 @@ pub fn end_strays(shell: i32) -> usize {
         }
     }
     members.len()
+}
+
+/// Background jobs of the session (`job start --session`) that have not ended: each has a
+/// directory under `jobs/`, which gets a `status` file when it ends.
+pub(crate) fn running_jobs(dir: &std::path::Path) -> u32 {
+    std::fs::read_dir(dir.join("jobs"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.path().join("status").exists())
+                .filter(|e| {
+                    // A job stopped by `job stop` never writes its status.
+                    std::fs::read_to_string(e.path().join("pid"))
+                        .ok()
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                        .is_some_and(|p| {
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+                        })
+                })
+                .count() as u32
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
