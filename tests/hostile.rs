@@ -3,28 +3,11 @@
 //! harmed. (The decoder itself is fuzzed: `fuzz/`, see docs/FUZZING.md.)
 
 mod common;
+use common::rng::Rng;
 use common::*;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use tether_proto::{InvokeSpec, PROTOCOL_VERSION, Request, SessionFilter, encode};
-
-/// A small deterministic generator (xorshift64*), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn hello() -> Vec<u8> {
     encode(&Request::Hello {

@@ -134,3 +134,72 @@ fn forty_escape_attempts_are_all_refused() {
     assert_eq!(home.session("r")["state"], "Opened");
     home.invoke("r", "echo fine").success().stdout_is("fine\n");
 }
+
+#[test]
+fn program_paths_with_dot_or_empty_parts_are_refused() {
+    // A rule naming the program by its absolute path: before, `Path::components()` tidied
+    // `/bin/./echo` and `/bin/echo/` into `/bin/echo` and let them through.
+    let home = Home::new();
+    home.run(&["daemon", "start"]).success();
+    let dir = home.path().join("configurations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("exact.toml"),
+        "engine = \"restricted\"\npath = [\"/usr/bin\", \"/bin\"]\n\
+         [[allow]]\ncommand = \"/bin/echo\"\nrest = \"re:[a-z]*\"\n\
+         [[allow]]\ncommand = \"/usr/bin/echo\"\nrest = \"re:[a-z]*\"\n",
+    )
+    .unwrap();
+    home.new_session("x", &["--configuration", "exact"]);
+    home.invoke("x", "/bin/echo hi").success().stdout_is("hi\n");
+    home.invoke("x", "/usr/bin/echo hi")
+        .success()
+        .stdout_is("hi\n");
+    for line in [
+        "/bin/./echo hi",
+        "/bin//echo hi",
+        "/bin/echo/ hi",
+        "/usr/bin/../bin/echo hi",
+        "//bin/echo hi",
+        "/usr/bin/./echo hi",
+    ] {
+        let out = home.invoke("x", line);
+        assert_eq!(out.code(), Some(6), "not refused: {line:?}\n{out}");
+        assert!(
+            out.err()
+                .contains("command not allowed in configuration exact")
+                && out.err().contains("is not an allowed program"),
+            "unclear refusal for {line:?}: {out}"
+        );
+        assert_eq!(out.out(), "", "{line:?} ran something");
+    }
+    assert_eq!(home.session("x")["state"], "Opened");
+
+    // The same parts in a rule or a path entry make the configuration an error naming the
+    // file's line; nothing starts.
+    for (name, text, line) in [
+        (
+            "rule",
+            "engine = \"restricted\"\n[[allow]]\ncommand = \"/bin/./echo\"\n",
+            2,
+        ),
+        (
+            "entry",
+            "engine = \"restricted\"\npath = [\"/usr/bin\",\n  \"/bin/\"]\n[[allow]]\ncommand = \"echo\"\n",
+            3,
+        ),
+        (
+            "relative",
+            "engine = \"restricted\"\npath = [\"bin\"]\n[[allow]]\ncommand = \"echo\"\n",
+            2,
+        ),
+    ] {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = home.run(&["new", "--name", name, "--configuration", name]);
+        assert_eq!(out.code(), Some(2), "{name}: {out}");
+        let want = format!("configuration {name}: {} line {line}: ", file.display());
+        assert!(out.err().contains(&want), "{name}: wanted {want:?}\n{out}");
+        assert!(home.find_session(name).is_none(), "{name} started");
+    }
+}

@@ -23,13 +23,16 @@ pub struct BridgeArgs {
 pub async fn run(a: BridgeArgs) -> CliResult {
     // Pinned (an ssh forced command): every daemon connection starts with `Pin`, written
     // before any byte of the client's, so the client can reach nothing else.
-    let pin_frame = match &a.configuration {
-        Some(c) => Some(
-            tether_proto::encode(&tether_proto::Request::Pin(c.clone()))
-                .map_err(|e| CliError::new(ErrorKind::Internal, format!("bridge: {e}")))?,
-        ),
-        None => None,
+    // Unpinned, every connection says it comes from another computer (`Bridged`), so the
+    // daemon believes no environment or directory sent through it.
+    let first = match &a.configuration {
+        Some(c) => tether_proto::Request::Pin(c.clone()),
+        None => tether_proto::Request::Bridged,
     };
+    let pin_frame = Some(
+        tether_proto::encode(&first)
+            .map_err(|e| CliError::new(ErrorKind::Internal, format!("bridge: {e}")))?,
+    );
     let paths = super::daemon_paths()?;
     drop(tether_client::Client::connect_or_start(&paths).await?);
     let sock = paths.daemon_socket();

@@ -168,7 +168,17 @@ pub fn run_host() -> CliResult {
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdin(&null);
     }
-    tether_engine::run_host(paths, spec)
-        .map_err(|e| CliError::new(ErrorKind::Internal, e.to_string()))?;
+    if let Err(e) = tether_engine::run_host(paths, spec) {
+        // Until it says `ready`, the host's stdout is its daemon's pipe: the reason goes there,
+        // on one line, so the user learns why their session did not start.
+        let kind = if e.is_permission() {
+            "permission"
+        } else {
+            "internal"
+        };
+        let line = e.to_string().replace('\n', " ");
+        println!("failed {kind} {line}");
+        return Err(CliError::new(ErrorKind::Internal, line));
+    }
     Ok(0)
 }

@@ -16,8 +16,10 @@
 
 pub mod netns;
 mod procs;
+pub mod rng;
 mod run;
 pub mod sshd;
+pub mod system;
 pub mod tmux;
 
 pub use procs::*;

@@ -192,15 +192,18 @@ pub async fn resume(
         keep_stdin,
     } = how;
     let target = match resolve(daemon, &session).await {
-        // A temporary session is not listed, but its host keeps a record.
-        Err(_) => tether_engine::HostMeta::load(&daemon.paths.host_meta(&session))
-            .map(|m| Target::Local(m.info))
-            .map_err(|_| {
-                ErrorInfo::new(
-                    ErrorKind::NotFound,
-                    format!("session {session} no longer exists"),
-                )
-            }),
+        // A temporary session is not listed, but its host keeps a record (named by its
+        // instance id only: a name never reaches a path).
+        Err(_) if tether_proto::is_instance_id(&session) => {
+            tether_engine::HostMeta::load(&daemon.paths.host_meta(&session))
+                .map(|m| Target::Local(m.info))
+                .map_err(|_| {
+                    ErrorInfo::new(
+                        ErrorKind::NotFound,
+                        format!("session {session} no longer exists"),
+                    )
+                })
+        }
         found => found,
     };
     match target {

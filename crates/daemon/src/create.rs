@@ -107,6 +107,7 @@ fn host_spec(
         restricted: cfg.restricted.clone(),
         run_as: run_as.map(Account::run_as),
         pooled: false,
+        owner_uid: daemon.system.as_ref().map(|r| r.account.uid),
     }
 }
 
@@ -165,6 +166,29 @@ async fn start(
                 return Err(ErrorInfo::new(
                     ErrorKind::Usage,
                     format!("a session named {name} already exists"),
+                ));
+            }
+        }
+        if daemon.system.is_some() {
+            let live = reg
+                .sessions
+                .values()
+                .filter(|m| {
+                    matches!(
+                        m.info.state,
+                        State::Opening | State::Opened | State::Disconnected
+                    )
+                })
+                .count();
+            let max = crate::limits::sessions_per_user();
+            if live >= max {
+                return Err(ErrorInfo::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "user {} has {live} sessions, the limit per user \
+                         (TETHER_MAX_SESSIONS_PER_USER={max}); remove one first",
+                        daemon.owner
+                    ),
                 ));
             }
         }

@@ -45,10 +45,11 @@ pub async fn spawn_host(paths: &Paths, spec: &HostSpec) -> Result<HostMeta, Erro
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: setsid and setrlimit are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            crate::limits::restore_open_files();
             Ok(())
         });
     }
@@ -73,6 +74,17 @@ pub async fn spawn_host(paths: &Paths, spec: &HostSpec) -> Result<HostMeta, Erro
     });
     match ready {
         Ok(Ok(Some(l))) if l.starts_with("ready ") => {}
+        Ok(Ok(Some(l))) if l.starts_with("failed ") => {
+            let (kind, why) = l["failed ".len()..].split_once(' ').unwrap_or(("", ""));
+            let why: String = why.chars().filter(|c| !c.is_control()).take(1000).collect();
+            return Err(match kind {
+                "permission" => ErrorInfo::new(
+                    ErrorKind::Permission,
+                    format!("session {}: {why}", spec.name),
+                ),
+                _ => fail(why),
+            });
+        }
         Ok(_) => return Err(fail("the session host exited during start-up".into())),
         Err(_) => return Err(fail("the session host did not start in time".into())),
     }

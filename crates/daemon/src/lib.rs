@@ -27,6 +27,7 @@ mod server;
 mod session_jobs;
 mod stdin_log;
 mod system;
+mod words;
 
 pub use registry::glob_match;
 pub use server::{DEFAULT_IDLE_TIMEOUT_S, MIN_IDLE_TIMEOUT_S};
@@ -172,6 +173,7 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
     let log_size = logfile::redirect_stdio(&paths.log_file(), max_log)?;
     std::env::set_current_dir("/")?;
     logfile::init_logging(&paths.log_file(), max_log, log_size);
+    limits::raise_open_files();
     // One thread: the daemon only routes requests and hands connections to hosts; a single
     // thread avoids cross-thread wake-ups on every request.
     let rt = tokio::runtime::Builder::new_current_thread()

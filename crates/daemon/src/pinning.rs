@@ -19,6 +19,46 @@ fn refused(pin: &str, what: &str) -> ErrorInfo {
     )
 }
 
+/// What a request from another computer (through `tether bridge`) may bring: nothing of the
+/// client's environment or directory. The session starts as an ssh login would, with this
+/// computer's environment; on a pinned connection, with the account's login environment only
+/// (HOME, USER, LOGNAME, SHELL, PATH), in its home, so that a key limited to a
+/// configuration cannot steer the allowed programs with `LD_PRELOAD`, `PATH`, `GIT_*`, …
+/// The configuration's own `environment` and `working_directory` come on top when the
+/// session is made. A pinned connection also cannot skip the configuration's start-up script.
+pub fn from_afar(daemon: &Daemon, pinned: bool, req: &mut Request) {
+    let clean = || -> (Vec<(String, String)>, Option<String>) {
+        if !pinned {
+            return (Vec::new(), None);
+        }
+        let account = match &daemon.system {
+            Some(role) => Ok(role.account.clone()),
+            None => crate::system::Account::current(),
+        };
+        match account {
+            Ok(a) => (a.login_env(&[]), Some(a.home.clone())),
+            // No account to speak of: the bare minimum, in the root directory.
+            Err(_) => (
+                vec![("PATH".to_string(), "/usr/bin:/bin".to_string())],
+                Some("/".to_string()),
+            ),
+        }
+    };
+    match req {
+        Request::New(spec) => {
+            (spec.env, spec.cwd) = clean();
+            spec.no_profile &= !pinned;
+        }
+        Request::Invoke(spec) => (spec.env, spec.cwd) = clean(),
+        Request::JobStart(j) => {
+            for c in &mut j.children {
+                (c.spec.env, c.spec.cwd) = clean();
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Checks (and where needed narrows) a request on a connection pinned to `pin`.
 pub async fn check(daemon: &Daemon, pin: &str, req: &mut Request) -> Result<(), ErrorInfo> {
     match req {

@@ -88,8 +88,18 @@ impl Registry {
             .join(format!("{instance_id}.json"))
     }
 
-    /// Records a handle to a remote session (written atomically).
+    /// Records a handle to a remote session (written atomically). The instance id came from
+    /// another computer: it names a file here only if it is a UUID.
     pub fn insert_remote(&mut self, h: RemoteHandle) -> std::io::Result<()> {
+        if !tether_proto::is_instance_id(&h.info.instance_id) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "computer {} named a session with an invalid instance id",
+                    h.target.computer
+                ),
+            ));
+        }
         let dir = self.paths.home.join("remotes");
         tether_transport::paths::private_dir(&dir)?;
         let path = self.remote_path(&h.info.instance_id);
@@ -293,6 +303,9 @@ fn load_remotes(paths: &Paths) -> BTreeMap<String, RemoteHandle> {
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<RemoteHandle>(&b).map_err(|e| e.to_string()));
         match parsed {
+            Ok(h) if !tether_proto::is_instance_id(&h.info.instance_id) => {
+                tracing::warn!("ignoring remote handle {}: bad instance id", path.display())
+            }
             Ok(h) => {
                 out.insert(h.info.instance_id.clone(), h);
             }

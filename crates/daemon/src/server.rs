@@ -68,10 +68,15 @@ impl Daemon {
         };
         let me = tether_transport::identity::client_identity(&paths);
         let links = Links::new(crate::remote::hello_from(&me));
+        let mut jobs = crate::jobs::Jobs::new();
+        if system.is_some() {
+            // A job's unreceived output waits in root's memory: less of it per job.
+            jobs.quota = jobs.quota.min(crate::limits::SYSTEM_JOB_QUOTA);
+        }
         Arc::new(Daemon {
             me,
             present: Default::default(),
-            jobs: crate::jobs::Jobs::new(),
+            jobs,
             paths,
             registry: Mutex::new(registry),
             shutdown: watch::channel(false).0,
@@ -163,10 +168,19 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
     let mut first = crate::limits::first_frame(&mut reader).await;
-    // A bridge pinned to one configuration says so before the client's first byte.
+    // A bridge says so before the client's first byte, and whether it is pinned to one
+    // configuration.
     let mut pin = None;
-    if let Ok(Some(Request::Pin(name))) = &first {
-        pin = Some(name.clone());
+    let mut bridged = false;
+    match &first {
+        Ok(Some(Request::Pin(name))) => {
+            pin = Some(name.clone());
+            bridged = true;
+        }
+        Ok(Some(Request::Bridged)) => bridged = true,
+        _ => {}
+    }
+    if bridged {
         first = crate::limits::first_frame(&mut reader).await;
     }
     // Who this connection speaks for: a client daemon of another computer names itself; our
@@ -174,7 +188,13 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     let client = match &first {
         Ok(Some(Request::Hello {
             client: Some(c), ..
-        })) if !c.id.is_empty() => c.clone(),
+        })) if !c.id.is_empty() => {
+            if let Err(e) = tether_proto::validate_client(c) {
+                let _ = writer.send(&Response::Error(e)).await;
+                return;
+            }
+            c.clone()
+        }
         _ => daemon.me.clone(),
     };
     if !tether_transport::answer_hello(first, &mut writer, "tether daemon").await {
@@ -194,6 +214,12 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             }
         };
         let mut req = req;
+        if let Err(e) = crate::words::check(&req) {
+            if writer.feed(&Response::Error(e)).await.is_err() {
+                return;
+            }
+            continue;
+        }
         if let Some(role) = &daemon.system
             && let Err(e) = crate::system::check(role, &req)
         {
@@ -201,6 +227,9 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 return;
             }
             continue;
+        }
+        if bridged {
+            crate::pinning::from_afar(&daemon, pin.is_some(), &mut req);
         }
         if let Some(p) = &pin
             && let Err(e) = crate::pinning::check(&daemon, p, &mut req).await
@@ -294,8 +323,12 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                     };
                     crate::remote::call(&daemon, &rt, Request::Configs(far)).await
                 }
-                None => crate::configs::list(&daemon.config_dir(), q.name.as_deref())
-                    .map(Response::Configs),
+                None => crate::configs::list(
+                    &daemon.config_dir(),
+                    q.name.as_deref(),
+                    daemon.system.as_ref().map(|r| &r.account),
+                )
+                .map(Response::Configs),
             },
             Request::SessionJob(req) => crate::session_jobs::handle(&daemon, req, &client).await,
             Request::JobStop(q) => crate::jobs::stop(&daemon, &q).await.map(Response::Jobs),

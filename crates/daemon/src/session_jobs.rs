@@ -38,7 +38,7 @@ pub async fn handle(
     req: SessionJob,
     client: &ClientId,
 ) -> Result<Response, ErrorInfo> {
-    if uuid::Uuid::parse_str(&req.job).is_err() {
+    if !tether_proto::is_instance_id(&req.job) {
         return Err(ErrorInfo::new(
             ErrorKind::Usage,
             "a session job id is a UUID",

@@ -65,7 +65,7 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
     let first = reader.read::<Request>().await;
     match (&first, passed) {
         (Ok(Some(Request::Handoff { spec, prefix })), Some(fd)) => {
-            let Some((reader, writer)) = handed(fd, prefix) else {
+            let Some((reader, writer)) = handed(&host, fd, prefix).await else {
                 return;
             };
             return serve(host, reader, writer, Some(spec.clone())).await;
@@ -80,7 +80,7 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
             })),
             Some(fd),
         ) => {
-            let Some((reader, mut writer)) = handed(fd, prefix) else {
+            let Some((reader, mut writer)) = handed(&host, fd, prefix).await else {
                 return;
             };
             let mut requests = Requests::spawn(reader);
@@ -107,11 +107,31 @@ type HandedReader =
     FrameReader<tokio::io::Chain<std::io::Cursor<Vec<u8>>, tokio::net::unix::OwnedReadHalf>>;
 
 /// The client connection the daemon passed, with the bytes it had already read put back first.
-fn handed(
+/// It must come from the session's owner or from the host's own user (its daemon, a bridge
+/// of the same account): the host checks the kernel's word for it itself, so no mistake in
+/// a daemon that serves several users can hand a session to a stranger.
+async fn handed(
+    host: &Host,
     fd: std::os::fd::OwnedFd,
     prefix: &[u8],
 ) -> Option<(HandedReader, FrameWriter<OwnedWriteHalf>)> {
     let client = tether_transport::unix::stream_from_fd(fd).ok()?;
+    let peer = tether_transport::unix::peer_uid(&client).ok();
+    let own = nix::unistd::getuid().as_raw();
+    if !peer.is_some_and(|uid| uid == own || Some(uid) == host.spec.owner_uid) {
+        tracing::warn!(
+            "session {}: refused a connection from uid {peer:?}",
+            host.spec.name
+        );
+        let (_r, w) = client.into_split();
+        let msg = format!(
+            "session {}: permission denied (the connection is not its owner's)",
+            host.spec.name
+        );
+        let err = Response::Error(ErrorInfo::new(ErrorKind::Permission, msg));
+        let _ = FrameWriter::new(w).send(&err).await;
+        return None;
+    }
     let (cr, cw) = client.into_split();
     let reader = FrameReader::new(std::io::Cursor::new(prefix.to_vec()).chain(cr));
     Some((reader, FrameWriter::new(cw)))

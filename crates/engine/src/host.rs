@@ -296,6 +296,9 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     if let Some(r) = &spec.run_as {
         crate::runas::set(r);
     }
+    if paths.shared {
+        crate::spool::shared_default();
+    }
     let fifo_dir = paths.host_fifo_dir(&spec.instance_id);
     if paths.shared {
         // Root's, passable: the shell opens its FIFOs by path but can change nothing here.
@@ -331,20 +334,9 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let cwd = spec
-        .cwd
-        .clone()
-        .filter(|d| std::path::Path::new(d).is_dir())
-        .or_else(|| spec.run_as.as_ref().map(|r| r.home.clone()))
-        .or_else(|| std::env::var("HOME").ok())
-        .unwrap_or_else(|| "/".into());
-    let become_user = spec
-        .run_as
-        .as_ref()
-        .map(|r| crate::runas::Become::new(r, std::path::Path::new(&cwd)));
-    cmd.current_dir(cwd);
-    // SAFETY: only async-signal-safe calls (setsid, sigaction, sigprocmask, set*id, chdir)
-    // between fork and exec.
+    let (cwd, become_user, report) = crate::runas::place(&mut cmd, &spec)?;
+    // SAFETY: only async-signal-safe calls (setsid, sigaction, sigprocmask, set*id, chdir,
+    // write) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
@@ -357,10 +349,23 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     }
     // Orphans of the shell's jobs come to us, not to init: finding and reaping them stays local.
     let reaper = crate::procs::become_subreaper();
-    let mut child = cmd.spawn().map_err(|err| HostError::Spawn {
-        shell: shell.clone(),
-        err,
-    })?;
+    let spawned = cmd.spawn();
+    drop(cmd);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&fifo_dir);
+            if let (Some(r), Some(e)) = (&spec.run_as, report.and_then(crate::runas::chdir_failure))
+            {
+                return Err(HostError::Directory {
+                    dir: cwd,
+                    user: r.name.clone(),
+                    err: e,
+                });
+            }
+            return Err(HostError::Spawn { shell, err });
+        }
+    };
     let shell_pid = child.id().unwrap_or(0) as i32;
     if reaper {
         crate::procs::spawn_reaper(shell_pid);

@@ -29,6 +29,22 @@ pub enum HostError {
     Io(#[from] std::io::Error),
     #[error("cannot start shell {shell}: {err}")]
     Spawn { shell: String, err: std::io::Error },
+    /// The session's user cannot enter its starting directory (tried as that user, after the
+    /// switch: root's view of the file system never decides what a user may reach).
+    #[error("cannot enter directory {dir} as {user}: {err}")]
+    Directory {
+        dir: String,
+        user: String,
+        err: std::io::Error,
+    },
+}
+
+impl HostError {
+    /// Whether the user was refused something (rather than the host failing): the daemon
+    /// reports it as a permission error.
+    pub fn is_permission(&self) -> bool {
+        matches!(self, HostError::Directory { .. })
+    }
 }
 
 /// Narrow access to internals for the criterion benchmarks in the workspace's `benches/`

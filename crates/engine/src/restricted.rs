@@ -179,17 +179,53 @@ fn dot_dot(word: &str) -> bool {
     word.split(['/', '=']).any(|part| part == "..")
 }
 
-/// Checks the rules' own patterns (the daemon does this when it loads the configuration).
+/// Whether `p` is an absolute path written exactly as the file it names: a leading `/`, then
+/// parts none of which is empty (`//`, a trailing `/`), `.` or `..`. The parts of the string
+/// are checked, not `Path::components()`, which would quietly drop `.` parts and trailing
+/// slashes. `/` alone (the root) is exact.
+pub fn exact_absolute(p: &str) -> bool {
+    match p.strip_prefix('/') {
+        Some("") => true,
+        Some(rest) => rest.split('/').all(|part| !matches!(part, "" | "." | "..")),
+        None => false,
+    }
+}
+
+/// Whether `p` can name a program as an absolute path: exact, and not the root itself.
+fn exact_program(p: &str) -> bool {
+    p != "/" && exact_absolute(p)
+}
+
+/// Checks the rules' own patterns and paths (the daemon does this when it loads the
+/// configuration).
 pub fn validate(rules: &Rules) -> Result<(), String> {
+    if let Some(p) = rules.path.iter().find(|p| !exact_absolute(p)) {
+        return Err(path_refusal(p));
+    }
     rules.allow.iter().try_for_each(validate_rule)
+}
+
+/// Why a `path` entry is refused (see [`exact_absolute`]).
+pub fn path_refusal(p: &str) -> String {
+    if p.starts_with('/') {
+        format!("'{p}' has '.', '..' or empty ('//', trailing '/') parts; write it exactly")
+    } else {
+        format!("'{p}' is not an absolute directory")
+    }
 }
 
 /// Checks one `[[allow]]` rule (so that a configuration error can name the rule's line).
 pub fn validate_rule(r: &Rule) -> Result<(), String> {
-    if r.command.is_empty() || (r.command.contains('/') && !Path::new(&r.command).is_absolute()) {
+    let c = r.command.as_str();
+    if c.is_empty() || c == "." || c == ".." || (c.contains('/') && !c.starts_with('/')) {
         return Err(format!(
-            "allow: command {:?} is neither a bare name nor an absolute path",
-            r.command
+            "allow: command {c:?} is neither a bare name nor an absolute path"
+        ));
+    }
+    if c.starts_with('/') && !exact_program(c) {
+        return Err(format!(
+            "allow: command {c:?} has '.', '..' or empty ('//', trailing '/') parts; \
+             write the program's path exactly"
         ));
     }
     for p in r.args.iter().chain(r.rest.iter()) {
@@ -198,25 +234,20 @@ pub fn validate_rule(r: &Rule) -> Result<(), String> {
     Ok(())
 }
 
-/// Where a program named `name` is: an absolute path as given (without `.` or `..` parts), or
-/// a bare name looked up in the rules' path.
+/// Where a program named `name` is: an absolute path exactly as given (see
+/// [`exact_absolute`]), or a bare name looked up in the rules' path (whose entries must be
+/// exact too).
 fn resolve(rules: &Rules, name: &str) -> Option<PathBuf> {
     if name.starts_with('/') {
-        let p = Path::new(name);
-        let clean = p.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::RootDir | std::path::Component::Normal(_)
-            )
-        });
-        return (clean && !name.contains("//")).then(|| p.to_path_buf());
+        return exact_program(name).then(|| PathBuf::from(name));
     }
-    if name.contains('/') || name == "." || name == ".." {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return None;
     }
     rules
         .path
         .iter()
+        .filter(|d| exact_absolute(d))
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
 }
@@ -373,6 +404,87 @@ mod tests {
         assert!(check(&r, "cat /etc/passwd").is_err());
         assert!(check(&r, "/bin/../bin/echo hi").is_err());
         assert!(check(&r, "./echo hi").is_err());
+    }
+
+    #[test]
+    fn program_paths_are_taken_only_as_written_exactly() {
+        let mut r = rules();
+        r.allow.push(Rule {
+            command: "/bin/echo".into(),
+            args: vec![],
+            rest: Some("re:[a-z]*".into()),
+        });
+        assert_eq!(check(&r, "/bin/echo hi").unwrap().0, Path::new("/bin/echo"));
+        for line in [
+            "/bin/./echo hi",
+            "/bin//echo hi",
+            "//bin/echo hi",
+            "/bin/echo/ hi",
+            "/bin/echo/. hi",
+            "/usr/bin/../bin/echo hi",
+            "/./bin/echo hi",
+            "/ hi",
+            "bin/echo hi",
+        ] {
+            let e = check(&r, line).unwrap_err();
+            assert!(e.contains("is not an allowed program"), "{line}: {e}");
+        }
+        assert!(exact_absolute("/"));
+        assert!(exact_absolute("/usr/local/bin"));
+        for p in [
+            "",
+            "usr/bin",
+            "/usr/bin/",
+            "/usr//bin",
+            "/usr/./bin",
+            "/usr/bin/..",
+            "/.",
+        ] {
+            assert!(!exact_absolute(p), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn rules_and_path_entries_must_be_exact_too() {
+        let rule = |c: &str| Rule {
+            command: c.into(),
+            ..Default::default()
+        };
+        assert!(validate_rule(&rule("echo")).is_ok());
+        assert!(validate_rule(&rule("/bin/echo")).is_ok());
+        for c in [
+            "/bin/./echo",
+            "/bin//echo",
+            "/bin/echo/",
+            "/usr/bin/../bin/echo",
+            "/",
+            ".",
+            "..",
+            "",
+            "bin/echo",
+        ] {
+            assert!(validate_rule(&rule(c)).is_err(), "{c:?}");
+        }
+        let mut r = rules();
+        assert!(validate(&r).is_ok());
+        for p in [
+            "/usr/bin/",
+            "/usr//bin",
+            "/usr/./bin",
+            "/usr/lib/../bin",
+            "usr/bin",
+        ] {
+            r.path = vec!["/bin".into(), p.into()];
+            assert!(validate(&r).is_err(), "{p:?}");
+        }
+        // Rules made elsewhere are not trusted: an inexact path entry never finds a program.
+        r.path = vec!["/bin/".into(), "/usr/./bin".into()];
+        assert!(check(&r, "echo hi").is_err());
+        // A rule written inexactly matches nothing, not even the exact line.
+        r = rules();
+        r.allow = vec![rule("/bin/./echo")];
+        assert!(check(&r, "/bin/echo").is_err());
+        assert!(check(&r, "/bin/./echo").is_err());
     }
 
     #[test]

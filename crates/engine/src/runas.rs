@@ -60,29 +60,70 @@ pub(crate) fn give_fd(fd: &impl std::os::fd::AsFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where the shell starts, and how: a session that runs as another user enters its directory
+/// as that user ([`Become`]), so root's view of the file system decides nothing and a
+/// directory the user cannot reach is an error naming it. A per-user host (the user itself)
+/// falls back to home for a directory that is gone. Returns the directory, the child's part
+/// and the read end of its report pipe.
+pub(crate) fn place(
+    cmd: &mut tokio::process::Command,
+    spec: &crate::HostSpec,
+) -> std::io::Result<(String, Option<Become>, Option<std::os::fd::OwnedFd>)> {
+    let Some(r) = &spec.run_as else {
+        let cwd = spec
+            .cwd
+            .clone()
+            .filter(|d| Path::new(d).is_dir())
+            .or_else(|| std::env::var("HOME").ok())
+            .unwrap_or_else(|| "/".into());
+        cmd.current_dir(&cwd);
+        return Ok((cwd, None, None));
+    };
+    let cwd = spec.cwd.clone().unwrap_or_else(|| r.home.clone());
+    let (b, report) = Become::new(r, Path::new(&cwd))?;
+    Ok((cwd, Some(b), Some(report)))
+}
+
 /// What the child needs to become the user, prepared before fork: between fork and exec only
 /// async-signal-safe calls are allowed, so nothing here may allocate then.
 pub(crate) struct Become {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
-    dir: Option<CString>,
+    dir: CString,
+    /// Write end of a pipe on which the child reports a failed `chdir` (its errno), so the
+    /// host can tell the user which directory they cannot reach instead of a bare spawn error.
+    report: std::os::fd::OwnedFd,
 }
 
 impl Become {
-    pub(crate) fn new(run_as: &RunAs, dir: &Path) -> Become {
-        Become {
-            uid: run_as.uid,
-            gid: run_as.gid,
-            groups: run_as.groups.clone(),
-            dir: CString::new(dir.as_os_str().as_bytes()).ok(),
-        }
+    /// Returns the child's part and the read end of its report pipe.
+    pub(crate) fn new(
+        run_as: &RunAs,
+        dir: &Path,
+    ) -> std::io::Result<(Become, std::os::fd::OwnedFd)> {
+        let (read, write) = report_pipe()?;
+        let dir = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("the directory name has a NUL byte"))?;
+        Ok((
+            Become {
+                uid: run_as.uid,
+                gid: run_as.gid,
+                groups: run_as.groups.clone(),
+                dir,
+                report: write,
+            },
+            read,
+        ))
     }
 
     /// In the child: supplementary groups, then the group, then the user (the order matters:
-    /// after setuid the others are no longer allowed), then the directory again as the user.
-    /// Any failure fails the spawn: a shell must never run as root by mistake.
+    /// after setuid the others are no longer allowed), then the directory, as the user. The
+    /// parent's `Command` is given no directory: root never enters it on the user's behalf.
+    /// Any failure fails the spawn: a shell must never run as root by mistake, nor in a
+    /// directory its user could not have entered.
     pub(crate) fn apply(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
         // SAFETY: plain system calls on memory prepared before fork.
         unsafe {
             #[cfg(any(target_os = "macos", target_os = "ios"))]
@@ -98,10 +139,37 @@ impl Become {
             if libc::getuid() != self.uid || (self.uid != 0 && libc::setuid(0) == 0) {
                 return Err(std::io::Error::other("could not drop root"));
             }
-            if let Some(d) = &self.dir {
-                let _ = libc::chdir(d.as_ptr());
+            if libc::chdir(self.dir.as_ptr()) != 0 {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                let bytes = errno.to_ne_bytes();
+                libc::write(self.report.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+                return Err(std::io::Error::from_raw_os_error(errno));
             }
         }
         Ok(())
+    }
+}
+
+/// A pipe whose ends are close-on-exec (the shell inherits neither) and non-blocking (the
+/// parent reads it once, after the spawn, whether or not the child wrote).
+fn report_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+    let (read, write) = nix::unistd::pipe()?;
+    for fd in [&read, &write] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    }
+    Ok((read, write))
+}
+
+/// What the child reported on its pipe: the errno of a failed `chdir`, if that is why the
+/// spawn failed. Called after the spawn returned (the child has exited or exec'd by then).
+pub(crate) fn chdir_failure(read: std::os::fd::OwnedFd) -> Option<std::io::Error> {
+    use std::io::Read;
+    let mut f = std::fs::File::from(read);
+    let mut buf = [0u8; 4];
+    match f.read(&mut buf) {
+        Ok(4) => Some(std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf))),
+        _ => None,
     }
 }

@@ -43,6 +43,12 @@ pub struct HostSpec {
     /// pool afterwards instead of closing. A fork replaces a host and a shell per invocation.
     #[serde(default)]
     pub pooled: bool,
+    /// The uid of the user the session belongs to, when that is not the host's own (a system
+    /// daemon's sessions). Besides the host's own uid (its daemon's), only this user's
+    /// connections may be handed to the host: whatever a daemon gets wrong, a session never
+    /// serves a stranger.
+    #[serde(default)]
+    pub owner_uid: Option<u32>,
 }
 
 /// An account a session's shell runs as, resolved by the daemon (from the passwd and group
@@ -77,13 +83,45 @@ impl HostMeta {
     }
 
     /// Reads a record; a corrupt one is an error for the caller to report, not a panic.
+    ///
+    /// A record is only believed where it was written: at `<instance id>.json`, naming that
+    /// same instance id, which must be a UUID. Every path the daemon later builds from it (the
+    /// host's socket, its directory) then stays inside the area the record was read from,
+    /// whatever file someone managed to place elsewhere.
     pub fn load(path: &Path) -> std::io::Result<HostMeta> {
-        let data = std::fs::read(path)?;
-        if data.len() > 1024 * 1024 {
-            return Err(std::io::Error::other("session record is implausibly large"));
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        const MAX: u64 = 1024 * 1024;
+        let bad = |why: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {why}", path.display()),
+            )
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(bad("not a regular file"));
         }
-        serde_json::from_slice(&data)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        let mut data = Vec::new();
+        file.take(MAX + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > MAX {
+            return Err(bad("session record is implausibly large"));
+        }
+        let meta: HostMeta = serde_json::from_slice(&data)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let stem = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"));
+        if !tether_proto::is_instance_id(&meta.info.instance_id)
+            || stem != Some(meta.info.instance_id.as_str())
+        {
+            return Err(bad("the record does not name the session it is stored for"));
+        }
+        Ok(meta)
     }
 }
 

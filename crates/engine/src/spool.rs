@@ -63,7 +63,7 @@ impl Chunks {
         let mem_limit = std::env::var("TETHER_OUTPUT_MEMORY")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_MEMORY);
+            .unwrap_or_else(|| *SHARED_DEFAULT.get().unwrap_or(&DEFAULT_MEMORY));
         Chunks {
             list: VecDeque::new(),
             bytes: 0,
@@ -275,15 +275,33 @@ impl Drop for Chunks {
     }
 }
 
+/// The memory tier's size for the hosts of a system daemon, set once by the host: there the
+/// host's memory is root's, so kept output goes to the user's own spool file early.
+static SHARED_DEFAULT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Kept output a system daemon's host holds in memory before spooling (1 MiB).
+pub(crate) const SHARED_MEMORY: usize = 1 << 20;
+
+/// Makes [`SHARED_MEMORY`] the default memory tier of this process (a system daemon's host).
+pub(crate) fn shared_default() {
+    let _ = SHARED_DEFAULT.set(SHARED_MEMORY);
+}
+
+/// Opens (creates) a spool file, private to the session's user: in a system daemon's tree it
+/// is given to the user whose shell runs in the session, so the disk it takes is charged to
+/// them (quotas), not to root. Links are never followed.
 fn open_private(path: &std::path::Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .read(true)
         .write(true)
         .mode(0o600)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    crate::runas::give_fd(&f)?;
+    Ok(f)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! handshake, and a payload that does not decode is reported as [`DecodeError`], never a panic.
 
 mod frame;
+mod ids;
 mod jobs;
 mod session;
 
@@ -17,6 +18,7 @@ pub use frame::{
     DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len, output_data_len,
     output_frame_header,
 };
+pub use ids::{is_instance_id, validate_client, validate_name, validate_word};
 pub use jobs::{
     ChildJobInfo, JobChild, JobChunk, JobInfo, JobQuery, JobStart, SessionJob, SessionJobAction,
     SessionJobData,
@@ -26,7 +28,7 @@ pub use session::{Availability, SessionInfo, State};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest output chunk a host sends in one frame; keeps frames far below [`MAX_FRAME_LEN`].
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -143,6 +145,10 @@ pub enum Request {
     /// Host only, from its daemon, for a pooled host: answered with `Ok` each time the host
     /// is ready for another temporary invocation, until the host closes.
     HostPoolWatch,
+    /// Written by an unpinned `tether bridge` before any byte of its client's: the connection
+    /// comes from another computer, so the client's environment and directory are not
+    /// believed. Honoured only as a connection's first frame.
+    Bridged,
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.
@@ -416,29 +422,6 @@ impl ErrorInfo {
             message: message.into(),
         }
     }
-}
-
-/// Session names: what a user can type on a command line without quoting, and never all digits
-/// (an all-digit word on the command line means an Id).
-pub fn validate_name(name: &str) -> Result<(), ErrorInfo> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('-') {
-        return Err(ErrorInfo::new(
-            ErrorKind::Usage,
-            format!(
-                "invalid session name '{name}': use 1-64 letters, digits, '.', '_' or '-', not starting with '-'"
-            ),
-        ));
-    }
-    if name.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ErrorInfo::new(
-            ErrorKind::Usage,
-            format!("invalid session name '{name}': a name cannot be all digits (that is an Id)"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -116,10 +116,12 @@ impl Paths {
         self.home.join("hosts")
     }
     pub fn host_socket(&self, instance_id: &str) -> PathBuf {
-        self.run.join("hosts").join(format!("{instance_id}.sock"))
+        let id = checked(instance_id);
+        self.run.join("hosts").join(format!("{id}.sock"))
     }
     pub fn host_meta(&self, instance_id: &str) -> PathBuf {
-        self.hosts_dir().join(format!("{instance_id}.json"))
+        let id = checked(instance_id);
+        self.hosts_dir().join(format!("{id}.json"))
     }
     /// Where the daemon links a local session's name to its instance id
     /// (`names/<name>` → `<instance id>`), so a CLI call can reach the host without asking the
@@ -134,7 +136,7 @@ impl Paths {
         plain.then(|| self.home.join("names").join(name))
     }
     pub fn host_fifo_dir(&self, instance_id: &str) -> PathBuf {
-        self.hosts_dir().join(instance_id)
+        self.hosts_dir().join(checked(instance_id))
     }
 
     /// Creates the home, run and hosts directories, private to the user (0700); in a system
@@ -160,6 +162,20 @@ impl Paths {
             private_dir(&self.run.join("hosts"))?;
         }
         Ok(())
+    }
+}
+
+/// Where a word that is not an instance id leads: a name no host ever uses, inside the area.
+/// Requests are validated where they enter (`tether_proto::validate_word`); this is the last
+/// line, so that no path built here can ever leave the area, whatever reached it.
+const NOT_AN_INSTANCE: &str = "not-an-instance-id";
+
+fn checked(instance_id: &str) -> &str {
+    if tether_proto::is_instance_id(instance_id) {
+        instance_id
+    } else {
+        tracing::warn!("refused to build a path from {instance_id:?}");
+        NOT_AN_INSTANCE
     }
 }
 

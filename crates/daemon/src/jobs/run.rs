@@ -6,6 +6,20 @@ use super::*;
 /// busy session fails the whole job at once (SPEC §3.3), and children already started are
 /// stopped; any other failure only fails its own child.
 pub async fn start(daemon: &Arc<Daemon>, req: JobStart) -> Result<JobInfo, ErrorInfo> {
+    if daemon.system.is_some() {
+        let kept = daemon.jobs.lock().len();
+        let max = crate::limits::jobs_per_user();
+        if kept >= max {
+            return Err(ErrorInfo::new(
+                ErrorKind::Busy,
+                format!(
+                    "user {} has {kept} jobs, the limit per user (TETHER_MAX_JOBS_PER_USER={max}); \
+                     'tether job remove' some first",
+                    daemon.owner
+                ),
+            ));
+        }
+    }
     if req.in_session {
         return crate::session_jobs::start(daemon, req).await;
     }

@@ -10,7 +10,10 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tether_proto::{ConfigInfo, ErrorInfo, ErrorKind};
+use tether_proto::{ErrorInfo, ErrorKind};
+
+mod listing;
+pub use listing::list;
 
 /// One configuration file, as written. Unknown keys are errors (a typo must not be ignored).
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -189,10 +192,14 @@ fn parse(name: &str, file: &Path, text: &str) -> Result<Config, String> {
             tether_engine::restricted::validate_rule(rule)
                 .map_err(|e| at(table_line(text, "[[allow]]", i), &e))?;
         }
-        if let Some(p) = r.path.iter().find(|p| !Path::new(p).is_absolute()) {
-            return Err(key_err(
-                "path",
-                format!("'{p}' is not an absolute directory"),
+        if let Some(p) = raw
+            .path
+            .iter()
+            .find(|p| !tether_engine::restricted::exact_absolute(p))
+        {
+            return Err(at(
+                entry_line(text, "path", p),
+                &format!("path: {}", tether_engine::restricted::path_refusal(p)),
             ));
         }
     }
@@ -282,6 +289,19 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The line of entry `value` of array `key` (the first line from `key =` on that has it
+/// quoted as written), else the line of `key =`.
+fn entry_line(text: &str, key: &str, value: &str) -> Option<usize> {
+    let start = line_of(text, key)?;
+    let quoted = [format!("\"{value}\""), format!("'{value}'")];
+    text.lines()
+        .enumerate()
+        .skip(start - 1)
+        .find(|(_, l)| quoted.iter().any(|q| l.contains(q.as_str())))
+        .map(|(i, _)| i + 1)
+        .or(Some(start))
+}
+
 /// The line of the `nth` (from 0) table header `header` (such as `[[allow]]`).
 fn table_line(text: &str, header: &str, nth: usize) -> Option<usize> {
     text.lines()
@@ -289,59 +309,6 @@ fn table_line(text: &str, header: &str, nth: usize) -> Option<usize> {
         .filter(|(_, l)| l.trim_start().starts_with(header))
         .nth(nth)
         .map(|(i, _)| i + 1)
-}
-
-/// `config list` (every configuration, bad ones with their error) or `config show NAME`.
-pub fn list(dir: &Path, name: Option<&str>) -> Result<Vec<ConfigInfo>, ErrorInfo> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let n = e.file_name().into_string().ok()?;
-                    let stem = n.strip_suffix(".toml")?;
-                    valid_name(stem).then(|| stem.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if !names.iter().any(|n| n == "default") {
-        names.push("default".into());
-    }
-    names.sort();
-    if let Some(want) = name {
-        if !names.iter().any(|n| n == want) {
-            return Err(ErrorInfo::new(
-                ErrorKind::NotFound,
-                format!(
-                    "configuration {want} not found; 'tether config list' shows the configurations"
-                ),
-            ));
-        }
-        names.retain(|n| n == want);
-    }
-    Ok(names
-        .into_iter()
-        .map(|n| {
-            let file = dir.join(format!("{n}.toml"));
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let loaded = load(dir, &n);
-            ConfigInfo {
-                engine: match &loaded {
-                    Ok(c) if c.restricted.is_some() => "restricted".into(),
-                    Ok(c) => c.shell.clone().unwrap_or_else(|| "bash".into()),
-                    Err(_) => "?".into(),
-                },
-                error: loaded.err().map(|e| e.message),
-                file: if file.exists() {
-                    file.display().to_string()
-                } else {
-                    "(built in)".into()
-                },
-                name: n,
-                text,
-            }
-        })
-        .collect())
 }
 
 #[cfg(test)]
@@ -391,6 +358,50 @@ mod tests {
         assert!(e.contains("line 1") && e.contains("restricted"), "{e}");
     }
 
+    #[test]
+    fn inexact_program_paths_and_path_entries_are_errors_with_their_line() {
+        for (command, line) in [
+            ("/bin/./echo", 5),
+            ("/bin//echo", 5),
+            ("/bin/echo/", 5),
+            ("/usr/bin/../bin/echo", 5),
+        ] {
+            let e = parse_text(&format!(
+                "engine = \"restricted\"\n[[allow]]\ncommand = \"id\"\n\n[[allow]]\ncommand = \"{command}\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains(&format!("/etc/t.toml line {line}: ")) && e.contains(command),
+                "{e}"
+            );
+        }
+        for entry in [
+            "/usr/bin/",
+            "/usr//bin",
+            "/usr/./bin",
+            "/usr/lib/../bin",
+            "bin",
+        ] {
+            let e = parse_text(&format!(
+                "engine = \"restricted\"\npath = [\n  \"/bin\",\n  \"{entry}\",\n]\n[[allow]]\ncommand = \"id\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains("/etc/t.toml line 4: path: ") && e.contains(entry),
+                "{entry}: {e}"
+            );
+        }
+        let e = parse_text("engine = \"restricted\"\npath = [\"usr/bin\"]\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("not an absolute"), "{e}");
+        let ok = parse_text(
+            "engine = \"restricted\"\npath = [\"/usr/local/bin\", \"/bin\"]\n\
+             [[allow]]\ncommand = \"/usr/bin/id\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.restricted.unwrap().path, ["/usr/local/bin", "/bin"]);
+    }
+
+    /// A directory of configuration files for one test, removed on drop.
     #[test]
     fn names_are_file_names() {
         assert!(valid_name("ops-1.x_y"));
