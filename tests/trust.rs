@@ -361,6 +361,10 @@ fn each_user_has_a_fair_share_of_sessions_and_the_daemon_of_open_files() {
     assert!(out.err().contains("limit per user"), "{out}");
     assert_eq!(names(&sys.sessions(&bob)), ["b1", "b2", "b3"]);
     sys.new_session(&alice, "a1", &[]);
+    // Sessions get the limit the daemon was started with, as anywhere else.
+    sys.invoke(&alice, "a1", "ulimit -n")
+        .success()
+        .stdout_is("256\n");
 
     // The daemon serves many users' connections and sessions: it takes every descriptor the
     // system lets it have.
@@ -377,6 +381,31 @@ fn each_user_has_a_fair_share_of_sessions_and_the_daemon_of_open_files() {
         "the daemon, started with a soft limit of 256 under a hard one of {hard}, did not \
          raise it: {line}"
     );
+}
+
+#[test]
+fn each_user_has_a_fair_share_of_jobs() {
+    let sys = System::new(&[("TETHER_MAX_JOBS_PER_USER", "2")]);
+    let alice = sys.user("a", &[]);
+    let bob = sys.user("b", &[]);
+    sys.start();
+    sys.new_session(&bob, "b", &[]);
+    sys.new_session(&alice, "a", &[]);
+    sys.session_job(&bob, "b", "sleep 30");
+    sys.session_job(&bob, "b", "sleep 30");
+    let out = sys
+        .as_user(&bob, &["job", "start", "-s", "b", "--", "true"])
+        .code_is(4);
+    assert!(
+        out.err().contains("limit per user") && out.err().contains(&bob.name),
+        "{out}"
+    );
+    // Bob's jobs are his: alice still has her share.
+    sys.session_job(&alice, "a", "true");
+    let out = sys
+        .as_user(&bob, &["invoke", "--as-job", "--", "true"])
+        .code_is(4);
+    assert!(out.err().contains("limit per user"), "{out}");
 }
 
 #[test]
