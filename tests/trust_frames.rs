@@ -27,6 +27,7 @@ fn naming(word: &str, marker: &Path) -> Vec<(&'static str, Request)> {
     let list = || SessionList {
         sessions: vec![word.to_owned()],
         remote: None,
+        keep: false,
     };
     let script = format!("id -u > {}", marker.display());
     vec![
@@ -36,6 +37,7 @@ fn naming(word: &str, marker: &Path) -> Vec<(&'static str, Request)> {
                 session: word.to_owned(),
                 from: 0,
                 keep_stdin: false,
+                keep: false,
             },
         ),
         (
@@ -44,6 +46,7 @@ fn naming(word: &str, marker: &Path) -> Vec<(&'static str, Request)> {
                 session: word.to_owned(),
                 from: 0,
                 keep_stdin: true,
+                keep: false,
             },
         ),
         ("Receive", Request::Receive(list())),
@@ -226,6 +229,7 @@ fn replays(p: &Pair, planted: &str, marker: &Path) -> Vec<Request> {
         acked: true,
         client: Default::default(),
         keep_stdin: true,
+        keep: false,
     });
     v
 }

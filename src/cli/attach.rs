@@ -6,12 +6,9 @@ use super::{connect, output, remote};
 use clap::Args;
 use tether_client::SessionList;
 
-fn words(v: &[String]) -> Vec<String> {
-    v.iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+/// Sessions named on the command line; an empty name is a usage error.
+fn words(what: &str, v: &[String]) -> Result<Vec<String>, CliError> {
+    super::sessions::session_words(what, v)
 }
 
 #[derive(Args, Debug)]
@@ -25,10 +22,12 @@ pub struct DisconnectArgs {
 }
 
 pub async fn disconnect(a: DisconnectArgs) -> CliResult {
+    let sessions = words("disconnect", &a.sessions)?;
     let mut client = connect().await?;
     let list = SessionList {
-        sessions: words(&a.sessions),
+        sessions,
         remote: None,
+        keep: false,
     };
     let done = client.disconnect(list).await?;
     output::print_sessions(&done, a.json);
@@ -52,18 +51,28 @@ pub struct ConnectArgs {
 }
 
 pub async fn connect_cmd(a: ConnectArgs) -> CliResult {
-    let list = match &a.computer {
+    let computer = match &a.computer {
+        Some(c) => match remote::computers("--computer", std::slice::from_ref(c))?.as_slice() {
+            [one] => Some(one.clone()),
+            _ => return Err(CliError::usage("connect --computer takes one computer")),
+        },
+        None => None,
+    };
+    let list = match &computer {
         Some(c) if !remote::is_local(c) => SessionList {
-            sessions: words(&a.name),
+            sessions: words("--name", &a.name)?,
             remote: Some(remote::target(c, &super::ssh_flags())?),
+            keep: false,
         },
         Some(_) => SessionList {
-            sessions: words(&a.name),
+            sessions: words("--name", &a.name)?,
             remote: None,
+            keep: false,
         },
         None => SessionList {
-            sessions: words(&a.sessions),
+            sessions: words("connect", &a.sessions)?,
             remote: None,
+            keep: false,
         },
     };
     let mut client = connect().await?;
@@ -77,7 +86,8 @@ pub struct ReceiveArgs {
     /// The session (Name or Id) whose disconnected command's output to collect.
     #[arg(add = super::completions::sessions())]
     session: String,
-    /// Keep the output for the next receive (not available yet).
+    /// Show the kept output (and the rest, live, until the command ends) without consuming
+    /// it: the session stays Disconnected and the next receive gets it all again.
     #[arg(long)]
     keep: bool,
     /// Print JSON lines instead of raw output.
@@ -86,19 +96,22 @@ pub struct ReceiveArgs {
 }
 
 /// Prints what the command wrote while disconnected, then the rest live, and exits with its
-/// status; the session is attached again.
+/// status; the session is attached again (with `--keep`: it stays as it was, and so does
+/// its output).
 pub async fn receive(a: ReceiveArgs) -> CliResult {
-    if a.keep {
-        return Err(CliError::usage(
-            "receive --keep is not available in this build yet",
-        ));
+    if words("receive", std::slice::from_ref(&a.session))?.len() != 1 {
+        return Err(CliError::usage("receive takes one session"));
     }
     let client = connect().await?;
     let view = View {
         label: a.session.clone(),
-        computer: "localhost".into(),
+        computer: if a.json {
+            super::invoke::session_computer(&a.session)
+        } else {
+            "localhost".into()
+        },
         session: a.session.clone(),
         json: a.json,
     };
-    stream(client.into_receive(&a.session), view, false).await
+    stream(client.into_receive(&a.session, a.keep), view, false).await
 }

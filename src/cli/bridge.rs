@@ -25,16 +25,32 @@ pub async fn run(a: BridgeArgs) -> CliResult {
     // before any byte of the client's, so the client can reach nothing else.
     // Unpinned, every connection says it comes from another computer (`Bridged`), so the
     // daemon believes no environment or directory sent through it.
+    // An unpinned bridge also says which ssh agent its client forwarded (sshd's
+    // `SSH_AUTH_SOCK` for this connection), so that sessions reach it (the daemon checks it).
     let first = match &a.configuration {
         Some(c) => tether_proto::Request::Pin(c.clone()),
-        None => tether_proto::Request::Bridged,
+        None => tether_proto::Request::Bridged {
+            agent: std::env::var("SSH_AUTH_SOCK")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        },
     };
     let pin_frame = Some(
         tether_proto::encode(&first)
             .map_err(|e| CliError::new(ErrorKind::Internal, format!("bridge: {e}")))?,
     );
     let paths = super::daemon_paths()?;
-    drop(tether_client::Client::connect_or_start(&paths).await?);
+    if let Err(e) = tether_client::Client::connect_or_start(&paths).await {
+        // Said on stdout before the preamble, where the client looks: one line naming the
+        // place and why, rather than "daemon start failed" in ssh's stderr.
+        let why = home_problem(&paths.home).unwrap_or_else(|| e.to_string());
+        let line =
+            tether_transport::link::Failure::line("daemon", &paths.home.to_string_lossy(), &why);
+        let mut out = std::io::stdout();
+        let _ = std::io::Write::write_all(&mut out, line.as_bytes());
+        let _ = std::io::Write::flush(&mut out);
+        return Err(e.into());
+    }
     let sock = paths.daemon_socket();
     let input = async_input()?;
     let mut output = async_output()?;
@@ -70,6 +86,25 @@ pub async fn run(a: BridgeArgs) -> CliResult {
         }
     }
     Ok(0)
+}
+
+/// Why a daemon cannot keep its state in `home`, if that is why it did not start: the home
+/// cannot be made, or a byte cannot be written there (read-only, full, not ours).
+fn home_problem(home: &std::path::Path) -> Option<String> {
+    let plain = |e: std::io::Error| {
+        let text = e.to_string();
+        match text.find(" (os error") {
+            Some(i) => text[..i].to_string(),
+            None => text,
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(home) {
+        return Some(plain(e));
+    }
+    let probe = home.join(format!(".tether-probe.{}", std::process::id()));
+    let wrote = std::fs::write(&probe, b"x");
+    let _ = std::fs::remove_file(&probe);
+    wrote.err().map(plain)
 }
 
 /// A connection to the daemon; a daemon that died since (killed, upgraded) is started again,

@@ -53,6 +53,13 @@ pub async fn run(a: ConfigArgs) -> CliResult {
             json,
         } => (Some(name), computer, json),
     };
+    let computer = match &computer {
+        Some(c) => match remote::computers("--computer", std::slice::from_ref(c))?.as_slice() {
+            [one] => Some(one.clone()),
+            _ => return Err(CliError::usage("config --computer takes one computer")),
+        },
+        None => None,
+    };
     let remote = match computer.as_deref() {
         Some(c) if !remote::is_local(c) => Some(remote::target(c, &super::ssh_flags())?),
         _ => None,

@@ -75,6 +75,7 @@ const LOW_SPACE: u64 = 1 << 30;
 const MAX_ENTRIES: usize = 20_000;
 
 pub async fn run(a: DoctorArgs) -> CliResult {
+    let computers = super::remote::computers("--computer", &a.computer)?;
     let paths = Paths::from_env()?;
     let mut checks = vec![home_check(&paths)];
     checks.push(permissions_check(&paths));
@@ -84,7 +85,7 @@ pub async fn run(a: DoctorArgs) -> CliResult {
     checks.push(log_check(&paths));
     checks.push(linger_check());
     let flags = super::ssh_flags();
-    for c in &a.computer {
+    for c in &computers {
         checks.extend(super::doctor_remote::checks(c, &flags).await?);
     }
     let failed = checks.iter().any(|c| c.level == Level::Fail);

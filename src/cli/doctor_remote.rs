@@ -10,29 +10,51 @@ use super::doctor::{Check, Level};
 use super::error::CliError;
 use super::remote::SshFlags;
 use std::time::Duration;
+use tether_transport::link::Failure;
 use tether_transport::shell_quote;
 use tether_transport::ssh::DEFAULT_CONNECT_TIMEOUT;
 
 /// Marks the script's answers among whatever the login shell prints.
 const MARK: &str = "TETHER-DOCTOR";
 
-/// Run as `sh -c SCRIPT doctor EXE HASH HOME`. Like the bootstrap script it avoids single
-/// quotes and `!`, and it only reads.
-const SCRIPT: &str = r#"e=$1 h=$2
-if [ -n "$3" ]; then TETHER_HOME=$3; export TETHER_HOME; fi
+/// Run as `sh -c SCRIPT doctor EXE HASH SIZE HOME`. Like the bootstrap script it avoids single
+/// quotes and `!`, and it uses the bootstrap's own probes
+/// ([`tether_transport::link::PROBES`]): can the tether home be written, with room to spare;
+/// and, when tether would be copied there, can the copy be checked, written, run (not
+/// `noexec`) and fit. It creates nothing but a probe file it removes at once. Each probe's
+/// `TETHER-FAIL` line follows the `TETHER-DOCTOR check NAME` line it belongs to.
+const SCRIPT_HEAD: &str = r#"e=$1 h=$2 n=$3
+if [ -n "$4" ]; then TETHER_HOME=$4; export TETHER_HOME; fi
 echo "TETHER-DOCTOR uname $(uname -s) $(uname -m)"
-b=
+"#;
+const SCRIPT_TAIL: &str = r#"b=
 if command -v "$e" >/dev/null 2>&1; then b=$(command -v "$e")
 else
   f=${TETHER_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/tether}/bin/tether-$h
   if [ -x "$f" ]; then b=$f; fi
 fi
-if [ -z "$b" ]; then echo "TETHER-DOCTOR exe -"; exit 0; fi
+echo "TETHER-DOCTOR check home"
+s=${TETHER_HOME:-${XDG_STATE_HOME:-$HOME/.local/state}/tether}
+tp "$s" 1048576 look - && echo "TETHER-DOCTOR home $s"
+if [ -z "$b" ]; then
+  echo "TETHER-DOCTOR exe -"
+  echo "TETHER-DOCTOR check copy"
+  d=${TETHER_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/tether}/bin
+  tk && tp "$d" "$n" look exec && echo "TETHER-DOCTOR copy $d"
+  exit 0
+fi
 echo "TETHER-DOCTOR exe $b"
 echo "TETHER-DOCTOR version $("$b" --version 2>&1 | head -n 1)"
 s=$("$b" daemon status 2>&1)
 r=$?
 echo "TETHER-DOCTOR daemon $r $(printf %s "$s" | head -n 1)""#;
+
+fn script() -> String {
+    format!(
+        "{SCRIPT_HEAD}{}{SCRIPT_TAIL}",
+        tether_transport::link::PROBES
+    )
+}
 
 /// What the far side answered.
 #[derive(Debug, Default, PartialEq)]
@@ -41,11 +63,22 @@ struct Answer {
     exe: Option<String>,
     version: Option<String>,
     daemon: Option<(i32, String)>,
+    /// The tether home there, when it can be written and has room.
+    home: Option<String>,
+    /// Where tether would be copied, when that would work.
+    copy: Option<String>,
+    /// Problems found by the probes, with the check each belongs to.
+    failures: Vec<(String, Failure)>,
 }
 
 fn parse(stdout: &str) -> Answer {
     let mut a = Answer::default();
+    let mut check = String::new();
     for line in stdout.lines() {
+        if let Some(f) = Failure::parse(line.trim_end()) {
+            a.failures.push((check.clone(), f));
+            continue;
+        }
         let Some(rest) = line.strip_prefix(MARK).map(str::trim) else {
             continue;
         };
@@ -55,6 +88,9 @@ fn parse(stdout: &str) -> Answer {
             "uname" => a.uname = Some(value),
             "exe" if value != "-" => a.exe = Some(value),
             "version" => a.version = Some(value),
+            "check" => check = value,
+            "home" => a.home = Some(value),
+            "copy" => a.copy = Some(value),
             "daemon" => {
                 let (code, text) = value.split_once(' ').unwrap_or((&value, ""));
                 a.daemon = Some((code.parse().unwrap_or(-1), text.trim().to_string()));
@@ -69,24 +105,27 @@ fn parse(stdout: &str) -> Answer {
 /// before anything runs (usage).
 pub async fn checks(computer: &str, flags: &SshFlags) -> Result<Vec<Check>, CliError> {
     let rt = super::remote::target(computer, flags)?;
-    let (target, ssh) =
-        tether_transport::link::settings(&rt).map_err(|e| CliError::usage(e.message))?;
-    let hash = tether_transport::link::OwnBinary::of_current_exe()
-        .map(|b| b.sha256)
-        .unwrap_or_else(|_| "unknown".into());
+    let (_, ssh) = tether_transport::link::settings(&rt).map_err(|e| CliError::usage(e.message))?;
+    let own = tether_transport::link::OwnBinary::of_current_exe();
+    let (hash, size) = own
+        .map(|b| (b.sha256, b.size))
+        .unwrap_or_else(|_| ("unknown".into(), 0));
     let words = vec![
         "sh".to_string(),
         "-c".into(),
-        shell_quote(SCRIPT),
+        shell_quote(&script()),
         "doctor".into(),
         shell_quote(rt.remote_exe.as_deref().unwrap_or("tether")),
         hash,
+        size.to_string(),
         shell_quote(rt.remote_home.as_deref().unwrap_or("")),
     ];
-    let (program, args) = ssh.command_line(&target, &words);
+    // The very command a link runs: same arguments, same agent (this call's SSH_AUTH_SOCK),
+    // BatchMode.
+    let (program, mut cmd) =
+        tether_transport::link::ssh_command(&rt, &words).map_err(|e| CliError::usage(e.message))?;
     let limit = ssh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT) + Duration::from_secs(30);
-    let run = tokio::process::Command::new(&program)
-        .args(&args)
+    let run = cmd
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -123,6 +162,10 @@ pub async fn checks(computer: &str, flags: &SshFlags) -> Result<Vec<Check>, CliE
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().rev().map(str::trim).find(|l| !l.is_empty());
         let why = last.map_or_else(|| format!("ssh exited with {}", out.status), str::to_string);
+        if why.contains("Permission denied") || why.contains("Too many authentication failures") {
+            let (detail, fix) = auth_failure(computer, &why, rt.ssh_auth_sock.as_deref());
+            return Ok(vec![Check::new(name("ssh"), Level::Fail, detail).fix(fix)]);
+        }
         return Ok(vec![Check::new(name("ssh"), Level::Fail, why).fix(ssh_fix)]);
     };
     let mut v = vec![Check::new(
@@ -134,9 +177,55 @@ pub async fn checks(computer: &str, flags: &SshFlags) -> Result<Vec<Check>, CliE
     Ok(v)
 }
 
+/// An authentication failure, told with what links would have had to offer: this call's
+/// agent, as links use it.
+fn auth_failure(computer: &str, why: &str, agent: Option<&str>) -> (String, String) {
+    let why = why.trim_end_matches('.');
+    let agent_state = match agent {
+        None => "no ssh agent: SSH_AUTH_SOCK is not set".to_string(),
+        Some(a) if std::os::unix::net::UnixStream::connect(a).is_err() => {
+            format!("the ssh agent at SSH_AUTH_SOCK={a} does not answer")
+        }
+        Some(a) => format!("neither the ssh agent at {a} nor the key files hold a key it accepts"),
+    };
+    (
+        format!("authentication failed ({why}); {agent_state}"),
+        format!(
+            "start ssh-agent and `ssh-add` the key in this shell (links use the agent of the \
+             command that opens them), or name a key file for {computer} in ~/.ssh/config"
+        ),
+    )
+}
+
+/// A probe's outcome: `ok` (what the far side said when it passed), else its failure line.
+fn probed(computer: &str, check: &str, ok: Option<&String>, a: &Answer, fine: &str) -> Check {
+    let name = format!("{computer}: {check}");
+    if let Some((_, f)) = a.failures.iter().find(|(c, _)| c == check) {
+        let (what, mut fix) = f.explain(computer);
+        if check == "home" {
+            // The daemon's state needs room and writes, not a copy of tether.
+            fix = format!(
+                "make room there, or set TETHER_REMOTE_HOME=DIR to a writable directory on {computer}"
+            );
+        }
+        return Check::new(name, Level::Fail, what).fix(fix);
+    }
+    match ok {
+        Some(path) => Check::new(name, Level::Ok, format!("{path}: {fine}")),
+        None => Check::new(name, Level::Warn, "no answer from the check"),
+    }
+}
+
 fn tether_checks(computer: &str, uname: &str, a: &Answer) -> Vec<Check> {
     let name = |what: &str| format!("{computer}: {what}");
     let ours = env!("CARGO_PKG_VERSION");
+    let home = probed(
+        computer,
+        "home",
+        a.home.as_ref(),
+        a,
+        "writable, with room for the daemon's files",
+    );
     let Some(exe) = &a.exe else {
         let platform = same_platform(uname);
         let c = if platform {
@@ -157,10 +246,22 @@ fn tether_checks(computer: &str, uname: &str, a: &Answer) -> Vec<Check> {
             )
             .fix(format!("install tether {ours} on {computer}"))
         };
-        return vec![
-            c,
-            Check::new(name("daemon"), Level::Skip, "no tether there yet"),
-        ];
+        let mut v = vec![c, home];
+        if platform {
+            v.push(probed(
+                computer,
+                "copy",
+                a.copy.as_ref(),
+                a,
+                "a copy of tether can be checked, written and run there",
+            ));
+        }
+        v.push(Check::new(
+            name("daemon"),
+            Level::Skip,
+            "no tether there yet",
+        ));
+        return v;
     };
     let version_line = a.version.clone().unwrap_or_default();
     let theirs = version_line.split_whitespace().nth(1).unwrap_or("");
@@ -199,7 +300,7 @@ fn tether_checks(computer: &str, uname: &str, a: &Answer) -> Vec<Check> {
         )),
         None => Check::new(name("daemon"), Level::Fail, "no answer about the daemon"),
     };
-    vec![tether, daemon]
+    vec![tether, home, daemon]
 }
 
 /// Whether this binary runs where `uname -s` `uname -m` says (as the bootstrap checks).
@@ -236,7 +337,38 @@ mod tests {
 
     #[test]
     fn the_script_survives_single_quoting() {
-        assert!(!SCRIPT.contains('\'') && !SCRIPT.contains('!'));
+        let s = script();
+        assert!(!s.contains('\'') && !s.contains('!'));
+    }
+
+    #[test]
+    fn probe_failures_belong_to_their_check() {
+        let a = parse(
+            "TETHER-DOCTOR uname Linux x86_64\nTETHER-DOCTOR check home\n\
+             TETHER-DOCTOR home /h\nTETHER-DOCTOR exe -\nTETHER-DOCTOR check copy\n\
+             TETHER-FAIL exec\t/h/bin\tPermission denied\n",
+        );
+        let c = tether_checks("web1", "Linux x86_64", &a);
+        let by = |n: &str| c.iter().find(|c| c.name == format!("web1: {n}")).unwrap();
+        assert_eq!(by("home").level, Level::Ok);
+        let copy = by("copy");
+        assert_eq!(copy.level, Level::Fail);
+        assert!(
+            copy.detail.contains("/h/bin") && copy.detail.contains("noexec"),
+            "{copy:?}"
+        );
+        assert!(copy.fix.as_deref().unwrap().contains("TETHER_REMOTE_HOME"));
+    }
+
+    #[test]
+    fn an_auth_failure_says_what_agent_there_was() {
+        let (d, _) = auth_failure("h", "u@h: Permission denied (publickey).", None);
+        assert!(
+            d.contains("authentication failed") && d.contains("SSH_AUTH_SOCK"),
+            "{d}"
+        );
+        let (d, _) = auth_failure("h", "x", Some("/nonexistent/agent.sock"));
+        assert!(d.contains("does not answer"), "{d}");
     }
 
     #[test]

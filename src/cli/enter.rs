@@ -45,6 +45,17 @@ struct Place {
 }
 
 pub async fn run(a: EnterArgs) -> CliResult {
+    // An empty name names nothing (and `--computer ''` is not this computer).
+    if let Some(s) = &a.session
+        && super::sessions::session_words("enter", std::slice::from_ref(s))?.len() != 1
+    {
+        return Err(CliError::usage("enter takes one session"));
+    }
+    if let Some(c) = &a.computer
+        && remote::computers("--computer", std::slice::from_ref(c))?.len() != 1
+    {
+        return Err(CliError::usage("enter --computer takes one computer"));
+    }
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         return Err(CliError::usage(
             "enter needs a terminal; use 'tether invoke' from scripts",

@@ -8,15 +8,13 @@
 //! daemon, which reaches other computers over its warm ssh connections.
 
 use super::error::{CliError, CliResult};
-use super::stream::{Notices, Prefixer, Progress, Waiting, json_line, note, stream_name, write_fd};
+use super::stream::{Notices, Waiting, json_line, note, stdout_closed, stream_name, write_fd};
 use super::{captured_env, connect, current_dir, dur, remote};
 use clap::Args;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-use tether_client::{Client, ClientError, ErrorKind, Event, ExitInfo, InvokeSpec};
-use tokio::sync::{Semaphore, watch};
+use tether_client::{Client, ClientError, Event, ExitInfo, InvokeSpec};
 
 /// SPEC §3.3: a synchronous invoke waits up to 4 minutes for a busy session.
 const DEFAULT_WAIT: Duration = Duration::from_secs(240);
@@ -61,30 +59,35 @@ pub struct InvokeArgs {
     /// Print JSON lines instead of raw output.
     #[arg(long)]
     json: bool,
+    /// Run in a subshell of the session: it sees the session's variables, functions and
+    /// directory, but keeps none of its changes (cd, variables, set -e, exit).
+    #[arg(long)]
+    isolated: bool,
     /// The script to run.
     script: Option<String>,
 }
 
 /// One place a command runs: a session, or a temporary session on a computer.
-struct Target {
+pub(super) struct Target {
     /// How output and errors name it (the session or computer as typed).
-    label: String,
+    pub(super) label: String,
     /// The `computer` of `--json` lines.
-    computer: String,
-    spec: InvokeSpec,
+    pub(super) computer: String,
+    pub(super) spec: InvokeSpec,
 }
 
 pub async fn run(a: InvokeArgs) -> CliResult {
-    let script = match (&a.script, &a.file) {
-        (Some(s), None) => s.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| {
-            CliError::usage(format!("cannot read script file {}: {e}", f.display()))
-        })?,
-        _ => return Err(CliError::usage("give a SCRIPT or --file FILE")),
-    };
-    if !a.computer.is_empty() && !a.sessions.is_empty() {
+    // An empty name is an error, never "no target" (which would run here instead).
+    let sessions = super::sessions::session_words("--session", &a.sessions)?;
+    let computers = remote::computers("--computer", &a.computer)?;
+    if !computers.is_empty() && !sessions.is_empty() {
         return Err(CliError::usage("give --session or --computer, not both"));
     }
+    let script = match (&a.script, &a.file) {
+        (Some(s), None) => s.clone(),
+        (None, Some(f)) => read_script(f)?,
+        _ => return Err(CliError::usage("give a SCRIPT or --file FILE")),
+    };
     let base = InvokeSpec {
         script,
         args: a.args.clone(),
@@ -97,6 +100,7 @@ pub async fn run(a: InvokeArgs) -> CliResult {
             .map(|d| d.as_millis() as u64),
         wait_timeout_ms: Some(a.wait_timeout.unwrap_or(DEFAULT_WAIT).as_millis() as u64),
         configuration: a.configuration.clone(),
+        isolated: a.isolated,
         ..Default::default()
     };
     let temporary_here = |label: &str| Target {
@@ -110,7 +114,7 @@ pub async fn run(a: InvokeArgs) -> CliResult {
     };
     let mut targets = Vec::new();
     let flags = super::ssh_flags();
-    for c in a.computer.iter().filter(|c| !c.is_empty()) {
+    for c in &computers {
         targets.push(match remote::is_local(c) {
             true => temporary_here(c),
             false => Target {
@@ -123,10 +127,15 @@ pub async fn run(a: InvokeArgs) -> CliResult {
             },
         });
     }
-    for s in a.sessions.iter().filter(|s| !s.is_empty()) {
+    for s in &sessions {
         targets.push(Target {
             label: s.clone(),
-            computer: "localhost".into(),
+            // `--json` names the computer the session is on, as `get` shows it.
+            computer: if a.json {
+                session_computer(s)
+            } else {
+                "localhost".into()
+            },
             spec: InvokeSpec {
                 session: s.clone(),
                 ..base.clone()
@@ -167,11 +176,48 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         });
         return super::jobs::start(client, command, children, a.json).await;
     }
-    fan_out(client, targets, &a).await
+    let fan = super::fanout::Options {
+        throttle: a.throttle_limit,
+        json: a.json,
+        hide_computer_name: a.hide_computer_name,
+    };
+    super::fanout::fan_out(client, targets, fan).await
+}
+
+/// The most a script may have: a session host refuses scripts (with their arguments) over
+/// 4 MiB (`MAX_SCRIPT` in crates/engine/src/driver.rs), so a bigger `--file` is refused here.
+const MAX_SCRIPT: usize = 4 << 20;
+
+/// Reads a `--file` script: at most [`MAX_SCRIPT`] bytes plus one, so that a huge file (or
+/// `/dev/zero`) is refused without being read whole.
+fn read_script(f: &std::path::Path) -> Result<String, CliError> {
+    let name = f.display();
+    let mut buf = Vec::new();
+    std::fs::File::open(f)
+        .and_then(|file| file.take(MAX_SCRIPT as u64 + 1).read_to_end(&mut buf))
+        .map_err(|e| CliError::usage(format!("cannot read script file {name}: {e}")))?;
+    if buf.len() > MAX_SCRIPT {
+        return Err(CliError::usage(format!(
+            "script file {name} is too big for a script: the limit is {} MiB (pass data on \
+             standard input instead)",
+            MAX_SCRIPT >> 20
+        )));
+    }
+    String::from_utf8(buf)
+        .map_err(|_| CliError::usage(format!("script file {name} is not UTF-8 text")))
+}
+
+/// The computer a session named by `word` is on, as `get` shows it (this client's records
+/// say; `localhost` for a local session or one it does not know).
+pub(super) fn session_computer(word: &str) -> String {
+    match super::daemon_paths() {
+        Ok(paths) => tether_daemon::computer_of(&paths, word),
+        Err(_) => "localhost".into(),
+    }
 }
 
 /// Reads standard input whole, to copy it to several targets (or over ssh, for now).
-fn read_shared_stdin() -> Result<Vec<u8>, CliError> {
+pub(super) fn read_shared_stdin() -> Result<Vec<u8>, CliError> {
     let mut buf = Vec::new();
     std::io::stdin()
         .lock()
@@ -257,11 +303,16 @@ pub(super) async fn stream(
     // up (closing the connection, so the command never starts); once running, it stops the
     // command and a third one gives up waiting for it.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // SIGTERM (`timeout`, a service manager) and SIGHUP (a closed terminal) stop the command as
+    // Ctrl-C does, and we leave: the session stays usable for the next command.
+    let mut ends = Ends::new()?;
     let started = std::time::Instant::now();
     let waiting = Waiting::start(format!("tether: waiting for {label}…"), WAITING_AFTER);
     let mut inv = tokio::select! {
         inv = start => inv.map_err(|e| annotate(e, label))?,
         _ = sigint.recv() => return Ok(130),
+        // Closing the connection gives up the wait: the command never starts.
+        code = ends.next() => return Ok(code),
     };
     drop(waiting);
     tracing::info!(on = label, elapsed = ?started.elapsed(), "command started");
@@ -301,6 +352,17 @@ pub(super) async fn stream(
                     } else {
                         write_fd(stream, &data);
                     }
+                    if stdout_closed() {
+                        // `| head` has what it wanted: stop the command and leave, as
+                        // `ssh host cmd | head` does.
+                        leave(&ctl).await;
+                        if !session.is_empty() {
+                            note(&format!(
+                                "output closed; the command in session {label} was stopped"
+                            ));
+                        }
+                        return Ok(141);
+                    }
                     inv.delivered();
                 }
                 Event::Exit(exit) => {
@@ -318,15 +380,51 @@ pub(super) async fn stream(
             _ = sigint.recv() => {
                 interrupts += 1;
                 if interrupts > 2 {
+                    // Giving up on a command that would not stop: it is stopped for good
+                    // (escalating to SIGKILL), and nothing of it is kept.
+                    leave(&ctl).await;
                     return Ok(130);
                 }
                 ctl.cancel().await;
+            }
+            code = ends.next() => {
+                leave(&ctl).await;
+                return Ok(code);
             }
         }
     }
 }
 
-fn report_exit(label: &str, exit: &ExitInfo) {
+/// Leaves a running command for good: it is stopped and none of its output is kept. Bounded,
+/// so that a stuck connection never keeps us from exiting.
+pub(super) async fn leave(ctl: &tether_client::InvocationControl) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), ctl.abandon()).await;
+}
+
+/// SIGTERM and SIGHUP, with the exit status a process killed by them would have.
+pub(super) struct Ends {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Ends {
+    pub(super) fn new() -> std::io::Result<Ends> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Ends {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    pub(super) async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.term.recv() => 128 + libc::SIGTERM,
+            _ = self.hup.recv() => 128 + libc::SIGHUP,
+        }
+    }
+}
+
+pub(super) fn report_exit(label: &str, exit: &ExitInfo) {
     if exit.timed_out {
         note(&format!("{label}: the command timed out and was stopped"));
     }
@@ -336,158 +434,12 @@ fn report_exit(label: &str, exit: &ExitInfo) {
 }
 
 /// Errors for a target name the session or computer, as SPEC §2 asks.
-fn annotate(e: ClientError, label: &str) -> CliError {
+pub(super) fn annotate(e: ClientError, label: &str) -> CliError {
     let kind = e.kind();
     let msg = e.to_string();
     if msg.contains(label) {
         CliError::new(kind, msg)
     } else {
         CliError::new(kind, format!("session {label}: {msg}"))
-    }
-}
-
-/// Runs every target, up to the throttle at once. Ctrl-C is passed on to each running target;
-/// a third one gives up waiting.
-async fn fan_out(client: Client, targets: Vec<Target>, a: &InvokeArgs) -> CliResult {
-    let stdin = if targets[0].spec.stdin {
-        Some(Arc::new(read_shared_stdin()?))
-    } else {
-        None
-    };
-    let client = Arc::new(client);
-    let limit = Arc::new(Semaphore::new(a.throttle_limit.max(1)));
-    let progress = Arc::new(Progress::start(targets.len(), !a.json));
-    let (cancel_tx, cancel_rx) = watch::channel(0u32);
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, t) in targets.into_iter().enumerate() {
-        let (client, limit, stdin) = (client.clone(), limit.clone(), stdin.clone());
-        let (progress, cancel) = (progress.clone(), cancel_rx.clone());
-        let show = Show {
-            json: a.json,
-            prefix: if a.hide_computer_name {
-                Vec::new()
-            } else {
-                format!("{}: ", t.label).into_bytes()
-            },
-        };
-        tasks.spawn(async move {
-            let _permit = limit.acquire().await;
-            let code = one_of_many(&client, t, stdin, show, cancel).await;
-            progress.finished(code == 0);
-            (i, code)
-        });
-    }
-    let mut codes = Vec::new();
-    loop {
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                Some(Ok(ic)) => codes.push(ic),
-                Some(Err(_)) => codes.push((usize::MAX, 1)),
-                None => break,
-            },
-            _ = sigint.recv() => {
-                let n = *cancel_tx.borrow() + 1;
-                if n > 2 {
-                    progress.done();
-                    return Ok(130);
-                }
-                let _ = cancel_tx.send(n);
-            }
-        }
-    }
-    progress.done();
-    codes.sort_unstable();
-    Ok(codes.iter().map(|(_, c)| *c).find(|c| *c != 0).unwrap_or(0))
-}
-
-/// How one target of several is shown.
-struct Show {
-    json: bool,
-    prefix: Vec<u8>,
-}
-
-async fn one_of_many(
-    client: &Client,
-    t: Target,
-    stdin: Option<Arc<Vec<u8>>>,
-    show: Show,
-    mut cancel: watch::Receiver<u32>,
-) -> i32 {
-    let Target {
-        label,
-        computer,
-        spec,
-    } = t;
-    let session = spec.session.clone();
-    let failed = |e: CliError| {
-        if show.json {
-            json_line(serde_json::json!({"computer": computer, "session": session,
-                "error": e.message, "exit_code": e.kind.exit_code()}));
-        }
-        note(&e.message);
-        if e.kind == ErrorKind::Internal {
-            1
-        } else {
-            e.kind.exit_code()
-        }
-    };
-    let mut inv = tokio::select! {
-        inv = client.invoke(spec) => match inv {
-            Ok(i) => i,
-            Err(e) => return failed(annotate(e, &label)),
-        },
-        // Ctrl-C before the command started: give up on this target.
-        _ = cancel.changed() => return 130,
-    };
-    if let Some(data) = stdin {
-        let ctl = inv.control();
-        tokio::spawn(async move {
-            for chunk in data.chunks(64 * 1024) {
-                if !ctl.stdin(chunk.to_vec()).await {
-                    return;
-                }
-            }
-            ctl.eof().await;
-        });
-    }
-    let mut px = Prefixer::new(show.prefix.clone());
-    let ctl = inv.control();
-    loop {
-        let ev = tokio::select! {
-            ev = inv.next() => ev,
-            changed = cancel.changed() => {
-                if changed.is_ok() {
-                    ctl.cancel().await;
-                }
-                continue;
-            }
-        };
-        match ev {
-            Ok(Event::Notice(n)) => note(&n),
-            Ok(Event::Output { stream, data }) => {
-                if show.json {
-                    json_line(serde_json::json!({"computer": computer, "session": session,
-                        "stream": stream_name(stream), "data": String::from_utf8_lossy(&data)}));
-                } else {
-                    px.push(stream, &data);
-                }
-                inv.delivered();
-            }
-            Ok(Event::Exit(exit)) => {
-                px.finish();
-                tracing::info!(on = %label, code = exit.code, "command ended");
-                if show.json {
-                    json_line(serde_json::json!({"computer": computer, "session": session,
-                        "exit_code": exit.code}));
-                }
-                report_exit(&label, &exit);
-                return exit.code;
-            }
-            Err(e) => {
-                px.finish();
-                return failed(annotate(e, &label));
-            }
-        }
     }
 }

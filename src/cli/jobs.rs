@@ -159,6 +159,13 @@ pub async fn run(a: JobArgs) -> CliResult {
             script,
             json,
         } => {
+            if super::sessions::session_words("--session", std::slice::from_ref(&session))?.len()
+                != 1
+            {
+                return Err(super::error::CliError::usage(
+                    "job start --session takes one session",
+                ));
+            }
             let child = JobChild {
                 location: session.clone(),
                 spec: tether_client::InvokeSpec {

@@ -10,6 +10,7 @@ mod doctor_remote;
 mod dur;
 mod enter;
 mod error;
+mod fanout;
 mod install;
 mod invoke;
 mod jobs;

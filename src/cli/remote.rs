@@ -20,6 +20,40 @@ pub fn is_local(c: &str) -> bool {
     matches!(c, "localhost" | "." | "")
 }
 
+/// The computers `values` name (each may hold several, separated by commas). An empty name
+/// (`''`, `a,,b`, a stray comma) is a usage error, never "this computer": a script that built
+/// the list from an empty variable must not run its command here instead.
+pub fn computers(what: &str, values: &[String]) -> Result<Vec<String>, CliError> {
+    split_words(what, "computer", "computer names", values)
+}
+
+/// Splits `values` at commas; an empty item is a usage error naming `what` (the flag or the
+/// subcommand) and the value it was in.
+pub fn split_words(
+    what: &str,
+    kind: &str,
+    several: &str,
+    values: &[String],
+) -> Result<Vec<String>, CliError> {
+    let mut out = Vec::new();
+    for v in values {
+        for w in v.split(',') {
+            if w.is_empty() {
+                let within = if v.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in '{v}'")
+                };
+                return Err(CliError::usage(format!(
+                    "{what}: an empty {kind} name{within}; give {several} separated by single commas"
+                )));
+            }
+            out.push(w.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// Describes `computer` for the daemon, from the flags and `TETHER_SSH`, `TETHER_SSH_CONFIG`,
 /// `TETHER_REMOTE_EXE` and `TETHER_REMOTE_HOME`. A name or option that could inject ssh
 /// options is refused here, before anything runs.
@@ -41,6 +75,12 @@ pub fn target(computer: &str, flags: &SshFlags) -> Result<RemoteTarget, CliError
             .map(|d| d.as_millis() as u64),
         remote_exe: env("TETHER_REMOTE_EXE"),
         remote_home: env("TETHER_REMOTE_HOME"),
+        // The agent of this call (absolute: the daemon runs elsewhere), for the link it opens.
+        ssh_auth_sock: env("SSH_AUTH_SOCK").map(|s| {
+            std::path::absolute(&s)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or(s)
+        }),
     };
     tether_transport::link::settings(&rt).map_err(|e| CliError::usage(e.message))?;
     Ok(rt)

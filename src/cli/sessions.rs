@@ -23,15 +23,23 @@ pub struct NewArgs {
     #[arg(long, value_parser = dur::parse)]
     idle_timeout: Option<std::time::Duration>,
     /// What happens to output kept while nobody is connected, at the quota: `block` pauses
-    /// the command until `receive` (default), `drop` discards the oldest output.
-    #[arg(long, value_parser = ["block", "drop"], default_value = "block")]
-    output_mode: String,
+    /// the command until `receive`, `drop` discards the oldest output (default: as the
+    /// configuration says, else block; given, it wins over the configuration).
+    #[arg(long, value_parser = ["block", "drop"])]
+    output_mode: Option<String>,
     /// How much output is kept while nobody is connected (e.g. 64K, 100M, 1G; default 1G).
     #[arg(long, value_parser = parse_size)]
     output_quota: Option<u64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// The sessions `values` name (Names or Ids, each value possibly several separated by
+/// commas). An empty one is a usage error: it names no session (and for `invoke` it must not
+/// mean a temporary session instead).
+pub(super) fn session_words(what: &str, values: &[String]) -> Result<Vec<String>, CliError> {
+    remote::split_words(what, "session", "Names or Ids", values)
 }
 
 /// Calls to other computers that take longer than this get a spinner on a terminal.
@@ -48,11 +56,7 @@ pub async fn new(a: NewArgs) -> CliResult {
     let computers: Vec<String> = if a.computers.is_empty() {
         vec!["localhost".into()]
     } else {
-        a.computers
-            .iter()
-            .flat_map(|c| c.split(','))
-            .map(String::from)
-            .collect()
+        remote::computers("new", &a.computers)?
     };
     if a.name.is_some() && computers.len() > 1 {
         return Err(CliError::usage(
@@ -92,7 +96,10 @@ pub async fn new(a: NewArgs) -> CliResult {
             temporary: false,
             remote: rt,
             output_quota: a.output_quota,
-            drop_oldest: a.output_mode == "drop",
+            output_mode: a.output_mode.as_deref().map(|m| match m {
+                "drop" => tether_proto::OutputMode::Drop,
+                _ => tether_proto::OutputMode::Block,
+            }),
         };
         let result = client.new_session(spec).await;
         drop(waiting);
@@ -151,17 +158,26 @@ pub async fn get(a: GetArgs) -> CliResult {
         state,
         remote: None,
     };
-    let remote: Vec<String> = a
-        .computer
-        .iter()
-        .filter(|c| !remote::is_local(c))
-        .cloned()
-        .collect();
-    let sessions = if remote.is_empty() {
+    let computers = remote::computers("--computer", &a.computer)?;
+    let (here, far): (Vec<String>, Vec<String>) =
+        computers.into_iter().partition(|c| remote::is_local(c));
+    let mut sessions = if far.is_empty() {
         connect().await?.get(filter).await?
     } else {
-        remote::get(&remote, &super::ssh_flags(), filter).await?
+        let mut v = remote::get(&far, &super::ssh_flags(), filter.clone()).await?;
+        if !here.is_empty() {
+            // This computer too: its sessions, without the handles already listed from afar.
+            let mine = connect().await?.get(filter).await?;
+            v.extend(
+                mine.into_iter()
+                    .filter(|s| !v.iter().any(|f| f.instance_id == s.instance_id))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        v
     };
+    // By Id, whatever order the daemon (or several computers) answered in.
+    sessions.sort_by(|x, y| (x.id, &x.computer_name).cmp(&(y.id, &y.computer_name)));
     output::print_sessions(&sessions, a.json);
     Ok(0)
 }
@@ -177,14 +193,8 @@ pub struct RemoveArgs {
 }
 
 pub async fn remove(a: RemoveArgs) -> CliResult {
+    let sessions = session_words("remove", &a.sessions)?;
     let mut client = connect().await?;
-    let sessions = a
-        .sessions
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
     client
         .remove(RemoveSpec {
             sessions,

@@ -9,8 +9,18 @@ use tether_client::Stream;
 /// The fan-out progress bar, when one is shown; output is written around it.
 static PROGRESS: OnceLock<ProgressBar> = OnceLock::new();
 
+/// Set once our stdout is a pipe nobody reads any more (`| head`): the command's output has
+/// nowhere to go, and we leave as `ssh host cmd | head` does.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether our stdout's reader has gone (a write failed with EPIPE).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Writes straight to fd 1/2: output is already chunked, and std's line buffering would only
-/// add copies. A closed stdout (e.g. `| head`) is not an error; we keep draining to the exit.
+/// add copies. A closed stdout (e.g. `| head`) is recorded ([`stdout_closed`]): the caller
+/// stops the command and leaves. A closed stderr is ignored.
 pub fn write_fd(stream: Stream, data: &[u8]) {
     use std::os::fd::FromRawFd;
     let fd = match stream {
@@ -21,7 +31,12 @@ pub fn write_fd(stream: Stream, data: &[u8]) {
         // SAFETY: fds 1 and 2 stay open for the life of the process; ManuallyDrop never
         // closes them.
         let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
-        let _ = file.write_all(data);
+        if let Err(e) = file.write_all(data)
+            && fd == 1
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     };
     match PROGRESS.get() {
         Some(pb) => pb.suspend(write),

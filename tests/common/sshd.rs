@@ -66,7 +66,9 @@ impl Sshd {
                 "Port {port}\nListenAddress {addr}\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\n\
-                 UsePAM no\nPidFile {pid}\nLogLevel ERROR\n",
+                 UsePAM no\nPidFile {pid}\nLogLevel ERROR\n\
+                 # One sshd stands for many computers: tests open many handshakes at once.\n\
+                 MaxStartups 200\n",
                 hk = d.join("host_key").display(),
                 ak = d.join("authorized_keys").display(),
                 pid = d.join("sshd.pid").display(),
@@ -147,6 +149,58 @@ impl Sshd {
         );
         std::fs::write(self.config(), cfg).unwrap();
         alias
+    }
+
+    /// The private key that `tether-test` and [`ALIASES`] log in with (for `ssh-add`).
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client_key")
+    }
+
+    /// An ssh alias `name` for this sshd that names no key file: it logs in only with a key
+    /// from the ssh agent (`SSH_AUTH_SOCK`) holding [`Sshd::client_key`].
+    pub fn agent_alias(&self, name: &str) -> String {
+        self.prepend_host(&format!(
+            "Host {name}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
+             IdentitiesOnly no\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
+             LogLevel ERROR\n  BatchMode yes\n",
+            port = self.port,
+            user = whoami(),
+        ));
+        name.to_string()
+    }
+
+    /// An ssh alias `name` whose own key is tied, in authorized_keys, to the forced command
+    /// `command` (which finds the client's command in `SSH_ORIGINAL_COMMAND`).
+    pub fn forced_alias(&self, name: &str, command: &str) -> String {
+        let d = self.dir.path();
+        let key = d.join(format!("forced_{name}"));
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ssh-keygen failed");
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let ak = d.join("authorized_keys");
+        let mut keys = std::fs::read_to_string(&ak).unwrap();
+        keys.push_str(&format!("command=\"{command}\",no-pty {public}"));
+        std::fs::write(&ak, keys).unwrap();
+        self.prepend_host(&format!(
+            "Host {name}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {k}\n  \
+             IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
+             LogLevel ERROR\n  BatchMode yes\n",
+            port = self.port,
+            user = whoami(),
+            k = key.display(),
+        ));
+        name.to_string()
+    }
+
+    /// Puts a Host block first in the ssh_config (blocks match in order).
+    fn prepend_host(&self, block: &str) {
+        let cfg = std::fs::read_to_string(self.config()).unwrap();
+        std::fs::write(self.config(), format!("{block}{cfg}")).unwrap();
     }
 
     pub fn config(&self) -> PathBuf {

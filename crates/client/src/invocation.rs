@@ -29,6 +29,8 @@ enum Control {
     Eof,
     Cancel,
     Resize(u16, u16),
+    /// Sent, then the sender is told so (the caller is about to exit).
+    Abandon(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Sends stdin and Ctrl-C to a running invocation; cheap to clone.
@@ -57,6 +59,13 @@ impl InvocationControl {
     /// The terminal of a line run on the session's terminal changed size.
     pub async fn resize(&self, rows: u16, cols: u16) -> bool {
         self.tx.send(Control::Resize(rows, cols)).await.is_ok()
+    }
+    /// Leaves for good (our output was closed, or we were told to end): the command is
+    /// stopped as by Ctrl-C, none of its output is kept, and the session stays usable.
+    /// Returns once the request is written, so the caller may exit right after.
+    pub async fn abandon(&self) -> bool {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.tx.send(Control::Abandon(done)).await.is_ok() && written.await.is_ok()
     }
 }
 
@@ -192,6 +201,11 @@ async fn pump_control(
                 Some(Control::Eof) => Request::StdinEof,
                 Some(Control::Cancel) => Request::Cancel,
                 Some(Control::Resize(rows, cols)) => Request::Resize { rows, cols },
+                Some(Control::Abandon(done)) => {
+                    let _ = writer.send(&Request::Abandon).await;
+                    let _ = done.send(());
+                    return;
+                }
                 None => return,
             },
             changed = ack.changed() => match changed {

@@ -251,11 +251,13 @@ impl Client {
     }
 
     /// Streams what a disconnected command wrote, then the rest live, then its exit status
-    /// (`tether receive`); the client is used up.
-    pub async fn into_receive(self, session: &str) -> Result<Invocation, ClientError> {
+    /// (`tether receive`); the client is used up. With `keep` (`receive --keep`) nothing is
+    /// consumed and the session stays Disconnected: the next receive gets it all again.
+    pub async fn into_receive(self, session: &str, keep: bool) -> Result<Invocation, ClientError> {
         let list = SessionList {
             sessions: vec![session.to_string()],
             remote: None,
+            keep,
         };
         Invocation::start_request(
             self.reader,

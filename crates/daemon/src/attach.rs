@@ -69,6 +69,7 @@ async fn each(
                 let req = far_req(SessionList {
                     sessions: vec![h.info.instance_id.clone()],
                     remote: None,
+                    keep: false,
                 });
                 let reply = remote::call(daemon, &h.target, req).await?;
                 out.push(seen_here(&h, reply)?);
@@ -177,6 +178,8 @@ pub struct Resuming {
     pub session: String,
     pub from: u64,
     pub keep_stdin: bool,
+    /// A `receive --keep` relayed from another computer.
+    pub keep: bool,
 }
 
 pub async fn resume(
@@ -190,6 +193,7 @@ pub async fn resume(
         session,
         from,
         keep_stdin,
+        keep,
     } = how;
     let target = match resolve(daemon, &session).await {
         // A temporary session is not listed, but its host keeps a record (named by its
@@ -214,6 +218,7 @@ pub async fn resume(
                 acked: true,
                 client: client.clone(),
                 keep_stdin,
+                keep,
             };
             let _ = hand_off_with(daemon, &info, make, reader, writer).await;
         }
@@ -256,6 +261,7 @@ pub async fn receive(
                 acked: false,
                 client: client.clone(),
                 keep_stdin: false,
+                keep: list.keep,
             };
             let _ = hand_off_with(daemon, &info, make, reader, writer).await;
         }
@@ -264,6 +270,7 @@ pub async fn receive(
                 session: h.info.instance_id.clone(),
                 from: 0,
                 keep_stdin: false,
+                keep: list.keep,
             };
             crate::relay::relay(daemon, h.target.clone(), req, true, reader, writer).await;
         }

@@ -5,8 +5,9 @@ use crate::server::Daemon;
 use tether_proto::{Request, SessionFilter, State};
 
 /// The client closes (SPEC §3.14): its sessions that run a command are Disconnected and go
-/// on; its idle ones are closed. Local sessions whose command still has its CLI attached keep
-/// it (that CLI talks to the session directly); sessions another client holds are left alone.
+/// on; its idle ones (no command, no background job) are closed. Local sessions whose
+/// command still has its CLI attached keep it (that CLI talks to the session directly);
+/// sessions another client holds are left alone.
 pub async fn stop(daemon: &Daemon) {
     let sessions = crate::server::get(daemon, &SessionFilter::default()).await;
     let remote: std::collections::HashMap<String, tether_proto::RemoteTarget> = {
@@ -22,7 +23,9 @@ pub async fn stop(daemon: &Daemon) {
         if s.state != State::Opened || !ours {
             continue;
         }
-        let idle = s.availability != tether_proto::Availability::Busy;
+        // A session running background jobs (`job start --session`) is not idle: closing it
+        // would end them, and the next daemon picks their output up again.
+        let idle = s.availability != tether_proto::Availability::Busy && s.jobs == 0;
         let target = remote.get(&s.instance_id).cloned();
         tasks.push(async move {
             let iid = s.instance_id.clone();
@@ -48,6 +51,7 @@ pub async fn stop(daemon: &Daemon) {
                     let list = tether_proto::SessionList {
                         sessions: vec![iid],
                         remote: None,
+                        keep: false,
                     };
                     if let Err(e) =
                         crate::remote::call(daemon, &rt, Request::Disconnect(list)).await

@@ -101,7 +101,10 @@ fn host_spec(
             .or_else(|| std::env::var("TETHER_SHELL").ok().filter(|s| !s.is_empty())),
         temporary: spec.temporary,
         output_quota: spec.output_quota.or(cfg.output_quota),
-        drop_oldest: spec.drop_oldest || cfg.drop_oldest,
+        // The user's explicit `--output-mode` wins over the configuration's, either way.
+        drop_oldest: spec
+            .output_mode
+            .map_or(cfg.drop_oldest, |m| m == tether_proto::OutputMode::Drop),
         holder: None,
         startup_script: cfg.startup_script.clone().filter(|_| !spec.no_profile),
         restricted: cfg.restricted.clone(),

@@ -68,6 +68,18 @@ pub async fn spawn_host(paths: &Paths, spec: &HostSpec) -> Result<HostMeta, Erro
         .ok_or_else(|| fail("no stdout".into()))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(HOST_START_TIMEOUT, lines.next_line()).await;
+    let started = matches!(&ready, Ok(Ok(Some(l))) if l.starts_with("ready "));
+    let meta = started.then(|| HostMeta::load(&paths.host_meta(&spec.instance_id)));
+    if !matches!(meta, Some(Ok(_))) {
+        // Not started, or started without a record nobody can find it by: a host that is
+        // nobody's ends here (SIGTERM: it stops its shell on the way out).
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
     // Reap the host whenever it ends, so it never lingers as a zombie of a live daemon.
     tokio::spawn(async move {
         let _ = child.wait().await;
@@ -88,7 +100,10 @@ pub async fn spawn_host(paths: &Paths, spec: &HostSpec) -> Result<HostMeta, Erro
         Ok(_) => return Err(fail("the session host exited during start-up".into())),
         Err(_) => return Err(fail("the session host did not start in time".into())),
     }
-    HostMeta::load(&paths.host_meta(&spec.instance_id)).map_err(|e| fail(e.to_string()))
+    match meta {
+        Some(m) => m.map_err(|e| fail(e.to_string())),
+        None => Err(fail("the session host did not start".into())),
+    }
 }
 
 /// A connection to one host after the version handshake.

@@ -29,7 +29,7 @@ mod stdin_log;
 mod system;
 mod words;
 
-pub use registry::glob_match;
+pub use registry::{computer_of, glob_match};
 pub use server::{DEFAULT_IDLE_TIMEOUT_S, MIN_IDLE_TIMEOUT_S};
 
 use nix::fcntl::{Flock, FlockArg};

@@ -4,6 +4,17 @@
 //! Connecting is serialised per computer (a per-key lock), so a fan-out or several CLI calls at
 //! once never start two ssh handshakes to the same place; a link that died is replaced on next
 //! use.
+//!
+//! **Agents.** A new link authenticates with the ssh agent of the CLI call that needs it
+//! (`RemoteTarget::ssh_auth_sock`), not with the daemon's own environment, which belongs to
+//! whichever call started the daemon, maybe days ago. A call that brings no live agent (a
+//! remote session's handle remembers the agent of the call that made it, which may be gone)
+//! uses the agent most recently brought by any call, if it still answers. The agent is not part
+//! of a link's key: authentication happens once, so a warm link serves every caller whatever
+//! its agent, and a new terminal (a new `SSH_AUTH_SOCK`) does not cost a new ssh connection.
+//! The one thing a link keeps using its agent for is forwarding (`ForwardAgent`): an idle link
+//! whose agent is gone is replaced when a caller brings a live one, so that sessions over
+//! there reach a working agent again.
 
 use crate::presence::Presence;
 use std::collections::HashMap;
@@ -20,6 +31,8 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
 struct Warm {
     link: Link,
     computer: String,
+    /// The agent ssh was started with.
+    agent: Option<String>,
     last_used: Mutex<Instant>,
     /// The link's `Presence` channel ([`crate::presence`]).
     presence: Presence,
@@ -41,14 +54,24 @@ pub struct Links {
     own: tokio::sync::OnceCell<Result<OwnBinary, String>>,
     table: Mutex<HashMap<RemoteTarget, Slot>>,
     idle: Duration,
+    /// The agent most recently brought by a CLI call (see the module's doc).
+    last_agent: Mutex<Option<String>>,
 }
 
-/// Two requests share a connection when everything but the timeout is the same.
+/// Two requests share a connection when everything but the timeout and the agent is the same.
 fn key(rt: &RemoteTarget) -> RemoteTarget {
     RemoteTarget {
         connect_timeout_ms: None,
+        ssh_auth_sock: None,
         ..rt.clone()
     }
+}
+
+/// Whether an agent answers at `path` (one that is gone leaves nothing, or a socket nobody
+/// listens on).
+fn agent_answers(path: &str) -> bool {
+    std::path::Path::new(path).is_absolute()
+        && std::os::unix::net::UnixStream::connect(path).is_ok()
 }
 
 impl Links {
@@ -67,6 +90,7 @@ impl Links {
             own: tokio::sync::OnceCell::new(),
             table: Mutex::new(HashMap::new()),
             idle,
+            last_agent: Mutex::new(None),
         });
         tokio::spawn(reap(Arc::downgrade(&links)));
         links
@@ -94,23 +118,58 @@ impl Links {
         })
     }
 
+    /// The agent a new link for `rt` uses: the caller's if it answers, else the one most
+    /// recently brought by any caller if that still does, else none.
+    fn agent_for(&self, rt: &RemoteTarget) -> Option<String> {
+        let mut last = self.last_agent.lock().unwrap_or_else(|p| p.into_inner());
+        match rt.ssh_auth_sock.as_deref().filter(|s| agent_answers(s)) {
+            Some(s) => {
+                *last = Some(s.to_string());
+                Some(s.to_string())
+            }
+            None => last.clone().filter(|s| agent_answers(s)),
+        }
+    }
+
     /// A new channel to `rt`'s daemon, connecting first if no warm link exists.
     pub async fn channel(&self, rt: &RemoteTarget) -> Result<(Mux, Channel), ErrorInfo> {
         let slot = self.table().entry(key(rt)).or_default().clone();
+        let agent = self.agent_for(rt);
         let mut guard = slot.lock().await;
-        if let Some(w) = guard.as_ref().filter(|w| !w.link.mux.is_closed())
-            && let Ok(ch) = w.link.mux.open()
-        {
-            *w.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-            return Ok((w.link.mux.clone(), ch));
+        if let Some(w) = guard.as_ref().filter(|w| !w.link.mux.is_closed()) {
+            // An idle link forwarding an agent that is gone makes way for one with the live
+            // agent this caller brings.
+            let stale = agent.is_some()
+                && w.agent != agent
+                && w.agent.as_deref().is_some_and(|a| !agent_answers(a))
+                && w.busy_channels() == 0;
+            if !stale && let Ok(ch) = w.link.mux.open() {
+                *w.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                return Ok((w.link.mux.clone(), ch));
+            }
+            if stale && let Some(w) = guard.take() {
+                tracing::info!(
+                    "replacing the connection to {}: the ssh agent it was made with is gone",
+                    w.computer
+                );
+                retire(w).await;
+            }
         }
         let own = self.own_binary().await?;
-        let link = tether_transport::link::connect(rt, &own).await?;
+        let with_agent = RemoteTarget {
+            ssh_auth_sock: agent.clone(),
+            ..rt.clone()
+        };
+        let link = tether_transport::link::connect(&with_agent, &own).await?;
         tracing::info!(
-            "connected to {} (ssh pid {}, tether {})",
+            "connected to {} (ssh pid {}, tether {}, {})",
             rt.computer,
             link.pid,
-            link.version
+            link.version,
+            match &agent {
+                Some(a) => format!("ssh agent {a}"),
+                None => "no ssh agent".into(),
+            }
         );
         let ch = link.mux.open().map_err(|e| {
             ErrorInfo::new(
@@ -129,6 +188,7 @@ impl Links {
         *guard = Some(Arc::new(Warm {
             link,
             computer: rt.computer.clone(),
+            agent,
             last_used: Mutex::new(Instant::now()),
             presence,
         }));

@@ -10,7 +10,7 @@
 
 use crate::registry::Found;
 use crate::server::Daemon;
-use tether_proto::{ErrorInfo, ErrorKind, Request, SessionInfo};
+use tether_proto::{ClientId, ErrorInfo, ErrorKind, Request, SessionInfo};
 
 fn refused(pin: &str, what: &str) -> ErrorInfo {
     ErrorInfo::new(
@@ -26,10 +26,31 @@ fn refused(pin: &str, what: &str) -> ErrorInfo {
 /// configuration cannot steer the allowed programs with `LD_PRELOAD`, `PATH`, `GIT_*`, …
 /// The configuration's own `environment` and `working_directory` come on top when the
 /// session is made. A pinned connection also cannot skip the configuration's start-up script.
-pub fn from_afar(daemon: &Daemon, pinned: bool, req: &mut Request) {
+///
+/// One thing does come from the client: when it forwards its ssh agent, an unpinned session
+/// gets `SSH_AUTH_SOCK` set to the client's stable agent link ([`crate::presence`]) in place
+/// of whatever this daemon inherited (the socket of the bridge that started it, long gone).
+/// The session then starts with this daemon's environment plus that variable, given
+/// explicitly, so such a temporary invocation is not served by a spare ([`crate::pool`]).
+pub fn from_afar(daemon: &Daemon, pinned: bool, client: &ClientId, req: &mut Request) {
+    let agent = match req {
+        _ if pinned => None,
+        Request::New(_) | Request::JobStart(_) => crate::presence::agent_for(daemon, client),
+        Request::Invoke(spec) if spec.session.is_empty() => {
+            crate::presence::agent_for(daemon, client)
+        }
+        _ => None,
+    };
     let clean = || -> (Vec<(String, String)>, Option<String>) {
         if !pinned {
-            return (Vec::new(), None);
+            let Some(link) = &agent else {
+                return (Vec::new(), None);
+            };
+            let mut env: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| k != "SSH_AUTH_SOCK")
+                .collect();
+            env.push(("SSH_AUTH_SOCK".into(), link.to_string_lossy().into_owned()));
+            return (env, None);
         }
         let account = match &daemon.system {
             Some(role) => Ok(role.account.clone()),

@@ -315,6 +315,25 @@ fn load_remotes(paths: &Paths) -> BTreeMap<String, RemoteHandle> {
     out
 }
 
+/// The computer session `word` (a Name, an Id or an InstanceId, as [`Registry::resolve`]
+/// takes it) is on, as `get` shows it: a handle to a session on another computer names that
+/// computer; a local session, or a word this client does not know, is `localhost`. It reads
+/// the handles' records, so the CLI can tell without asking the daemon (`invoke --json`).
+pub fn computer_of(paths: &Paths, word: &str) -> String {
+    let by_id = word.parse::<u32>().ok();
+    load_remotes(paths)
+        .into_values()
+        .find(|h| {
+            h.info.instance_id == word
+                || match by_id {
+                    Some(id) => h.info.id == id,
+                    None => h.info.name == word,
+                }
+        })
+        .map(|h| h.info.computer_name)
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Shell-style glob match with `*` and `?` (for `get --name`).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());

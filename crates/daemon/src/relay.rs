@@ -120,8 +120,19 @@ pub async fn relay(
                 let since = outage.get_or_insert_with(Instant::now);
                 let left = reconnect_for().saturating_sub(since.elapsed());
                 if left.is_zero() {
+                    // Named as this client names it, so the hint is a command that works.
+                    let name = match &session {
+                        Some(iid) => daemon
+                            .registry
+                            .lock()
+                            .await
+                            .remotes
+                            .get(iid)
+                            .map(|h| h.info.name.clone()),
+                        None => None,
+                    };
                     let _ = cli
-                        .send(&Response::Error(gave_up(&c, session.as_deref())))
+                        .send(&Response::Error(gave_up(&c, session.as_deref(), name)))
                         .await;
                     return;
                 }
@@ -290,6 +301,7 @@ pub async fn relay(
                     session: s.clone(),
                     from: seq,
                     keep_stdin: true,
+                    keep: matches!(&req, Request::Resume { keep: true, .. }),
                 };
                 resuming = true;
             }
@@ -319,10 +331,15 @@ fn stdin_gap(c: &str, lost: u64) -> ErrorInfo {
     )
 }
 
-fn gave_up(c: &str, session: Option<&str>) -> ErrorInfo {
-    let how = match session {
-        Some(_) => "; the session is Disconnected there: 'tether receive' collects its output",
-        None => "",
+fn gave_up(c: &str, session: Option<&str>, name: Option<String>) -> ErrorInfo {
+    let how = match (session, name) {
+        (Some(_), Some(n)) => {
+            format!("; the session is Disconnected there: 'tether receive {n}' collects its output")
+        }
+        (Some(_), None) => {
+            "; the session is Disconnected there: 'tether receive' collects its output".into()
+        }
+        (None, _) => String::new(),
     };
     ErrorInfo::new(
         ErrorKind::Lost,

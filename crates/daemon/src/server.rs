@@ -68,11 +68,9 @@ impl Daemon {
         };
         let me = tether_transport::identity::client_identity(&paths);
         let links = Links::new(crate::remote::hello_from(&me));
-        let mut jobs = crate::jobs::Jobs::new();
-        if system.is_some() {
-            // A job's unreceived output waits in root's memory: less of it per job.
-            jobs.quota = jobs.quota.min(crate::limits::SYSTEM_JOB_QUOTA);
-        }
+        // Jobs are written down in the same home, so they outlive this daemon (a system
+        // daemon's view holds less of a job's unreceived output in root's memory).
+        let jobs = crate::jobs::Jobs::at(Some(paths.clone()));
         Arc::new(Daemon {
             me,
             present: Default::default(),
@@ -172,12 +170,16 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     // configuration.
     let mut pin = None;
     let mut bridged = false;
+    let mut forwarded = None;
     match &first {
         Ok(Some(Request::Pin(name))) => {
             pin = Some(name.clone());
             bridged = true;
         }
-        Ok(Some(Request::Bridged)) => bridged = true,
+        Ok(Some(Request::Bridged { agent })) => {
+            bridged = true;
+            forwarded = agent.clone();
+        }
         _ => {}
     }
     if bridged {
@@ -197,6 +199,10 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
         }
         _ => daemon.me.clone(),
     };
+    // The client's forwarded ssh agent, counted while this connection lasts.
+    let _agent = forwarded
+        .as_deref()
+        .and_then(|a| crate::presence::agent_arrived(&daemon, &client, a));
     if !tether_transport::answer_hello(first, &mut writer, "tether daemon").await {
         return;
     }
@@ -229,7 +235,7 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             continue;
         }
         if bridged {
-            crate::pinning::from_afar(&daemon, pin.is_some(), &mut req);
+            crate::pinning::from_afar(&daemon, pin.is_some(), &client, &mut req);
         }
         if let Some(p) = &pin
             && let Err(e) = crate::pinning::check(&daemon, p, &mut req).await
@@ -285,11 +291,13 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                 session,
                 from,
                 keep_stdin,
+                keep,
             } => {
                 let how = crate::attach::Resuming {
                     session,
                     from,
                     keep_stdin,
+                    keep,
                 };
                 crate::attach::resume(&daemon, how, &client, reader, writer).await;
                 return;

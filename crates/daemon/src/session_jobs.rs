@@ -227,25 +227,34 @@ pub async fn start(
     daemon: &std::sync::Arc<Daemon>,
     req: tether_proto::JobStart,
 ) -> Result<tether_proto::JobInfo, ErrorInfo> {
-    use crate::jobs::{Child, Control};
-    let jobs = &daemon.jobs;
+    use crate::jobs::{Child, Control, Run};
+    let jobs = daemon.jobs.shared();
     let id = jobs.next_id();
     let mut children = Vec::new();
     for c in &req.children {
         let job = uuid::Uuid::new_v4().to_string();
+        // Named by its instance id from now on: that is what a restarted daemon asks for.
+        let session = {
+            let reg = daemon.registry.lock().await;
+            match reg.resolve(&c.spec.session)? {
+                Found::Local(m) => m.info.instance_id.clone(),
+                Found::Remote(h) => h.info.instance_id.clone(),
+            }
+        };
         let start = SessionJob {
-            session: c.spec.session.clone(),
+            session: session.clone(),
             job: job.clone(),
             action: SessionJobAction::Start {
                 script: c.spec.script.clone(),
             },
         };
         handle(daemon, start, &daemon.me).await?;
-        let mut child = Child::running(jobs.next_id(), &c.location, &c.spec.session);
-        child.control = Some(Control::InSession {
-            session: c.spec.session.clone(),
-            job,
-        });
+        let run = Run::InSession {
+            session: session.clone(),
+            job: job.clone(),
+        };
+        let mut child = Child::running(jobs.next_id(), &c.location, &c.spec.session, run);
+        child.control = Some(Control::InSession { session, job });
         children.push(child);
     }
     let follow: Vec<(usize, String, String)> = children
@@ -258,50 +267,62 @@ pub async fn start(
         .collect();
     let info = jobs.record(id, req.command, children);
     for (i, session, job) in follow {
-        tokio::spawn(follow_output(daemon.clone(), id, i, session, job));
+        let paths = daemon.paths.clone();
+        tokio::spawn(follow_output(
+            jobs.clone(),
+            paths,
+            (id, i),
+            (session, job),
+            [0, 0],
+        ));
     }
     Ok(info)
 }
 
-/// Polls a session job's output into its child job until it ends. A computer out of reach is
-/// tried again; the job goes on there meanwhile.
-async fn follow_output(
-    daemon: std::sync::Arc<Daemon>,
-    id: u32,
-    idx: usize,
-    session: String,
-    job: String,
+/// Polls a session job's output into its child job, from these offsets of its stdout and
+/// stderr files, until it ends. It asks this daemon (its own socket), which reads the files
+/// or asks the session's computer; a computer out of reach is tried again, and the job goes
+/// on there meanwhile. A child already over (read back by a restarted daemon) only collects
+/// what was not yet received.
+pub(crate) async fn follow_output(
+    jobs: std::sync::Arc<crate::jobs::Shared>,
+    paths: tether_transport::paths::Paths,
+    (id, idx): (u32, usize),
+    (session, job): (String, String),
+    [mut out_from, mut err_from]: [u64; 2],
 ) {
     use crate::jobs::ChildState;
     use std::time::Duration;
-    let jobs = &daemon.jobs;
-    let (mut out_from, mut err_from) = (0u64, 0u64);
+    let mut conn = crate::jobs::feed::Conn::new(paths);
     loop {
-        loop {
+        // A stopped job is read once more (what it wrote before it was stopped), then left.
+        let last = loop {
             let room = jobs.room.notified();
             match jobs.with_child(id, idx, |c| (c.unread, c.state)) {
                 None => return,
-                Some((_, ChildState::Stopped)) => return,
-                Some((u, _)) if u > jobs.quota => room.await,
-                Some(_) => break,
+                Some((u, _)) if u > jobs.quota() => room.await,
+                Some((_, s)) => break s.finished(),
             }
-        }
+        };
         let req = SessionJob {
             session: session.clone(),
             job: job.clone(),
             action: SessionJobAction::Read { out_from, err_from },
         };
-        let data = match handle(&daemon, req, &daemon.me).await {
+        let data = match conn.call(Request::SessionJob(req)).await {
             Ok(Response::SessionJobData(d)) => d,
             Ok(_) => SessionJobData::default(),
-            Err(e) if matches!(e.kind, ErrorKind::Connection | ErrorKind::Lost) => {
+            // Tried again while the job runs; one already over is not worth waiting for.
+            Err(e) if matches!(e.kind, ErrorKind::Connection | ErrorKind::Lost) && !last => {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
             Err(e) => {
-                jobs.with_child(id, idx, |c| {
-                    c.state = ChildState::Failed;
-                    c.reason = Some(e.message.clone());
+                jobs.update(id, idx, |c| {
+                    if !c.state.finished() {
+                        c.state = ChildState::Failed;
+                        c.reason = Some(e.message.clone());
+                    }
                 });
                 return;
             }
@@ -313,12 +334,16 @@ async fn follow_output(
             c.keep(tether_proto::Stream::Stdout, data.out);
             c.keep(tether_proto::Stream::Stderr, data.err);
             if let Some(code) = data.exit {
+                let was = (c.state, c.exit_code);
                 c.ended(code);
+                if (c.state, c.exit_code) != was {
+                    jobs.save_child(id, c);
+                }
                 return true;
             }
             false
         });
-        if done != Some(false) {
+        if done != Some(false) || (last && !got) {
             return;
         }
         if !got {

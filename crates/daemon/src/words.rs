@@ -48,6 +48,7 @@ mod tests {
         let list = SessionList {
             sessions: vec!["ok".into(), path.clone()],
             remote: None,
+            keep: false,
         };
         for req in [
             Request::Invoke(InvokeSpec {
@@ -61,6 +62,7 @@ mod tests {
                 session: path.clone(),
                 from: 0,
                 keep_stdin: false,
+                keep: false,
             },
         ] {
             let e = check(&req).unwrap_err();

@@ -39,7 +39,7 @@ impl Requests {
             // Reads until the client closes, so the connection is never closed with unread
             // frames in it (that would reset it before our last reply arrives).
             while let Ok(Some(req)) = reader.read::<Request>().await {
-                if matches!(req, Request::Cancel) {
+                if matches!(req, Request::Cancel | Request::Abandon) {
                     stop_tx.send_modify(|s| s.cancels += 1);
                 }
                 let _ = tx.send(req).await;
@@ -77,6 +77,7 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 acked,
                 client,
                 keep_stdin,
+                keep,
             })),
             Some(fd),
         ) => {
@@ -89,6 +90,7 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 acked: *acked,
                 client: client.clone(),
                 keep_stdin: *keep_stdin,
+                keep: *keep,
             };
             if crate::retain::receive(&host, &mut requests, &mut writer, how).await {
                 serve_requests(host, requests, writer).await;
@@ -218,7 +220,7 @@ async fn serve_requests(
                 true
             }
             // Stdin or Ctrl-C for an invocation that has already ended.
-            Request::Stdin(_) | Request::StdinEof | Request::Cancel => true,
+            Request::Stdin(_) | Request::StdinEof | Request::Cancel | Request::Abandon => true,
             _ => {
                 let msg = format!(
                     "session {}: request not valid for a session host",

@@ -59,6 +59,10 @@ pub(crate) async fn invoke(
         );
         return refuse(writer, ErrorKind::Usage, msg).await;
     }
+    if spec.probe && spec.tty.is_some() {
+        let msg = format!("session {name}: a prompt's probe never runs on the terminal");
+        return refuse(writer, ErrorKind::Usage, msg).await;
+    }
     if spec.script.contains('\0') || spec.args.iter().any(|a| a.contains('\0')) {
         let msg = format!("session {name}: scripts and arguments cannot contain NUL bytes");
         return refuse(writer, ErrorKind::Usage, msg).await;
@@ -80,20 +84,15 @@ pub(crate) async fn invoke(
         }
     }
     let client = host.client_or_me(spec.client.as_ref());
+    host.claim_spare(&client);
     if let Err(e) = host.check_holder(&client) {
         return refuse(writer, e.kind, e.message).await;
     }
-    host.reclaim(&client);
-    if host.lock_inner().state == State::Disconnected {
-        let msg = format!("session {name} is Disconnected; 'tether connect {name}' reattaches it");
-        return refuse(writer, ErrorKind::NotFound, msg).await;
-    }
-    if host.outbox.pending() {
-        let msg = format!(
-            "session {name} holds output of a command that ran while disconnected; \
-             'tether receive {name}' first"
-        );
-        return refuse(writer, ErrorKind::Busy, msg).await;
+    // A client that vanished (killed, its link lost) and now runs another command takes its
+    // session back: it waits for the command it left behind, like any busy session's.
+    let returning = host.returning(&client);
+    if !returning && let Some(e) = unusable(&host) {
+        return refuse(writer, e.kind, e.message).await;
     }
     // A Ctrl-C or hang-up while we wait for a busy session gives up: a command the user has
     // abandoned must never start later.
@@ -118,25 +117,47 @@ pub(crate) async fn invoke(
         }
     };
     let Some(_permit) = permit else {
-        return refuse(writer, ErrorKind::Busy, format!("session {name} is busy")).await;
+        let msg = match returning {
+            true => format!(
+                "session {name} is still running the command its client left; \
+                 'tether receive {name}' shows it, or wait longer (--wait-timeout)"
+            ),
+            false => format!("session {name} is busy"),
+        };
+        return refuse(writer, ErrorKind::Busy, msg).await;
     };
+    // Taken back now that nothing runs (its client may also have vanished while this one
+    // waited), unless someone else connected it meanwhile.
+    let note = match host.returning(&client) {
+        true => host.take_back(&client),
+        false => None,
+    };
+    if let Some(e) = unusable(&host) {
+        return refuse(writer, e.kind, e.message).await;
+    }
     let reason = host.lock_inner().reason.clone();
     if let Some(reason) = reason {
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
         return refuse(writer, ErrorKind::NotFound, msg).await;
     }
+    // A prompt's helper (syntax check, completion) is not the user's: it leaves the idle
+    // clock as it was.
     let id = {
         let mut inner = host.lock_inner();
         inner.busy = true;
-        inner.last_used = Instant::now();
+        if !spec.probe {
+            inner.last_used = Instant::now();
+        }
         inner.next_inv += 1;
         inner.next_inv - 1
     };
-    let result = run(&host, id, &spec, &mut requests.rx, writer).await;
+    let result = run(&host, (id, note), &spec, &mut requests.rx, writer).await;
     {
         let mut inner = host.lock_inner();
         inner.busy = false;
-        inner.last_used = Instant::now();
+        if !spec.probe {
+            inner.last_used = Instant::now();
+        }
     }
     let alive = match result {
         Ok(client_alive) => client_alive,
@@ -156,10 +177,29 @@ pub(crate) async fn invoke(
     alive
 }
 
-/// Returns whether the client is still there to serve another request.
+/// Why a session cannot take a command now: Disconnected (another client may have it), or
+/// holding the output of a command that ran while it was.
+fn unusable(host: &Host) -> Option<ErrorInfo> {
+    let name = &host.spec.name;
+    if host.lock_inner().state == State::Disconnected {
+        let msg = format!("session {name} is Disconnected; 'tether connect {name}' reattaches it");
+        return Some(ErrorInfo::new(ErrorKind::NotFound, msg));
+    }
+    if host.outbox.pending() {
+        let msg = format!(
+            "session {name} holds output of a command that ran while disconnected; \
+             'tether receive {name}' gets it"
+        );
+        return Some(ErrorInfo::new(ErrorKind::Busy, msg));
+    }
+    None
+}
+
+/// Returns whether the client is still there to serve another request. `note`: a notice for
+/// the client once the command has started (what taking the session back discarded).
 async fn run(
     host: &Arc<Host>,
-    id: u64,
+    (id, note): (u64, Option<String>),
     spec: &InvokeSpec,
     req_rx: &mut mpsc::Receiver<Request>,
     writer: &mut FrameWriter<OwnedWriteHalf>,
@@ -217,7 +257,7 @@ async fn run(
                 stderr: &err.path,
             },
             last,
-            host.spec.pooled,
+            host.spec.pooled || spec.isolated || spec.probe,
         )
     };
     // A restricted session's leader gets the checked command itself, not a script.
@@ -260,6 +300,9 @@ async fn run(
     // Sent at once, not held back to share a write with the `Exit`: a client that sees no
     // `Started` treats Ctrl-C as giving up a command that never ran (docs/PROFILES.md).
     writer.send(&started).await?;
+    if let Some(note) = note {
+        writer.send(&Response::Notice(note)).await?;
+    }
 
     let mut exited = host.exited.clone();
     let mut status_rx = host.status_rx.lock().await;
@@ -286,9 +329,15 @@ async fn run(
     // Set when the client went away or was let go (disconnect): the command goes on and its
     // output is kept in the outbox until `receive`.
     let mut client_gone = false;
+    // Set when the client said it leaves for good (`Abandon`: its output was closed, or it
+    // was told to end): the command is stopped, nothing of it is kept, and the session stays
+    // Opened for that client's next command.
+    let mut abandoned = false;
     let mut requests_open = true;
     let mut detach = host.detach.subscribe();
     let mut remote_cancel = host.remote_cancel.subscribe();
+    let mut remote_abandon = host.remote_abandon.subscribe();
+    remote_abandon.borrow_and_update();
     let mut kept = host.outbox.subscribe();
     detach.borrow_and_update();
     remote_cancel.borrow_and_update();
@@ -325,6 +374,20 @@ async fn run(
             // client did receive; stdin and Ctrl-C from it no longer apply.
             req = req_rx.recv(), if requests_open => match req {
                 Some(Request::Ack(seq)) => host.outbox.ack(seq),
+                // Leaving for good, perhaps after we already saw its writes fail: the command
+                // is stopped, nothing is kept, and the session is its client's again.
+                Some(Request::Abandon) if !abandoned => {
+                    if cancel.is_none() {
+                        cancelled = true;
+                        interrupt(host.shell_pid, since_ticks(started));
+                        cancel = Some((Instant::now(), 1));
+                    }
+                    abandoned = true;
+                    client_gone = true;
+                    host.stdin.close();
+                    host.outbox.reset();
+                    host.set_connected(&host.client_or_me(spec.client.as_ref()));
+                }
                 Some(_) if client_gone => {}
                 Some(Request::Stdin(data)) => {
                     host.stdin.feed(data).await;
@@ -349,27 +412,32 @@ async fn run(
                     requests_open = false;
                     client_gone = true;
                     if !acked { host.stdin.close(); }
-                    host.let_go();
+                    host.dropped();
                 }
                 Some(_) => {}
             },
             // While detached, reading stops at the quota: the command blocks on its next write.
-            n = out.read(), if (!client_gone && !acked) || host.outbox.room() => {
-                if !forward(host, &mut out, n, writer, client_gone, acked).await {
+            // An abandoned command's output goes nowhere; it is read so that it never blocks.
+            n = out.read(), if abandoned || (!client_gone && !acked) || host.outbox.room() => {
+                if abandoned {
+                    out.discard(n);
+                } else if !forward(host, &mut out, n, writer, client_gone, acked).await {
                     client_gone = true;
                     if !acked { host.stdin.close(); }
-                    host.let_go();
+                    host.dropped();
                 }
             }
-            n = err.read(), if (!client_gone && !acked) || host.outbox.room() => {
-                if !forward(host, &mut err, n, writer, client_gone, acked).await {
+            n = err.read(), if abandoned || (!client_gone && !acked) || host.outbox.room() => {
+                if abandoned {
+                    err.discard(n);
+                } else if !forward(host, &mut err, n, writer, client_gone, acked).await {
                     client_gone = true;
                     if !acked { host.stdin.close(); }
-                    host.let_go();
+                    host.dropped();
                 }
             }
             _ = kept.changed(), if client_gone || acked => {}
-            _ = detach.changed(), if !client_gone => {
+            _ = detach.changed(), if !client_gone && !abandoned => {
                 let msg = format!(
                     "session {name} was disconnected; its command goes on: 'tether receive {name}' gets its output",
                     name = host.spec.name
@@ -379,6 +447,18 @@ async fn run(
                 client_gone = true;
                 host.stdin.close();
                 host.let_go();
+            }
+            _ = remote_abandon.changed(), if !abandoned => {
+                if cancel.is_none() {
+                    cancelled = true;
+                    interrupt(host.shell_pid, since_ticks(started));
+                    cancel = Some((Instant::now(), 1));
+                }
+                abandoned = true;
+                client_gone = true;
+                requests_open = false;
+                host.stdin.close();
+                host.outbox.reset();
             }
             _ = remote_cancel.changed() => {
                 if cancel.is_none() {
@@ -410,8 +490,10 @@ async fn run(
     }
     drop(status_rx);
     host.stdin.close();
+    let mut typeahead = Vec::new();
     if let Some((tty, _)) = &tty {
         tty.detach().await;
+        typeahead = tty.unread();
     }
     // The group is done; what it wrote is buffered. Read that, then hand the FIFOs to a task
     // that swallows whatever background jobs write later.
@@ -467,20 +549,29 @@ async fn run(
     } else {
         code
     };
-    host.lock_inner().last_status = code;
+    // A probe's status is its own: the session's `$?` stays the user's last.
+    if !spec.probe {
+        host.lock_inner().last_status = code;
+    }
     let exit = ExitInfo {
         code,
         timed_out,
         cancelled: cancelled && !timed_out,
         broken,
         cwd: tty.as_ref().and_then(|_| procs::cwd(host.shell_pid)),
+        typeahead,
     };
     if !client_gone && writer.send(&Response::Exit(exit.clone())).await.is_err() {
         client_gone = true;
     }
+    if abandoned {
+        // Nothing is kept for anyone: the session is ready for its client's next command.
+        host.outbox.reset();
+        return Ok(false);
+    }
     if client_gone && attached {
         // The client went away while the output was drained or the exit sent.
-        host.let_go();
+        host.dropped();
     }
     if client_gone || acked {
         // Kept until received (detached) or acknowledged (acked: the Exit may be lost in a

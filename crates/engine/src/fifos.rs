@@ -107,6 +107,16 @@ impl OutFifo {
     }
 }
 
+impl OutFifo {
+    /// A read of an abandoned command's output: the bytes are dropped; at the end the FIFO is
+    /// let go as [`forward`] does.
+    pub(crate) fn discard(&mut self, n: std::io::Result<usize>) {
+        if matches!(n, Ok(0) | Err(_)) {
+            self.rx = None;
+        }
+    }
+}
+
 /// Passes a chunk of output on (and keeps it, when acknowledged or detached). Returns false
 /// when writing to the client just failed: it is gone, and the chunk is kept for `receive`.
 pub(crate) async fn forward(

@@ -31,18 +31,48 @@ impl Host {
         }
     }
 
-    /// Before an invocation: the client that vanished from a session (it lost its link, or
-    /// was killed and restarted) takes it back by using it, if it is idle with nothing to
-    /// receive. A session disconnected on purpose needs `connect`.
-    pub(crate) fn reclaim(&self, client: &ClientId) {
-        let back = {
+    /// Whether `client` is coming back to a session it vanished from (killed, its link lost,
+    /// restarted) rather than let go on purpose: it may then take the session back by using
+    /// it, after the command it left behind has ended ([`Host::take_back`]). A session
+    /// disconnected on purpose needs `connect`, as anyone else's does.
+    pub(crate) fn returning(&self, client: &ClientId) -> bool {
+        let inner = self.lock_inner();
+        inner.state == State::Disconnected
+            && inner.vanished
+            && inner.holder.as_ref().is_some_and(|h| h.id == client.id)
+    }
+
+    /// Takes back a session its client vanished from, once nothing runs in it. Output the
+    /// command wrote for that client is no longer wanted by anyone: the client that would have
+    /// received it is the one now starting another command. Returns a note saying what was
+    /// discarded, if anything.
+    pub(crate) fn take_back(&self, client: &ClientId) -> Option<String> {
+        let name = &self.spec.name;
+        let note = self.outbox.discard().map(|(bytes, code)| {
+            let status = code
+                .map(|c| format!(" ended with status {c}"))
+                .unwrap_or_else(|| " ended".into());
+            match bytes {
+                0 => {
+                    format!("session {name}: the earlier command, whose client went away,{status}")
+                }
+                n => format!(
+                    "session {name}: the earlier command, whose client went away,{status}; \
+                     its {n} bytes of output were discarded"
+                ),
+            }
+        });
+        self.set_connected(client);
+        note
+    }
+
+    /// A spare serves whoever it is given to: temporary sessions belong to nobody until used.
+    pub(crate) fn claim_spare(&self, client: &ClientId) {
+        let idle = {
             let inner = self.lock_inner();
-            inner.state == State::Disconnected
-                && inner.vanished
-                && !inner.busy
-                && inner.holder.as_ref().is_some_and(|h| h.id == client.id)
+            !inner.busy && inner.state == State::Opened
         };
-        if back && !self.outbox.pending() {
+        if self.spec.pooled && idle {
             self.set_connected(client);
         }
     }

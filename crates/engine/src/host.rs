@@ -2,7 +2,7 @@
 //! and records its state on disk.
 
 use crate::HostError;
-use crate::procs;
+pub(crate) use crate::console::Console;
 use crate::shell::Flavour;
 use crate::spec::{HostMeta, HostSpec, default_shell};
 use nix::sys::signal::Signal;
@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tether_proto::{Availability, ClientId, SessionInfo, State};
 use tether_transport::paths::{Paths, private_dir};
-use tokio::io::AsyncReadExt;
 use tokio::process::ChildStdin;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 
@@ -30,6 +29,8 @@ pub(crate) struct Inner {
     pub vanished: bool,
     /// The last invocation's exit status: the next one starts with it as `$?`.
     pub last_status: i32,
+    /// The shell was killed by a signal (rather than exiting by itself).
+    pub shell_signalled: bool,
 }
 
 /// Everything an invocation needs; shared by connection handlers.
@@ -67,62 +68,12 @@ pub(crate) struct Host {
     pub detach: watch::Sender<u64>,
     /// Bumped by Ctrl-C from a client receiving a detached command's output.
     pub remote_cancel: watch::Sender<u64>,
+    /// Bumped when a receiving client abandons the running command (its output closed):
+    /// stopped, nothing kept, the session usable again.
+    pub remote_abandon: watch::Sender<u64>,
     /// Bumped each time a pooled host is ready for another invocation; its daemon watches it
     /// (`HostPoolWatch`) to put the host back in its pool.
     pub pool_free: watch::Sender<u64>,
-}
-
-/// The shell's own stdout and stderr. Between invocations nothing should appear there; what
-/// does appear while the shell is dying (an EXIT trap runs after the invocation's redirections
-/// were undone) belongs to the invocation that made it exit, and is delivered with it.
-#[derive(Clone, Default)]
-pub(crate) struct Console {
-    /// Recent bytes per stream (stdout, stderr), bounded.
-    pub recent: Arc<std::sync::Mutex<[Vec<u8>; 2]>>,
-    /// How many of the two pipes have reached end-of-file.
-    pub closed: Arc<tokio::sync::watch::Sender<u8>>,
-}
-
-const CONSOLE_LIMIT: usize = 1024 * 1024;
-
-impl Console {
-    fn watch<R: tokio::io::AsyncRead + Unpin + Send + 'static>(&self, pipe: Option<R>, i: usize) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Some(mut pipe) = pipe {
-                let mut buf = vec![0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut recent = me.recent.lock().unwrap_or_else(|p| p.into_inner());
-                    if recent[i].len() + n <= CONSOLE_LIMIT {
-                        recent[i].extend_from_slice(&buf[..n]);
-                    }
-                }
-            }
-            me.closed.send_modify(|c| *c += 1);
-        });
-    }
-
-    /// Forgets what came before an invocation.
-    pub fn clear(&self) {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent[0].clear();
-        recent[1].clear();
-    }
-
-    /// Waits (bounded) until the dead shell's pipes are drained, then takes their contents.
-    pub async fn take_final(&self) -> [Vec<u8>; 2] {
-        let mut closed = self.closed.subscribe();
-        let _ =
-            tokio::time::timeout(Duration::from_millis(500), closed.wait_for(|c| *c >= 2)).await;
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        [
-            std::mem::take(&mut recent[0]),
-            std::mem::take(&mut recent[1]),
-        ]
-    }
 }
 
 impl Host {
@@ -178,14 +129,18 @@ impl Host {
     }
 
     pub(crate) fn store_meta(&self) {
+        if let Err(e) = self.try_store_meta() {
+            tracing::warn!("session {}: cannot record state: {e}", self.spec.name);
+        }
+    }
+
+    pub(crate) fn try_store_meta(&self) -> std::io::Result<()> {
         let meta = HostMeta {
             info: self.info(),
             temporary: self.spec.temporary,
             shell_pid: self.shell_pid as u32,
         };
-        if let Err(e) = meta.store(&self.paths.host_meta(&self.spec.instance_id)) {
-            tracing::warn!("session {}: cannot record state: {e}", self.spec.name);
-        }
+        meta.store(&self.paths.host_meta(&self.spec.instance_id))
     }
 
     /// Marks an open session Disconnected (its client let go) and records it.
@@ -207,6 +162,17 @@ impl Host {
     pub(crate) fn let_go(&self) {
         self.outbox.begin();
         self.set_disconnected();
+    }
+
+    /// As [`Host::let_go`], when the client vanished without a word (killed, its link lost)
+    /// rather than being let go on purpose: the same client may take the session back by
+    /// using it ([`Host::returning`]).
+    pub(crate) fn dropped(&self) {
+        self.let_go();
+        let mut inner = self.lock_inner();
+        if inner.state == State::Disconnected {
+            inner.vanished = true;
+        }
     }
 
     /// Marks a Disconnected session Opened again (connect, receive), held by `client`, and
@@ -233,14 +199,25 @@ impl Host {
     }
 
     /// Moves to a final state (Broken or Closed), records it, and asks the host to exit.
+    ///
+    /// A session broken because its shell exited by itself while `set -e` or `set -u` was on
+    /// says so in the reason, with what to do instead.
     pub(crate) fn finish(&self, state: State, reason: String) {
+        // (A `set -e` failure is never status 0.)
+        let failed = self.exited.borrow().is_some_and(|c| c != 0);
         {
             let mut inner = self.lock_inner();
             if matches!(inner.state, State::Broken | State::Closed) {
                 return;
             }
+            let hint = (state == State::Broken && failed && !inner.shell_signalled)
+                .then(crate::shell::exit_hint)
+                .flatten();
             inner.state = state;
-            inner.reason = Some(reason);
+            inner.reason = Some(match hint {
+                Some(hint) => format!("{reason} ({hint})"),
+                None => reason,
+            });
         }
         self.store_meta();
         let _ = self.shutdown.send(true);
@@ -370,20 +347,31 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     if reaper {
         crate::procs::spawn_reaper(shell_pid);
     }
+    // The shell enters it before it runs a command ([`crate::cgroup::enter`], below). Not for a
+    // one-invocation temporary session, whose start is the invocation's latency: the host's
+    // descendants are found without one.
+    let cgroup = (!spec.temporary || spec.pooled)
+        .then(|| crate::cgroup::Cgroup::create(&spec.instance_id).map(Arc::new))
+        .flatten();
     let mut stdin = child.stdin.take();
+    let mut startup = None;
     let console = Console::default();
     console.watch(child.stdout.take(), 0);
     console.watch(child.stderr.take(), 1);
     if let Some(s) = stdin.as_mut().filter(|_| spec.restricted.is_none()) {
         use tokio::io::AsyncWriteExt;
-        s.write_all(flavour.prelude(&fifo_dir).as_bytes()).await?;
+        s.write_all(flavour.prelude(&fifo_dir, &shell).as_bytes())
+            .await?;
         if let Some(script) = &spec.startup_script {
             // The profile's output has no invocation to go to.
             let line = format!(
                 ". {} </dev/null >/dev/null 2>&1\n",
                 crate::shell::quote(script)
             );
-            s.write_all(line.as_bytes()).await?;
+            match cgroup.is_some() {
+                true => startup = Some(line),
+                false => s.write_all(line.as_bytes()).await?,
+            }
         }
     }
 
@@ -415,6 +403,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             holder,
             vanished: false,
             last_status: 0,
+            shell_signalled: false,
         }),
         created_on: SystemTime::now(),
         shutdown: shutdown_tx,
@@ -431,6 +420,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         tty: Default::default(),
         detach: watch::channel(0).0,
         remote_cancel: watch::channel(0).0,
+        remote_abandon: watch::channel(0).0,
         pool_free: watch::channel(0).0,
     });
 
@@ -439,7 +429,11 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         let host = host.clone();
         tokio::spawn(async move {
             let code = match child.wait().await {
-                Ok(st) => exit_code(st),
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    host.lock_inner().shell_signalled = st.signal().is_some();
+                    exit_code(st)
+                }
                 Err(_) => 255,
             };
             let _ = exit_tx.send(Some(code));
@@ -458,8 +452,20 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
 
     let sock_path = paths.host_socket(&spec.instance_id);
     let listener = tether_transport::unix::bind_private(&sock_path)?;
-    host.store_meta();
+    // The record is how the daemon (and the next one) finds the session: a session that cannot
+    // be recorded (a full disk) does not start, and leaves nothing running.
+    if let Err(e) = host.try_store_meta() {
+        crate::cleanup::unstarted(&host, cgroup, &sock_path).await;
+        return Err(HostError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot record session {}: {e}", spec.name),
+        )));
+    }
     announce_ready();
+    crate::cleanup::on_termination(host.clone());
+    if let Some(cg) = &cgroup {
+        crate::cgroup::enter(host.clone(), cg.clone(), startup).await;
+    }
 
     {
         // The home was deleted: nobody can reach or adopt this session any more. End it once it
@@ -483,9 +489,15 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             _ = shutdown_rx.changed() => break,
         }
     }
-    // Give in-flight replies (the final Exit of a broken session, HostClose's Ok) a moment.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    procs::signal_session(shell_pid, &[Signal::SIGHUP, Signal::SIGKILL]);
+    // The shell (its EXIT trap first), then everything the session started: politely, then by
+    // force. In-flight replies (the final Exit of a broken session, HostClose's Ok) go out
+    // meanwhile.
+    let ending = Instant::now();
+    crate::cleanup::end_session(&host, cgroup.as_deref()).await;
+    if let Some(cg) = &cgroup {
+        cg.remove();
+    }
+    crate::cleanup::settle(&host, ending).await;
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_dir_all(&fifo_dir);
     if spec.temporary {

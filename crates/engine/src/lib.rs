@@ -4,7 +4,10 @@
 //! the daemon that started it and the next daemon adopts it (SPEC §3.15). See `shell` for how the
 //! shell is driven out of band, `driver` for one invocation, `procs` for stopping commands.
 
+mod cgroup;
+mod cleanup;
 mod conn;
+mod console;
 mod driver;
 mod fifos;
 mod holder;

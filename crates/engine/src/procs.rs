@@ -114,6 +114,67 @@ fn descendants() -> Option<Vec<i32>> {
     Some(out)
 }
 
+/// Every live process below this host (the shell included), with its start time: with the
+/// subreaper ([`become_subreaper`]), everything the session started that still runs, whatever
+/// session or process group it moved to. Zombies are left out (they are dead; their reaper
+/// collects them). Without `children` files the process table is read for parent links.
+#[cfg(target_os = "linux")]
+pub fn tree() -> Vec<Proc> {
+    let me = std::process::id() as i32;
+    let pids = descendants().unwrap_or_else(|| descendants_by_parent(me));
+    pids.into_iter().filter_map(live).collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn tree() -> Vec<Proc> {
+    Vec::new()
+}
+
+/// A process as [`Proc`], unless it is gone or a zombie.
+#[cfg(target_os = "linux")]
+pub fn live(pid: i32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat_fields(&stat)?.first().copied();
+    if matches!(state, Some("Z") | Some("X") | None) {
+        return None;
+    }
+    parse_stat(pid, &stat)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn live(_pid: i32) -> Option<Proc> {
+    None
+}
+
+/// The descendants of `root`, from the parent pid of every process on the computer.
+#[cfg(target_os = "linux")]
+fn descendants_by_parent(root: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent_of = std::collections::HashMap::<i32, Vec<i32>>::new();
+    for pid in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+    {
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| stat_fields(&s)?.get(1)?.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = parent_of.remove(&root).unwrap_or_default();
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(c) = parent_of.remove(&out[i]) {
+            out.extend(c);
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Processes whose session id is `sid` (the shell's pid), other than the shell itself.
 ///
 /// The host is its shell's subreaper ([`become_subreaper`]), so everything in the shell's
@@ -262,17 +323,24 @@ pub fn signal_session(shell: i32, sigs: &[Signal]) {
     }
 }
 
-/// Ends what a pooled invocation left running in the shell's session (`cmd &`, `nohup …`),
-/// the shell excepted, so that the next invocation starts in a session as new. Returns how
-/// many processes were signalled.
+/// Ends what a pooled invocation left running (`cmd &`, `nohup …`, `setsid …`), the shell
+/// excepted, so that the next invocation starts in a session as new. Returns how many
+/// processes were signalled.
+///
+/// With the subreaper these are all the host's descendants but the shell, whatever session
+/// they moved to; elsewhere, the members of the shell's session.
 pub fn end_strays(shell: i32) -> usize {
-    let members = session_members(shell);
+    let mut pids: Vec<i32> = tree().iter().map(|p| p.pid).collect();
+    pids.extend(session_members(shell).iter().map(|p| p.pid));
+    pids.retain(|&p| p != shell);
+    pids.sort_unstable();
+    pids.dedup();
     for sig in [Signal::SIGHUP, Signal::SIGKILL] {
-        for p in &members {
-            let _ = kill(Pid::from_raw(p.pid), sig);
+        for &p in &pids {
+            let _ = kill(Pid::from_raw(p), sig);
         }
     }
-    members.len()
+    pids.len()
 }
 
 /// Background jobs of the session (`job start --session`) that have not ended: each has a

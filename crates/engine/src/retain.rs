@@ -150,6 +150,22 @@ impl Outbox {
         self.bump();
     }
 
+    /// Drops whatever is kept (output of a command whose client went away for good): the
+    /// bytes dropped and the command's exit status, if there was anything.
+    pub fn discard(&self) -> Option<(u64, Option<i32>)> {
+        let what = {
+            let mut k = self.lock();
+            if !k.pending && k.chunks.len() == 0 && k.exit.is_none() {
+                return None;
+            }
+            let what = (k.chunks.len() as u64, k.exit.as_ref().map(|e| e.code));
+            k.clear();
+            what
+        };
+        self.bump();
+        Some(what)
+    }
+
     pub fn finish(&self, exit: ExitInfo) {
         self.lock().exit = Some(exit);
         self.bump();
@@ -219,6 +235,9 @@ pub(crate) struct Receiving {
     pub client: ClientId,
     /// The invocation's own client is back and goes on with stdin; otherwise stdin ends.
     pub keep_stdin: bool,
+    /// `receive --keep`: a look that changes nothing. Nothing is consumed, the session is not
+    /// reattached, stdin is left alone, and the receiver's Ctrl-C only ends its look.
+    pub keep: bool,
 }
 
 /// Serves `receive` (from the first kept byte, consuming as it delivers) or a resume (from
@@ -235,6 +254,7 @@ pub(crate) async fn receive(
         acked,
         client,
         keep_stdin,
+        keep,
     } = how;
     if let Err(e) = host.check_holder(&client) {
         return writer.send(&Response::Error(e)).await.is_ok();
@@ -255,9 +275,11 @@ pub(crate) async fn receive(
         return writer.send(&err).await.is_ok();
     }
     let mut next = from.unwrap_or_else(|| ob.base()).max(ob.base());
-    // Receiving reattaches the session (as Receive-PSSession connects it).
-    host.set_connected(&client);
-    if !keep_stdin {
+    // Receiving reattaches the session (as Receive-PSSession connects it); a look does not.
+    if !keep {
+        host.set_connected(&client);
+    }
+    if !keep_stdin && !keep {
         host.stdin.close();
     }
     let started = Response::Started {
@@ -267,7 +289,7 @@ pub(crate) async fn receive(
         stdin_from: host.stdin.received(),
     };
     if writer.send(&started).await.is_err() {
-        return detached(host);
+        return left(host, requests, keep).await;
     }
     let dropped = ob.dropped();
     // A user's receive (here, or relayed from another computer, which never feeds stdin) is
@@ -279,7 +301,7 @@ pub(crate) async fn receive(
             host.spec.name, ob.quota
         );
         if writer.send(&Response::Notice(note)).await.is_err() {
-            return detached(host);
+            return left(host, requests, keep).await;
         }
     }
     let mut changed = ob.subscribe();
@@ -296,7 +318,7 @@ pub(crate) async fn receive(
                 let _ = writer
                     .send(&Response::Error(ErrorInfo::new(ErrorKind::Internal, msg)))
                     .await;
-                return detached(host);
+                return left(host, requests, keep).await;
             }
         };
         if !chunks.is_empty() {
@@ -306,19 +328,23 @@ pub(crate) async fn receive(
                     .await
                     .is_err()
                 {
-                    return detached(host);
+                    return left(host, requests, keep).await;
                 }
             }
             if writer.flush().await.is_err() {
-                return detached(host);
+                return left(host, requests, keep).await;
             }
             next = upto;
-            if !acked {
+            if !acked && !keep {
                 ob.ack(next);
             }
             continue;
         }
         if let Some(exit) = exit {
+            if keep {
+                // Everything stays for the next receive.
+                return writer.send(&Response::Exit(exit)).await.is_ok();
+            }
             if acked {
                 // Delivered to a live client: no longer waiting to be received, but kept for a
                 // resume until acknowledged or the next command.
@@ -339,8 +365,16 @@ pub(crate) async fn receive(
         tokio::select! {
             _ = changed.changed() => {}
             req = requests.rx.recv() => match req {
+                // A look's Ctrl-C (or leaving) ends only the look.
+                Some(Request::Cancel | Request::Abandon) | None if keep => return false,
+                Some(_) if keep => {}
                 // Ctrl-C of the receiving client stops the command, as for its invoker.
                 Some(Request::Cancel) => host.remote_cancel.send_modify(|c| *c += 1),
+                // Leaving for good: the command stops and nothing is kept, for anyone.
+                Some(Request::Abandon) => {
+                    host.remote_abandon.send_modify(|c| *c += 1);
+                    return false;
+                }
                 Some(Request::Ack(seq)) => ob.ack(seq),
                 Some(Request::Stdin(data)) => host.stdin.feed(data).await,
                 Some(Request::StdinEof) => host.stdin.close(),
@@ -349,6 +383,21 @@ pub(crate) async fn receive(
             }
         }
     }
+}
+
+/// The receiving client went away before the end. Its last words may still be on their way
+/// (it closes right after them): an `Abandon` means the command stops and nothing is kept;
+/// otherwise the session is Disconnected again and keeps what was not delivered. A look
+/// (`keep`) that ends early leaves everything as it was.
+async fn left(host: &Arc<Host>, requests: &mut Requests, keep: bool) -> bool {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while let Ok(Some(req)) = tokio::time::timeout_at(until, requests.rx.recv()).await {
+        if matches!(req, Request::Abandon) && !keep {
+            host.remote_abandon.send_modify(|c| *c += 1);
+            return false;
+        }
+    }
+    if keep { false } else { detached(host) }
 }
 
 /// The receiving client went away before the end: the session is Disconnected again and keeps

@@ -66,7 +66,8 @@ impl Flavour {
     /// out of its loop.
     ///
     /// The two read-only variables name the per-invocation script files (see [`wrapper`]).
-    pub fn prelude(self, dir: &Path) -> String {
+    /// `shell`: the shell's own path, which prompts ask about syntax (`$__tether_sh -n`).
+    pub fn prelude(self, dir: &Path, shell: &str) -> String {
         // zsh refuses monitor mode without a terminal; its commands stay in the shell's group
         // and are signalled one by one instead (see `procs`).
         let mut s = String::from(if self == Flavour::Zsh { "" } else { "set -m\n" });
@@ -78,9 +79,15 @@ impl Flavour {
             _ => "__tether_ret() { \\builtin return \"$1\"; }\n",
         });
         s.push_str(&format!(
-            "readonly __tether_w={} __tether_s={}\n",
+            "readonly __tether_w={} __tether_s={} __tether_sh={} __tether_flavour={}\n",
             quote(&dir.join("w").to_string_lossy()),
-            quote(&dir.join("s").to_string_lossy())
+            quote(&dir.join("s").to_string_lossy()),
+            quote(shell),
+            match self {
+                Flavour::Bash => "bash",
+                Flavour::Zsh => "zsh",
+                Flavour::Posix => "posix",
+            }
         ));
         match self {
             Flavour::Bash => s.push_str("shopt -s expand_aliases\n"),
@@ -121,9 +128,12 @@ pub const TRIGGER: &str = ". \"$__tether_w\"\n. \"$__tether_s\"\n";
 /// next line of `tether enter` says how the last one ended). It is set in an `if` condition, the
 /// one place where a failing status cannot trigger a `set -e` the user left on.
 ///
-/// With `subshell` (a pooled host's temporary invocation) the group is a subshell instead,
-/// positional parameters included: whatever the script changes, `exit` included, ends with
-/// it and the shell stays as it started, ready for the next one.
+/// With `subshell` (a pooled host's temporary invocation, or `invoke --isolated`) the group is a
+/// subshell instead, positional parameters included: it sees the session's state, and whatever
+/// the script changes (`cd`, variables, `set -e`, `exit`) ends with it, so the shell stays as it
+/// was. A `set -e` already on in the session is turned off in the shell around the subshell
+/// (and on again inside it), so that the subshell's failure cannot end the shell; the status
+/// script turns it back on ([`status_script`]).
 pub fn wrapper(
     flavour: Flavour,
     script: &str,
@@ -135,8 +145,12 @@ pub fn wrapper(
     let b = flavour.special();
     let mut w = String::with_capacity(script.len() + 256);
     if subshell {
-        w.push_str("( ");
+        w.push_str(&format!(
+            "case $- in *e*) __tether_e=e; {b}set +e;; esac\n( case ${{__tether_e-}} in e) {b}set -e;; esac; "
+        ));
     }
+    // What an isolated script turns on ends with its subshell.
+    note_script_options(if subshell { "" } else { script });
     w.push_str(b);
     w.push_str("set --");
     for a in args {
@@ -211,25 +225,102 @@ pub fn tty_restore(flavour: Flavour) -> &'static str {
     }
 }
 
-/// The status script (`s`): reports `<id> <status>` through the status FIFO, by path, with the
-/// printf builtin (never a user function of that name).
+/// The status script (`s`): reports `<id> <status> <options>` through the status FIFO, by path,
+/// with the printf builtin (never a user function of that name). First it turns back on a
+/// `set -e` that an isolated invocation had turned off around its subshell ([`wrapper`]); the
+/// options are then `$-` as the session keeps them, so that a shell that exits later can be
+/// explained ([`exit_hint`]). The report stays the file's last command: once it is out, the
+/// host may rewrite the file for the next invocation.
 pub fn status_script(flavour: Flavour, id: u64, status_fifo: &Path) -> String {
     format!(
-        "{} printf '{id} %d\\n' \"$?\" >|{}\n",
+        "__tether_st=$?; case ${{__tether_e-}} in e) __tether_e=; {}set -e;; esac\n\
+         {} printf '{id} %d %s\\n' \"$__tether_st\" \"$-\" >|{}\n",
+        flavour.special(),
         flavour.builtin(),
-        quote(&status_fifo.to_string_lossy())
+        quote(&status_fifo.to_string_lossy()),
     )
 }
 
-/// Parses one status record `"<id> <status>"`.
+/// Parses one status record `"<id> <status>"`, with the shell's options (`$-`) after them
+/// when a shell wrote it; those are remembered for [`exit_hint`].
 pub fn parse_status(line: &str) -> Option<(u64, i32)> {
     let mut it = line.trim_end().split(' ');
     let id = it.next()?.parse().ok()?;
     let code = it.next()?.parse().ok()?;
-    if it.next().is_some() {
+    let options = it.next().unwrap_or("");
+    if it.next().is_some() || !options.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
     }
+    SESSION_OPTIONS.store(option_bits(options), Ordering::Relaxed);
     Some((id, code))
+}
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const ERREXIT: u8 = 1;
+const NOUNSET: u8 = 2;
+
+/// `set -e` / `set -u` as the session kept them after its last invocation (one session per
+/// host process, so process-wide).
+static SESSION_OPTIONS: AtomicU8 = AtomicU8::new(0);
+/// Whether the running invocation's script turns `set -e` / `set -u` on itself.
+static SCRIPT_OPTIONS: AtomicU8 = AtomicU8::new(0);
+
+fn option_bits(dollar_dash: &str) -> u8 {
+    let mut bits = 0;
+    if dollar_dash.contains('e') {
+        bits |= ERREXIT;
+    }
+    if dollar_dash.contains('u') {
+        bits |= NOUNSET;
+    }
+    bits
+}
+
+/// Notes whether the running invocation's script turns errexit or nounset on itself.
+fn note_script_options(script: &str) {
+    SCRIPT_OPTIONS.store(script_option_bits(script), Ordering::Relaxed);
+}
+
+/// Whether a script turns errexit or nounset on (`set -e`, `set -euo pipefail`, `set -o
+/// errexit`…): a cheap look at the text, only used to explain a shell that exits during it.
+fn script_option_bits(script: &str) -> u8 {
+    let mut bits = 0;
+    for (i, _) in script.match_indices("set ") {
+        let word_start = script[..i]
+            .bytes()
+            .next_back()
+            .is_none_or(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        let rest = script[i + 4..].trim_start_matches(' ');
+        if let (true, Some(flags)) = (word_start, rest.strip_prefix('-')) {
+            let word: String = flags
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            if word != "o" {
+                bits |= option_bits(&word);
+            }
+        }
+    }
+    if script.contains("errexit") {
+        bits |= ERREXIT;
+    }
+    if script.contains("nounset") {
+        bits |= NOUNSET;
+    }
+    bits
+}
+
+/// Why a shell that exited by itself (not killed by a signal) during or after an invocation
+/// probably did: `set -e` or `set -u` were on. Appended to the session's Broken reason.
+pub fn exit_hint() -> Option<&'static str> {
+    let bits = SESSION_OPTIONS.load(Ordering::Relaxed) | SCRIPT_OPTIONS.load(Ordering::Relaxed);
+    match bits {
+        0 => None,
+        ERREXIT => Some("errexit was on: set +e, or use invoke --isolated"),
+        NOUNSET => Some("nounset was on: set +u, or use invoke --isolated"),
+        _ => Some("errexit and nounset were on: set +eu, or use invoke --isolated"),
+    }
 }
 
 #[cfg(test)]
@@ -255,7 +346,10 @@ mod tests {
     fn status_records_parse_strictly() {
         assert_eq!(parse_status("7 130\n"), Some((7, 130)));
         assert_eq!(parse_status("7"), None);
-        assert_eq!(parse_status("7 1 2"), None);
+        assert_eq!(parse_status("7 1 hBs"), Some((7, 1)));
+        assert_eq!(parse_status("7 1 569X"), Some((7, 1)));
+        assert_eq!(parse_status("7 1 2 3"), None);
+        assert_eq!(parse_status("7 1 a-b"), None);
         assert_eq!(parse_status("x 1"), None);
     }
 

@@ -100,15 +100,19 @@ pub enum Request {
         acked: bool,
         client: ClientId,
         keep_stdin: bool,
+        /// `receive --keep`: nothing is consumed and the session is not reattached.
+        keep: bool,
     },
     /// Continue an invocation's stream after a lost connection, from output byte `from`; the
     /// client acknowledges with `Ack`.
     /// `keep_stdin`: the invocation's own client is back and goes on feeding its stdin (the
     /// reply's `stdin_from` says from which byte); otherwise (a user's `receive`) stdin ends.
+    /// `keep`: a `receive --keep` relayed from another computer (nothing is consumed).
     Resume {
         session: String,
         from: u64,
         keep_stdin: bool,
+        keep: bool,
     },
     /// The client has the invocation's output up to this byte (and, past its end, the exit):
     /// the host may forget it.
@@ -148,7 +152,14 @@ pub enum Request {
     /// Written by an unpinned `tether bridge` before any byte of its client's: the connection
     /// comes from another computer, so the client's environment and directory are not
     /// believed. Honoured only as a connection's first frame.
-    Bridged,
+    /// `agent`: the bridge's own `SSH_AUTH_SOCK` (an agent forwarded by the client's ssh),
+    /// which sessions this client makes reach through a stable per-client link; the daemon
+    /// checks it (an absolute path to a socket of its own user) before using it.
+    Bridged { agent: Option<String> },
+    /// During an invocation: the client is leaving for good (its output was closed, or it was
+    /// told to end): stop the command as for `Cancel`, keep none of its output, and leave the
+    /// session usable (not Disconnected) once the command has stopped.
+    Abandon,
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.
@@ -208,6 +219,8 @@ pub struct ClientId {
 pub struct SessionList {
     pub sessions: Vec<String>,
     pub remote: Option<RemoteTarget>,
+    /// `receive --keep`: show what is kept without consuming it or reattaching the session.
+    pub keep: bool,
 }
 
 /// A reply or event on a connection.
@@ -266,8 +279,19 @@ pub struct NewSession {
     pub remote: Option<RemoteTarget>,
     /// How much output is kept for a disconnected client (bytes; `None` = the default, 1 GiB).
     pub output_quota: Option<u64>,
-    /// At the quota, drop the oldest kept output instead of pausing the command.
-    pub drop_oldest: bool,
+    /// What happens at the quota, as the user chose it (`new --output-mode`); `None`: as the
+    /// configuration says (`output_buffering`), else `block`. An explicit choice wins over
+    /// the configuration's either way.
+    pub output_mode: Option<OutputMode>,
+}
+
+/// What a disconnected command's kept output does at the quota (SPEC §3.12).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// The command is paused until its output is received.
+    Block,
+    /// The oldest kept output is dropped, and `receive` says how much.
+    Drop,
 }
 
 /// Which sessions `get` returns. Empty fields match everything.
@@ -319,6 +343,14 @@ pub struct InvokeSpec {
     pub client: Option<ClientId>,
     /// With an empty `session`: run in a temporary session on this computer instead.
     pub remote: Option<RemoteTarget>,
+    /// `invoke --isolated`: run in a subshell of the session's shell, which sees the session's
+    /// state but keeps none of the script's changes (`cd`, variables, `set -e`, `exit`), so the
+    /// script cannot break the session.
+    pub isolated: bool,
+    /// A helper invocation of a prompt (`enter`'s syntax check and completion): it runs in a
+    /// subshell like `isolated`, never on the terminal, and leaves the session's `$?` and idle
+    /// clock as they were.
+    pub probe: bool,
 }
 
 /// Another computer and how to reach it. It travels with each request because the client
@@ -339,6 +371,11 @@ pub struct RemoteTarget {
     pub remote_exe: Option<String>,
     /// `TETHER_HOME` for the far side's daemon (`TETHER_REMOTE_HOME`; default its own).
     pub remote_home: Option<String>,
+    /// The CLI's `SSH_AUTH_SOCK` (absolute): the ssh agent a new link authenticates with, in
+    /// place of the daemon's own (stale) environment. Not part of what makes two links the
+    /// same: a warm link needs no agent again.
+    #[serde(default)]
+    pub ssh_auth_sock: Option<String>,
 }
 
 /// How an invocation ended.
@@ -355,6 +392,10 @@ pub struct ExitInfo {
     /// The session's working directory afterwards, for a line run on its terminal (the
     /// prompt of `tether enter` shows it).
     pub cwd: Option<String>,
+    /// For a line run on the terminal: what was typed into it during the line that no program
+    /// read (type-ahead, the rest of a paste), in order, for the next prompt.
+    #[serde(with = "serde_bytes")]
+    pub typeahead: Vec<u8>,
 }
 
 /// What `tether daemon status` reports.

@@ -32,7 +32,41 @@ fn golden_hello_and_output() {
         ..Default::default()
     }))
     .unwrap();
-    assert_eq!(exit, vec![0, 0, 0, 6, 4, 14, 0, 0, 0, 0]);
+    assert_eq!(exit, vec![0, 0, 0, 7, 4, 14, 0, 0, 0, 0, 0]);
+}
+
+/// `new --output-mode` travels as the user's explicit choice (or none), so that `block` can
+/// override a configuration's `drop`. Golden: a default `New` ends `output_quota: None,
+/// output_mode: None`; an explicit mode is `Some` + the variant.
+#[test]
+fn golden_new_session_output_mode() {
+    let new = |output_mode| {
+        encode(&Request::New(NewSession {
+            output_mode,
+            ..Default::default()
+        }))
+        .unwrap()
+    };
+    assert_eq!(
+        new(None),
+        vec![0, 0, 0, 11, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        new(Some(OutputMode::Block)),
+        vec![0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+    );
+    assert_eq!(
+        new(Some(OutputMode::Drop)),
+        vec![0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]
+    );
+    for mode in [None, Some(OutputMode::Block), Some(OutputMode::Drop)] {
+        roundtrip(&Request::New(NewSession {
+            name: Some("n".into()),
+            output_quota: Some(1 << 20),
+            output_mode: mode,
+            ..Default::default()
+        }));
+    }
 }
 
 #[test]
@@ -121,7 +155,7 @@ proptest! {
             ssh_options: vec!["A=b".into()], ..Default::default() });
         roundtrip(&Request::Invoke(InvokeSpec { session: "s".into(), script, args, stdin,
             timeout_ms: t, wait_timeout_ms: None, env: vec![], cwd: None, remote, acked: stdin,
-            client: None, tty: None, configuration: None }));
+            client: None, tty: None, configuration: None, isolated: stdin, probe: !stdin }));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! This layer knows nothing of what messages mean.
 
+mod farside;
 pub mod identity;
 pub mod link;
 pub mod mux;

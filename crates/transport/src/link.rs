@@ -79,26 +79,10 @@ pub struct Link {
     _child: Child,
 }
 
-/// Run by the remote login shell as `sh -c SCRIPT tether EXE HASH SIZE HOME`. No single quotes
-/// and no `!` in here: it travels inside single quotes through whatever shell the user has.
-const SCRIPT: &str = r#"e=$1 h=$2 n=$3
-if [ -n "$4" ]; then TETHER_HOME=$4; export TETHER_HOME; fi
-if command -v "$e" >/dev/null 2>&1; then exec "$e" bridge; fi
-d=${TETHER_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/tether}/bin
-b=$d/tether-$h
-if [ -x "$b" ]; then exec "$b" bridge; fi
-echo "TETHER-NEED-BINARY $(uname -s) $(uname -m)"
-umask 077
-mkdir -p "$d" || exit 1
-t=$b.$$.part
-head -c "$n" >"$t"
-s=$(sha256sum "$t" 2>/dev/null || shasum -a 256 "$t" 2>/dev/null)
-if [ "${s%% *}" = "$h" ]; then chmod 700 "$t" && mv -f "$t" "$b" && exec "$b" bridge; fi
-rm -f "$t"
-echo "tether: the copy of tether sent to this computer did not arrive intact" >&2
-exit 1"#;
+use crate::farside::SCRIPT;
+pub use crate::farside::{FAIL, Failure, PROBES};
 
-fn err(kind: ErrorKind, computer: &str, why: impl std::fmt::Display) -> ErrorInfo {
+pub(crate) fn err(kind: ErrorKind, computer: &str, why: impl std::fmt::Display) -> ErrorInfo {
     ErrorInfo::new(kind, format!("computer {computer}: {why}"))
 }
 
@@ -117,10 +101,28 @@ pub fn settings(rt: &RemoteTarget) -> Result<(Target, SshSettings), ErrorInfo> {
     Ok((target, s))
 }
 
+/// The ssh command a link runs for `rt` with `remote` words: the same arguments
+/// ([`SshSettings::command_line`]) and the same agent for links and `tether doctor`. ssh gets
+/// `rt.ssh_auth_sock` as `SSH_AUTH_SOCK` (the agent of the CLI call that asked), never the
+/// environment of whoever started the calling process; without one it runs with no agent.
+pub fn ssh_command(
+    rt: &RemoteTarget,
+    remote: &[String],
+) -> Result<(PathBuf, tokio::process::Command), ErrorInfo> {
+    let (target, ssh) = settings(rt)?;
+    let (program, args) = ssh.command_line(&target, remote);
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&args).env_remove("SSH_AUTH_SOCK");
+    if let Some(sock) = rt.ssh_auth_sock.as_deref().filter(|s| !s.is_empty()) {
+        cmd.env("SSH_AUTH_SOCK", sock);
+    }
+    Ok((program, cmd))
+}
+
 /// Opens the ssh connection, bootstraps tether if needed and checks versions.
 pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorInfo> {
     let c = rt.computer.as_str();
-    let (target, ssh) = settings(rt)?;
+    let (_, ssh) = settings(rt)?;
     let exe = rt.remote_exe.as_deref().unwrap_or("tether");
     let words = vec![
         "sh".to_string(),
@@ -132,9 +134,8 @@ pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
         own.size.to_string(),
         shell_quote(rt.remote_home.as_deref().unwrap_or("")),
     ];
-    let (program, args) = ssh.command_line(&target, &words);
-    let mut child = tokio::process::Command::new(&program)
-        .args(&args)
+    let (program, mut cmd) = ssh_command(rt, &words)?;
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -154,11 +155,22 @@ pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
     crate::widen_pipe(&stdout);
     let mut out = BufReader::with_capacity(64 * 1024, stdout);
     let limit = ssh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let mut first = first_line(c, &mut out, &mut child, limit).await?;
+    let mut first = first_line(c, &mut out, &mut child, limit)
+        .await
+        .map_err(|s| with_agent_hint(rt, s.error(c)))?;
     if first.starts_with(NEED_BINARY) {
         check_platform(c, &first)?;
-        send_binary(c, own, &mut stdin).await?;
-        first = first_line(c, &mut out, &mut child, limit).await?;
+        if let Err(e) = send_binary(c, own, &mut stdin).await {
+            // The far side stopped reading: it says why on its next line, if it can.
+            let grace = Duration::from_secs(5);
+            return Err(match first_line(c, &mut out, &mut child, grace).await {
+                Err(Stop::Failed(f)) => f.error(c),
+                _ => e,
+            });
+        }
+        first = first_line(c, &mut out, &mut child, limit)
+            .await
+            .map_err(|s| s.error(c))?;
     }
     let version = check_preamble(c, &first)?;
     let pid = child.id().unwrap_or(0);
@@ -181,14 +193,48 @@ pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
     })
 }
 
-/// Reads up to the preamble or the bootstrap request, skipping shell chatter. If ssh ends
-/// first, its last stderr line says why (host key, permission denied, no route…).
+/// ssh's "Permission denied" says nothing of the agent it had: say which (links use the agent
+/// of the command that opened them, not the daemon's).
+fn with_agent_hint(rt: &RemoteTarget, mut e: ErrorInfo) -> ErrorInfo {
+    if e.message.contains("Permission denied") {
+        let agent = match rt.ssh_auth_sock.as_deref() {
+            None => "no ssh agent: SSH_AUTH_SOCK is not set".to_string(),
+            Some(a) => format!("ssh agent {a}"),
+        };
+        e.message = format!(
+            "{} ({agent}; `tether doctor --computer {}` tells more)",
+            e.message.trim_end_matches('.'),
+            rt.computer
+        );
+    }
+    e
+}
+
+/// Why the handshake stopped before a usable first line.
+enum Stop {
+    /// The far side said why (`TETHER-FAIL …`).
+    Failed(Failure),
+    Other(ErrorInfo),
+}
+
+impl Stop {
+    fn error(self, c: &str) -> ErrorInfo {
+        match self {
+            Stop::Failed(f) => f.error(c),
+            Stop::Other(e) => e,
+        }
+    }
+}
+
+/// Reads up to the preamble or the bootstrap request, skipping shell chatter. A
+/// `TETHER-FAIL` line (the bootstrap script or the bridge explaining itself) ends it; if ssh
+/// ends first, its last stderr line says why (host key, permission denied, no route…).
 async fn first_line(
     c: &str,
     out: &mut BufReader<ChildStdout>,
     child: &mut Child,
     limit: Duration,
-) -> Result<String, ErrorInfo> {
+) -> Result<String, Stop> {
     let read = async {
         let mut seen = 0usize;
         loop {
@@ -203,26 +249,33 @@ async fn first_line(
             }
             seen += n;
             let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            if let Some(f) = Failure::parse(&text) {
+                return Some(Err(Stop::Failed(f)));
+            }
             if text.starts_with(PREAMBLE) || text.starts_with(NEED_BINARY) {
                 return Some(Ok(text));
             }
             if seen > MAX_CHATTER {
-                return Some(Err(err(
+                return Some(Err(Stop::Other(err(
                     ErrorKind::Connection,
                     c,
                     "the remote shell printed too much before tether started (check its startup files)",
-                )));
+                ))));
             }
         }
     };
     match tokio::time::timeout(limit, read).await {
         Ok(Some(r)) => r,
-        Ok(None) => Err(err(ErrorKind::Connection, c, ssh_failure(child).await)),
-        Err(_) => Err(err(
+        Ok(None) => Err(Stop::Other(err(
+            ErrorKind::Connection,
+            c,
+            ssh_failure(child).await,
+        ))),
+        Err(_) => Err(Stop::Other(err(
             ErrorKind::Connection,
             c,
             format!("no answer within {}s (--connect-timeout)", limit.as_secs()),
-        )),
+        ))),
     }
 }
 
@@ -309,6 +362,7 @@ pub fn check_preamble(c: &str, line: &str) -> Result<String, ErrorInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::farside::FAIL_FIELD;
 
     #[test]
     fn preamble_round_trips_and_mismatch_names_both_versions() {
@@ -367,8 +421,14 @@ mod tests {
         bad[12] ^= 1;
         let out = bootstrap(&home, &hash, &bad);
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with(NEED_BINARY));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("did not arrive intact"));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.starts_with(NEED_BINARY), "{said}");
+        let fail = said
+            .lines()
+            .find_map(Failure::parse)
+            .expect("a TETHER-FAIL line");
+        assert_eq!(fail.kind, "corrupt", "{said}");
+        assert!(fail.error("h").message.contains("did not arrive intact"));
         let bin = home.join("bin");
         assert_eq!(
             std::fs::read_dir(&bin).unwrap().count(),
@@ -391,5 +451,66 @@ mod tests {
     fn the_script_survives_single_quoting() {
         assert!(!SCRIPT.contains('\''));
         assert!(!SCRIPT.contains('!'));
+    }
+
+    /// The checks made before any byte is sent, with `PATH` and the directory as given.
+    fn probe(dir: &std::path::Path, path: &str, need: u64) -> String {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "{PROBES}tk && tp \"$1\" \"$2\" make exec && echo fine"
+            ))
+            .arg("probe")
+            .arg(dir)
+            .arg(need.to_string())
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn the_probes_name_what_is_missing_and_pass_otherwise() {
+        let dir = std::env::temp_dir().join(format!("tether-probe-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(probe(&dir.join("bin"), &path, 10), "fine\n");
+        assert_eq!(
+            std::fs::read_dir(dir.join("bin")).unwrap().count(),
+            0,
+            "probe left behind"
+        );
+        // No room for an exabyte.
+        let f = Failure::parse(probe(&dir.join("bin"), &path, 1 << 60).trim_end()).unwrap();
+        assert_eq!(f.kind, "space");
+        assert!(f.error("h").message.contains("not enough space"), "{f:?}");
+        // An empty PATH: no hash tool (the shell's builtins still work).
+        let f = Failure::parse(probe(&dir.join("bin"), "/nonexistent", 10).trim_end()).unwrap();
+        assert_eq!((f.kind.as_str(), f.path.as_str()), ("hash", "/nonexistent"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn failure_lines_are_cleaned_and_explained_in_one_line() {
+        let f = Failure::parse("TETHER-FAIL write\t/x/tether/bin\tRead-only file system").unwrap();
+        let e = f.error("web1");
+        assert_eq!(e.kind, ErrorKind::Connection);
+        assert!(
+            e.message.starts_with(
+                "computer web1: cannot write /x/tether/bin (read-only file system); set TETHER_REMOTE_HOME="
+            ),
+            "{}",
+            e.message
+        );
+        let f = Failure::parse(&format!(
+            "TETHER-FAIL exec\t{}\u{1b}[2J\tx",
+            "a".repeat(5000)
+        ))
+        .unwrap();
+        assert!(f.path.chars().count() <= FAIL_FIELD + 1 && !f.path.contains('\u{1b}'));
+        assert!(!f.error("h").message.contains('\n'));
+        assert_eq!(Failure::parse("TETHER-FAILED"), None);
+        let line = Failure::line("daemon", "/h\tx", "No space left on device");
+        assert_eq!(Failure::parse(line.trim_end()).unwrap().path, "/h x");
     }
 }

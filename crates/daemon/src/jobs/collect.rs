@@ -1,6 +1,7 @@
 //! Waiting for jobs, collecting their output, stopping and removing them.
 
 use super::*;
+use crate::server::Daemon;
 
 /// `job wait`: until every named job (or, with `any`, one of them) is over, or the timeout.
 pub async fn wait(jobs: &Jobs, q: &JobQuery) -> Result<Vec<JobInfo>, ErrorInfo> {
@@ -53,8 +54,9 @@ type Sent = HashMap<(u32, usize), usize>;
 
 /// Output not yet received of the named jobs (up to about [`FRAME_DATA`] bytes); with `keep`
 /// it stays for the next receive, and `sent` records what this call has already returned.
-/// Also says whether every job is over.
-fn take(jobs: &Jobs, ids: &[u32], keep: bool, sent: &mut Sent) -> (Vec<JobChunk>, bool) {
+/// Also says whether every job is over. What is taken is written down (and a child's output
+/// file emptied once everything in it is taken), so a restarted daemon never repeats it.
+fn take(jobs: &Shared, ids: &[u32], keep: bool, sent: &mut Sent) -> (Vec<JobChunk>, bool) {
     let mut out = Vec::new();
     let mut size = 0;
     let mut finished = true;
@@ -85,9 +87,14 @@ fn take(jobs: &Jobs, ids: &[u32], keep: bool, sent: &mut Sent) -> (Vec<JobChunk>
                 }
                 if keep {
                     *sent.entry((*id, i)).or_default() += n;
-                } else {
-                    for (_, d) in c.out.drain(..n) {
-                        c.unread -= d.len();
+                } else if n > 0 {
+                    c.take_front(n);
+                    jobs.save_child(*id, c);
+                    if c.out.is_empty()
+                        && c.logs_output()
+                        && let Some(s) = &jobs.store
+                    {
+                        s.compact(*id, c.id);
                     }
                 }
             }
@@ -115,6 +122,7 @@ pub async fn stop(daemon: &Daemon, q: &JobQuery) -> Result<Vec<JobInfo>, ErrorIn
                     c.state = ChildState::Stopped;
                     c.reason = Some("stopped by 'tether job stop'".into());
                     controls.extend(c.control.clone());
+                    jobs.save_child(*id, c);
                 }
             }
         }
@@ -122,8 +130,8 @@ pub async fn stop(daemon: &Daemon, q: &JobQuery) -> Result<Vec<JobInfo>, ErrorIn
     jobs.bump();
     for c in controls {
         match c {
-            Control::Invocation(c) => {
-                let _ = c.cancel().await;
+            Control::Stream(c) => {
+                let _ = c.send(Request::Cancel);
             }
             Control::InSession { session, job } => {
                 let req = tether_proto::SessionJob {
@@ -175,11 +183,8 @@ pub async fn remove(daemon: &Daemon, q: &JobQuery) -> Result<(), ErrorInfo> {
         )
         .await?;
     }
-    {
-        let mut t = jobs.lock();
-        for id in &ids {
-            t.remove(id);
-        }
+    for id in &ids {
+        jobs.forget(*id);
     }
     jobs.room.notify_waiters();
     jobs.bump();

@@ -1,5 +1,5 @@
 //! Jobs (SPEC §3.17): invocations the client daemon runs in the background, one child job per
-//! target, so they outlive the CLI call that started them.
+//! target, so they outlive the CLI call that started them — and the daemon itself.
 //!
 //! A child job is an ordinary client of this same daemon (through its own socket), so it runs
 //! exactly as `invoke` does: on a local session, a temporary one, or another computer through
@@ -8,15 +8,23 @@
 //! whose unreceived output passes the quota stops reading, so the command waits, as a
 //! disconnected session's does. A session disconnect makes the child `Disconnected`; connecting
 //! the session again resumes it with `receive`.
+//!
+//! Every job is written down ([`store`]): its children's states, how much of their output has
+//! been taken, and the output an invocation child received but nobody took yet (written before
+//! the session's host is told it may forget it). A restarted daemon reads them back and picks
+//! up the children that were running: an invocation child continues its command's stream from
+//! the first byte it had not received (the host kept the rest), a job inside a session reads
+//! its files again from where `job receive` had got to.
 
-use crate::server::Daemon;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use tether_client::{Client, ClientError, Event, Invocation, InvocationControl};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use tether_proto::{
-    ChildJobInfo, ErrorInfo, ErrorKind, JobChunk, JobInfo, JobQuery, JobStart, SessionInfo, Stream,
+    ChildJobInfo, ErrorInfo, ErrorKind, JobChunk, JobInfo, JobQuery, JobStart, Request,
+    SessionInfo, Stream,
 };
-use tokio::sync::{Notify, watch};
+use tether_transport::paths::Paths;
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Most output bytes in one `JobOutput` frame.
 pub(crate) const FRAME_DATA: usize = 1 << 20;
@@ -32,6 +40,15 @@ pub(crate) enum ChildState {
 }
 
 impl ChildState {
+    const ALL: [ChildState; 6] = [
+        ChildState::NotStarted,
+        ChildState::Running,
+        ChildState::Completed,
+        ChildState::Failed,
+        ChildState::Stopped,
+        ChildState::Disconnected,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             ChildState::NotStarted => "NotStarted",
@@ -43,10 +60,31 @@ impl ChildState {
         }
     }
 
+    fn parse(s: &str) -> Option<ChildState> {
+        ChildState::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     /// Whether `job wait` is over for it (a Disconnected child waits for a `connect`).
     pub(crate) fn finished(self) -> bool {
         !matches!(self, ChildState::NotStarted | ChildState::Running)
     }
+}
+
+/// How a child runs: what a restarted daemon needs to pick it up again.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Run {
+    /// An invocation (`invoke --as-job`). `instance_id` is its session's (on its computer);
+    /// `remote`: reached through this client's handle; `temporary`: a temporary session,
+    /// which does not outlive this daemon.
+    Invocation {
+        instance_id: Option<String>,
+        remote: bool,
+        temporary: bool,
+    },
+    /// A background job inside a session (`job start --session`): `session` is the session's
+    /// instance id, `job` the job's id there.
+    InSession { session: String, job: String },
 }
 
 pub(crate) struct Child {
@@ -62,11 +100,24 @@ pub(crate) struct Child {
     pub(crate) out: VecDeque<(Stream, Vec<u8>)>,
     pub(crate) unread: usize,
     pub(crate) control: Option<Control>,
+    pub(crate) run: Run,
+    /// Bytes of each stream (stdout, stderr) `job receive` has taken.
+    pub(crate) taken: [u64; 2],
+    /// Output bytes (both streams, as the host numbers them) received so far: where the
+    /// stream continues after a restart.
+    pub(crate) received: u64,
+}
+
+fn index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
 }
 
 impl Child {
     /// A running child job with nothing received yet.
-    pub(crate) fn running(id: u32, location: &str, session: &str) -> Child {
+    pub(crate) fn running(id: u32, location: &str, session: &str, run: Run) -> Child {
         Child {
             id,
             location: location.to_string(),
@@ -77,6 +128,9 @@ impl Child {
             out: VecDeque::new(),
             unread: 0,
             control: None,
+            run,
+            taken: [0, 0],
+            received: 0,
         }
     }
 
@@ -85,6 +139,14 @@ impl Child {
         if !data.is_empty() {
             self.unread += data.len();
             self.out.push_back((stream, data));
+        }
+    }
+
+    /// `job receive` took the first `n` chunks.
+    fn take_front(&mut self, n: usize) {
+        for (stream, d) in self.out.drain(..n) {
+            self.unread -= d.len();
+            self.taken[index(stream)] += d.len() as u64;
         }
     }
 
@@ -100,13 +162,19 @@ impl Child {
         }
         self.control = None;
     }
+
+    /// Whether its output is kept in a file here (an invocation's); a job inside a session
+    /// has its own files there.
+    fn logs_output(&self) -> bool {
+        matches!(self.run, Run::Invocation { .. })
+    }
 }
 
 /// How a running child is stopped.
 #[derive(Clone)]
 pub(crate) enum Control {
-    /// Ctrl-C to its invocation.
-    Invocation(InvocationControl),
+    /// Frames (Ctrl-C, leaving) to its invocation's stream.
+    Stream(mpsc::UnboundedSender<Request>),
     /// A background job inside a session: its process group is ended there.
     InSession { session: String, job: String },
 }
@@ -164,33 +232,79 @@ impl Job {
     }
 }
 
-/// The client daemon's jobs.
-pub struct Jobs {
+/// The job table, shared with the tasks that follow the children.
+pub struct Shared {
     pub(crate) table: std::sync::Mutex<BTreeMap<u32, Job>>,
-    next_id: std::sync::atomic::AtomicU32,
+    next_id: AtomicU32,
     /// Bumped on every change, for `wait` and `receive --wait`.
     pub(crate) changed: watch::Sender<u64>,
     /// Raised when output is received, for children waiting for room.
     pub(crate) room: Notify,
+    quota: AtomicUsize,
+    /// Where jobs are written down (`None`: they live in memory only).
+    store: Option<store::Store>,
+}
+
+/// The client daemon's jobs.
+pub struct Jobs {
+    shared: Arc<Shared>,
+    /// Unreceived output one child may hold before its command waits.
     pub(crate) quota: usize,
 }
 
+impl std::ops::Deref for Jobs {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 impl Jobs {
-    pub fn new() -> Jobs {
-        let quota = std::env::var("TETHER_OUTPUT_QUOTA")
+    /// The jobs kept under `paths` (`None`: in memory only).
+    pub(crate) fn at(paths: Option<Paths>) -> Jobs {
+        let mut quota = std::env::var("TETHER_OUTPUT_QUOTA")
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|q| *q > 0)
             .unwrap_or(1 << 30);
-        Jobs {
-            table: Default::default(),
-            next_id: 1.into(),
+        if paths.as_ref().is_some_and(|p| p.shared) {
+            // A system daemon's view: unreceived output waits in root's memory.
+            quota = quota.min(crate::limits::SYSTEM_JOB_QUOTA);
+        }
+        let store = paths.as_ref().map(store::Store::new);
+        let loaded = store.as_ref().map(|s| s.load(quota)).unwrap_or_default();
+        let next = loaded
+            .jobs
+            .iter()
+            .flat_map(|(id, j)| std::iter::once(*id).chain(j.children.iter().map(|c| c.id)))
+            .chain(loaded.ids)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let shared = Arc::new(Shared {
+            table: std::sync::Mutex::new(loaded.jobs.into_iter().collect()),
+            next_id: next.into(),
             changed: watch::channel(0).0,
             room: Notify::new(),
-            quota,
+            quota: quota.into(),
+            store,
+        });
+        if let Some(paths) = paths
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            run::restore(&shared, &paths);
         }
+        Jobs { shared, quota }
     }
 
+    /// The table, for a task that follows a child (with this daemon's quota).
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.quota.store(self.quota, Ordering::Relaxed);
+        self.shared.clone()
+    }
+}
+
+impl Shared {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Job>> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -199,9 +313,12 @@ impl Jobs {
         self.changed.send_modify(|v| *v += 1);
     }
 
+    pub(crate) fn quota(&self) -> usize {
+        self.quota.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn next_id(&self) -> u32 {
-        self.next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn with_child<T>(
@@ -217,6 +334,49 @@ impl Jobs {
             .map(f);
         self.bump();
         out
+    }
+
+    /// Changes a child and writes it down.
+    pub(crate) fn update<T>(
+        &self,
+        job: u32,
+        idx: usize,
+        f: impl FnOnce(&mut Child) -> T,
+    ) -> Option<T> {
+        self.with_child(job, idx, |c| {
+            let out = f(c);
+            self.save_child(job, c);
+            out
+        })
+    }
+
+    pub(crate) fn save_child(&self, job: u32, c: &Child) {
+        if let Some(s) = &self.store
+            && let Err(e) = s.save_child(job, c)
+        {
+            tracing::warn!("job {job}: cannot write down child {}: {e}", c.id);
+        }
+    }
+
+    /// Keeps output an invocation child received (its next bytes, from output byte
+    /// `c.received` on): written down first, then kept for `job receive`.
+    pub(crate) fn received(&self, job: u32, c: &mut Child, stream: Stream, data: &[u8]) {
+        if let Some(s) = &self.store
+            && let Err(e) = s.append(job, c.id, stream, c.received, data)
+        {
+            tracing::warn!(
+                "job {job}: cannot write down the output of child {}: {e}",
+                c.id
+            );
+            if c.reason.is_none() {
+                c.reason = Some(format!(
+                    "its output could not be written down ({e}): a restart of this client's \
+                     daemon would lose what was not received"
+                ));
+            }
+        }
+        c.received += data.len() as u64;
+        c.keep(stream, data.to_vec());
     }
 
     /// The jobs a query names (all when it names none); an unknown id is an error.
@@ -236,7 +396,7 @@ impl Jobs {
         Ok(q.ids.clone())
     }
 
-    /// Adds a job with these children and returns it as `job list` shows it.
+    /// Adds a job with these children, writes it down, and returns it as `job list` shows it.
     pub(crate) fn record(&self, id: u32, command: String, children: Vec<Child>) -> JobInfo {
         let job = Job {
             name: format!("Job{id}"),
@@ -244,9 +404,24 @@ impl Jobs {
             children,
         };
         let info = job.info(id);
+        if let Some(s) = &self.store
+            && let Err(e) = s.create(id, &job)
+        {
+            tracing::warn!("job {id}: cannot write it down: {e}");
+        }
         self.lock().insert(id, job);
         self.bump();
         info
+    }
+
+    /// Forgets a job, here and on disk.
+    pub(crate) fn forget(&self, id: u32) {
+        let gone = self.lock().remove(&id);
+        if gone.is_some()
+            && let Some(s) = &self.store
+        {
+            s.remove(id);
+        }
     }
 
     pub fn list(&self, q: &JobQuery) -> Result<Vec<JobInfo>, ErrorInfo> {
@@ -260,6 +435,8 @@ impl Jobs {
 }
 
 mod collect;
+pub(crate) mod feed;
 mod run;
+mod store;
 pub use collect::{receive, remove, stop, wait};
 pub use run::{reconnected, start};
