@@ -315,7 +315,7 @@ fn load_remotes(paths: &Paths) -> BTreeMap<String, RemoteHandle> {
     out
 }
 
-/// The computer session `word` (a Name, an Id or an InstanceId, as [`Registry::resolve`]
+/// The computer session `word` (a Name, an Id or an InstanceId, as `Registry::resolve`
 /// takes it) is on, as `get` shows it: a handle to a session on another computer names that
 /// computer; a local session, or a word this client does not know, is `localhost`. It reads
 /// the handles' records, so the CLI can tell without asking the daemon (`invoke --json`).

@@ -541,13 +541,19 @@ fn reset_signals() {
         Signal::SIGPIPE,
         Signal::SIGCHLD,
         Signal::SIGTSTP,
-        Signal::SIGTTIN,
         Signal::SIGTTOU,
     ] {
         // SAFETY: setting SIG_DFL is async-signal-safe.
         unsafe {
             let _ = signal(sig, SigHandler::SigDfl);
         }
+    }
+    // Ignored from the start, so the shell passes that on to every command: one that reads
+    // the session's terminal while it is not the terminal's foreground (a script's `sudo`
+    // after the session was entered) gets an error at once instead of stopping for good.
+    // SAFETY: setting SIG_IGN is async-signal-safe.
+    unsafe {
+        let _ = signal(Signal::SIGTTIN, SigHandler::SigIgn);
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }

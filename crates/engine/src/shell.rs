@@ -200,11 +200,14 @@ pub fn tty_wrapper(
 ) -> String {
     let t = quote(&tty.to_string_lossy());
     let mut w = String::new();
-    if flavour != Flavour::Zsh {
-        w.push_str("set +m\n");
-    }
     w.push_str("trap '' TSTP\n");
     w.push_str(&format!("{{ exec 9<>{t}; exec 9>&-; }} 2>/dev/null\n"));
+    if flavour != Flavour::Zsh {
+        // Job control on the terminal, as in an interactive shell: each command its own
+        // group, in the terminal's foreground while it runs, so its Ctrl-C abandons the rest
+        // of the line (as `Cancel` does) and the shell is never signalled.
+        w.push_str(&format!("set +m; {{ set -m; }} 2>{t}\n"));
+    }
     if !term.is_empty() && term.bytes().all(|b| b.is_ascii_graphic()) {
         w.push_str(&format!("export TERM={}\n", quote(term)));
     }
@@ -221,7 +224,13 @@ pub fn tty_wrapper(
 pub fn tty_restore(flavour: Flavour) -> &'static str {
     match flavour {
         Flavour::Zsh => "trap - TSTP\n",
-        _ => "trap - TSTP\nset -m\n",
+        // Job control again without the terminal: later commands never get it as their
+        // foreground, so a `/dev/tty` reader fails at once (SIGTTIN is ignored) instead of
+        // waiting for keys nobody types.
+        Flavour::Bash => "trap - TSTP\nset +m; { set -m; } 2>/dev/null\n",
+        // dash has no job control without a terminal it can open (its prelude's `set -m`
+        // turned itself off); it goes back to that.
+        Flavour::Posix => "trap - TSTP\nset +m\n",
     }
 }
 
