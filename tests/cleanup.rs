@@ -414,8 +414,14 @@ fn a_set_e_left_on_breaks_the_session_and_the_reason_says_so() {
         );
 
         // `set -u` turned on by the failing script itself. (zsh does not exit on an unset
-        // parameter inside `eval`: it fails the command and the session goes on.)
-        if shell == "zsh" {
+        // parameter inside `eval`, nor dash inside `command eval`, which keeps a syntax error
+        // from ending its shell: the command fails and the session goes on.)
+        if shell != "bash" {
+            home.new_session("u", &[]);
+            home.invoke("u", "set -u; echo $nowhere").failure();
+            home.invoke("u", "echo alive")
+                .success()
+                .stdout_is("alive\n");
             continue;
         }
         home.new_session("u", &[]);

@@ -228,13 +228,10 @@ fn enter_works_with_dash_and_zsh_too() {
 #[test]
 fn a_restricted_session_takes_checked_lines_at_the_prompt() {
     let home = Home::new();
-    let dir = home.path().join("configurations");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("ops.toml"),
+    home.configuration(
+        "ops",
         "engine = \"restricted\"\n[[allow]]\ncommand = \"echo\"\nrest = \"glob:*\"\n",
-    )
-    .unwrap();
+    );
     home.new_session("r", &["--configuration", "ops"]);
     let t = Tmux::start(&home, &["enter", "r"]);
     // Each line waits for its prompt: keys typed while a line is ending can be lost.

@@ -3,23 +3,26 @@
 //! so that full-screen programs, Ctrl-C and window resizes reach the program.
 //!
 //! The prompt itself is rustyline: line editing, history kept per computer in
-//! `$TETHER_HOME/history/`, and a line the shell would find incomplete (an open quote, `if`
-//! without `fi`) continues on the next one.
+//! `$TETHER_HOME/history/`; the session's own shell says whether a line is complete (an open
+//! quote, `if` without `fi` go on on the next line) and completes words on Tab
+//! ([`shell`]). Every key typed goes through one queue ([`keys`]), so keys typed while a line
+//! runs or ends, and pastes, reach the program or the next prompt in order ([`mod@line`]).
+
+mod keys;
+mod line;
+mod shell;
+mod words;
 
 use super::error::{CliError, CliResult};
 use super::{connect, remote};
 use clap::Args;
-use rustyline::error::ReadlineError;
-use rustyline::validate::{ValidationContext, ValidationResult, Validator};
-use rustyline::{Completer, Helper, Highlighter, Hinter};
+use keys::{Keys, Read};
+use line::WAIT;
 use std::io::{IsTerminal, Write};
-use std::os::fd::AsRawFd;
-use std::time::Duration;
-use tether_client::{ErrorKind, Event, InvokeSpec, NewSession, Paths, SessionFilter};
-use tether_client::{RemoveSpec, TtySpec};
-
-/// As `invoke`: a busy session is waited for up to 4 minutes.
-const WAIT: Duration = Duration::from_secs(240);
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tether_client::RemoveSpec;
+use tether_client::{ErrorKind, InvokeSpec, NewSession, Paths, SessionFilter};
 
 #[derive(Args, Debug)]
 pub struct EnterArgs {
@@ -121,40 +124,6 @@ async fn open(a: &EnterArgs) -> Result<Place, CliError> {
     })
 }
 
-#[derive(Completer, Helper, Highlighter, Hinter)]
-struct Lines;
-
-impl Validator for Lines {
-    /// Asks a local shell whether the text so far is a whole command: "unexpected end of file"
-    /// means it goes on.
-    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
-        Ok(if incomplete(ctx.input()) {
-            ValidationResult::Incomplete
-        } else {
-            ValidationResult::Valid(None)
-        })
-    }
-}
-
-fn incomplete(text: &str) -> bool {
-    let Ok(mut child) = std::process::Command::new("bash")
-        .arg("-n")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        return false;
-    };
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(text.as_bytes());
-    }
-    child
-        .wait_with_output()
-        .map(|o| String::from_utf8_lossy(&o.stderr).contains("unexpected end of file"))
-        .unwrap_or(false)
-}
-
 fn history_file(computer: &str) -> Option<std::path::PathBuf> {
     let paths = Paths::from_env().ok()?;
     let dir = paths.home.join("history");
@@ -173,50 +142,87 @@ fn history_file(computer: &str) -> Option<std::path::PathBuf> {
 }
 
 async fn prompt_loop(place: &Place) -> CliResult {
-    let mut editor = rustyline::Editor::<Lines, rustyline::history::FileHistory>::new()
+    let mut keys = Keys::open()?;
+    // Cleared when the session runs no shell (restricted): then nothing is asked of it, every
+    // line is complete and the first prompt shows no directory.
+    let usable = Arc::new(AtomicBool::new(true));
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let helper = shell::Lines {
+        shell: shell::Shell::new(place.word.clone(), connect().await?, usable.clone()),
+        events: events_tx,
+    };
+    let config = rustyline::Config::builder()
+        .completion_type(rustyline::CompletionType::List)
+        .build();
+    let mut editor = keys::Editor::with_config(config)
         .map_err(|e| CliError::usage(format!("cannot use this terminal: {e}")))?;
-    editor.set_helper(Some(Lines));
+    editor.set_helper(Some(helper));
+    // Ctrl-Z would stop `enter` itself, leaving this terminal raw.
+    editor.bind_sequence(
+        rustyline::KeyEvent::ctrl('Z'),
+        rustyline::EventHandler::Simple(rustyline::Cmd::Noop),
+    );
     let history = history_file(&place.computer);
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
+    // Keys typed and not yet used, in order: the next prompt types them.
+    let mut q: Vec<u8> = Vec::new();
     let mut known: Option<String> = None;
-    // A restricted session runs no shell to ask (its lines are checked commands): no cwd then.
-    let mut can_ask = true;
+    let mut editor = Some(editor);
     loop {
+        if keys.closed && q.is_empty() {
+            break;
+        }
         let cwd = match known.take() {
             Some(c) => c,
-            None if !can_ask => String::new(),
+            None if !usable.load(Ordering::Relaxed) => String::new(),
             None => match cwd(place).await {
                 Ok(c) => c,
                 Err(e) if e.kind == ErrorKind::Permission => {
-                    can_ask = false;
+                    usable.store(false, Ordering::Relaxed);
                     String::new()
                 }
                 Err(e) => return Err(e),
             },
         };
         let prompt = format!("[{}:{}] {}$ ", place.computer, place.name, cwd);
-        let line = match editor.readline(&prompt) {
-            Ok(l) => l,
-            Err(ReadlineError::Interrupted) => continue,
-            Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(CliError::usage(format!("terminal: {e}"))),
+        let (ed, read) = keys
+            .read_line(editor.take().expect("kept"), prompt, &mut q, &mut events)
+            .await;
+        let ed = editor.insert(ed);
+        let line = match read? {
+            Read::Line(l) => l,
+            Read::Interrupted => {
+                known = Some(cwd);
+                continue;
+            }
+            Read::Eof => break,
         };
         if line.trim().is_empty() {
+            known = Some(cwd);
             continue;
         }
-        let _ = editor.add_history_entry(line.as_str());
+        let _ = ed.add_history_entry(line.as_str());
         if let Some(h) = &history {
-            let _ = editor.append_history(h);
+            let _ = ed.append_history(h);
         }
         if line.trim() == "exit" {
             break;
         }
-        match run_line(place, &line).await {
+        // Ctrl-C typed after Enter, before the line started: it does not run.
+        keys.take_read(&mut q);
+        if let Some(i) = q.iter().rposition(|&b| b == keys.intr) {
+            q.drain(..=i);
+            print!("^C\r\n");
+            let _ = std::io::stdout().flush();
+            known = Some(cwd);
+            continue;
+        }
+        match line::run(&place.word, &line, &mut keys, &mut q).await {
             Ok(cwd) => known = cwd,
             Err(e) => {
-                eprintln!("tether: {}", e.message);
+                eprint!("tether: {}\r\n", e.message);
                 if matches!(e.kind, ErrorKind::NotFound) {
                     return Ok(e.kind.exit_code());
                 }
@@ -227,149 +233,17 @@ async fn prompt_loop(place: &Place) -> CliResult {
 }
 
 /// The session's working directory, for the prompt, when the last line did not say (the first
-/// prompt; targets without `/proc`, where the next line's `$?` then reads 0).
+/// prompt; targets without `/proc`). A probe: the session's `$?` and idle clock stay as they
+/// were.
 async fn cwd(place: &Place) -> Result<String, CliError> {
     let client = connect().await?;
     let spec = InvokeSpec {
         session: place.word.clone(),
-        // Ends with the last line's status, which the session keeps for the next line's `$?`.
         script: "printf %s \"$PWD\"".into(),
+        probe: true,
         wait_timeout_ms: Some(WAIT.as_millis() as u64),
         ..Default::default()
     };
     let out = client.run(spec).await?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs one line on the session's terminal, with ours in raw mode; returns the session's
-/// working directory afterwards, when the target says.
-async fn run_line(place: &Place, line: &str) -> Result<Option<String>, CliError> {
-    let (rows, cols) = window_size();
-    let spec = InvokeSpec {
-        session: place.word.clone(),
-        script: line.to_string(),
-        stdin: true,
-        acked: true,
-        wait_timeout_ms: Some(WAIT.as_millis() as u64),
-        tty: Some(TtySpec {
-            term: std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
-            rows,
-            cols,
-        }),
-        ..Default::default()
-    };
-    let client = connect().await?;
-    let mut inv = client.into_invocation(spec).await?;
-    let ctl = inv.control();
-    let _raw = RawMode::on()?;
-    let input = NonBlocking::on()?;
-    // SAFETY: fd 0 stays open, the same descriptor, for as long as this AsyncFd (dropped at
-    // the end of this function, before `input` restores the flags); an i32 closes nothing.
-    let stdin = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(input.fd, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| CliError::from(std::io::Error::from(e)))?;
-    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
-    let mut buf = [0u8; 4096];
-    let mut out = std::io::stdout();
-    loop {
-        tokio::select! {
-            ev = inv.next() => match ev {
-                Ok(Event::Output { data, .. }) => {
-                    let _ = out.write_all(&data);
-                    let _ = out.flush();
-                    inv.delivered();
-                }
-                Ok(Event::Notice(n)) => eprint!("\r\ntether: {n}\r\n"),
-                Ok(Event::Exit(e)) => {
-                    inv.delivered();
-                    return Ok(e.cwd);
-                }
-                Err(e) => return Err(e.into()),
-            },
-            r = stdin.readable() => {
-                let Ok(mut guard) = r else { continue };
-                match guard.try_io(|_| nix::unistd::read(std::io::stdin(), &mut buf).map_err(Into::into)) {
-                    Ok(Ok(0)) => { let _ = ctl.eof().await; }
-                    Ok(Ok(n)) => { let _ = ctl.stdin(buf[..n].to_vec()).await; }
-                    Ok(Err(_)) | Err(_) => {}
-                }
-            }
-            _ = winch.recv() => {
-                let (rows, cols) = window_size();
-                let _ = ctl.resize(rows, cols).await;
-            }
-        }
-    }
-}
-
-/// This terminal's size (rows, columns).
-fn window_size() -> (u16, u16) {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills the winsize we pass, which outlives the call.
-    let ok = unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-    if ok == 0 && ws.ws_row > 0 && ws.ws_col > 0 {
-        (ws.ws_row, ws.ws_col)
-    } else {
-        (24, 80)
-    }
-}
-
-/// Raw mode on this terminal while a line runs; restored when dropped.
-struct RawMode {
-    saved: nix::sys::termios::Termios,
-}
-
-impl RawMode {
-    fn on() -> Result<RawMode, CliError> {
-        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
-        let stdin = std::io::stdin();
-        let saved = tcgetattr(&stdin).map_err(std::io::Error::from)?;
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(&stdin, SetArg::TCSANOW, &raw).map_err(std::io::Error::from)?;
-        Ok(RawMode { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        use nix::sys::termios::{SetArg, tcsetattr};
-        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
-    }
-}
-
-/// Standard input non-blocking while a line runs (so reading it never outlasts the line and
-/// steals what is typed at the next prompt); restored when dropped.
-struct NonBlocking {
-    fd: std::os::fd::RawFd,
-    saved: nix::fcntl::OFlag,
-}
-
-impl NonBlocking {
-    fn on() -> Result<NonBlocking, CliError> {
-        use nix::fcntl::{FcntlArg, OFlag, fcntl};
-        let stdin = std::io::stdin();
-        let saved = OFlag::from_bits_truncate(
-            fcntl(&stdin, FcntlArg::F_GETFL).map_err(std::io::Error::from)?,
-        );
-        fcntl(&stdin, FcntlArg::F_SETFL(saved | OFlag::O_NONBLOCK))
-            .map_err(std::io::Error::from)?;
-        Ok(NonBlocking {
-            fd: stdin.as_raw_fd(),
-            saved,
-        })
-    }
-}
-
-impl Drop for NonBlocking {
-    fn drop(&mut self) {
-        use nix::fcntl::{FcntlArg, fcntl};
-        let _ = fcntl(std::io::stdin(), FcntlArg::F_SETFL(self.saved));
-    }
 }

@@ -129,6 +129,13 @@ impl Home {
         self
     }
 
+    /// Writes configuration `name` into this home's configuration directory.
+    pub fn configuration(&self, name: &str, text: &str) {
+        let dir = self.path().join("configurations");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+    }
+
     pub fn path(&self) -> &Path {
         &self.home
     }

@@ -83,6 +83,30 @@ impl Tmux {
         self.keys(&["Enter"]);
     }
 
+    /// Types `text` without Enter (no key names: every character as itself).
+    pub fn text(&self, text: &str) {
+        let args = ["send-keys", "-t", "t", "-l", text];
+        assert!(self.tmux(&args).status.success());
+    }
+
+    /// Pastes `text` as a terminal does: in one piece, newlines as Enter (`\r`), and with
+    /// `bracketed`, inside the bracketed-paste markers when the program asked for them.
+    pub fn paste(&self, text: &str, bracketed: bool) {
+        let file = self._dir.path().join("paste");
+        std::fs::write(&file, text).unwrap();
+        let file = file.to_str().unwrap();
+        assert!(
+            self.tmux(&["load-buffer", "-b", "p", file])
+                .status
+                .success()
+        );
+        let mut args = vec!["paste-buffer", "-d", "-b", "p", "-t", "t"];
+        if bracketed {
+            args.push("-p");
+        }
+        assert!(self.tmux(&args).status.success());
+    }
+
     /// Everything the pane showed, scrolled-off lines included.
     pub fn history(&self) -> String {
         let out = self.tmux(&["capture-pane", "-t", "t", "-p", "-S", "-", "-J"]);
@@ -151,4 +175,74 @@ fn which(name: &str) -> Option<PathBuf> {
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The path of `shell` (bash, dash, zsh); fails the test, naming the package, without it.
+pub fn shell_path(shell: &str) -> String {
+    ["/bin", "/usr/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(shell))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{shell} is needed for this test (apt-get install {shell})"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `tether enter s` running in tmux, for a session `s` run by `shell` (bash, dash, zsh) on
+/// this computer or, with `remote`, on the sshd harness's other computer (`tether-test`).
+pub struct Entered {
+    pub t: Tmux,
+    /// The prompt's start, `[computer:s] `.
+    pub prompt: String,
+    pub client: Home,
+    /// The other computer's home, for a remote session.
+    pub far: Option<Home>,
+    _sshd: Option<super::sshd::Sshd>,
+}
+
+impl Entered {
+    /// `env` goes to every tether command of the client, so a local session starts with it.
+    pub fn start(remote: bool, shell: &str, env: &[(&str, &str)]) -> Entered {
+        let path = shell_path(shell);
+        let (sshd, far, mut client, prompt) = if remote {
+            let (sshd, far, client) = super::sshd::setup();
+            let dir = far.path().join("configurations");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("sh.toml"), format!("engine = \"{path}\"\n")).unwrap();
+            client
+                .run(&["new", "tether-test", "--name", "s", "--configuration", "sh"])
+                .success();
+            far.note_session(&far.session("s"));
+            (Some(sshd), Some(far), client, "[tether-test:s] ")
+        } else {
+            let client = Home::new().env("TETHER_SHELL", &path);
+            (None, None, client, "[localhost:s] ")
+        };
+        for (k, v) in env {
+            client = client.env(k, v);
+        }
+        if !remote {
+            client.new_session("s", &[]);
+        }
+        let t = Tmux::start(&client, &["enter", "s"]);
+        t.wait_for(prompt);
+        Entered {
+            t,
+            prompt: prompt.to_string(),
+            client,
+            far,
+            _sshd: sshd,
+        }
+    }
+
+    /// A scratch directory on the session's side: the far home's for a remote session.
+    pub fn session_scratch(&self) -> std::path::PathBuf {
+        self.far.as_ref().unwrap_or(&self.client).scratch()
+    }
+
+    /// Waits until the prompt has been shown `n` times in all.
+    #[track_caller]
+    pub fn prompts(&self, n: usize) -> String {
+        self.t.wait_count(&self.prompt, n)
+    }
 }

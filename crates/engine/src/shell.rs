@@ -162,7 +162,12 @@ pub fn wrapper(
     if status {
         w.push_str(&format!("if __tether_ret {last}; then :; else "));
     }
-    w.push_str(b);
+    // A POSIX shell exits on a syntax error in `eval` (a special builtin); through `command`
+    // it is an ordinary error of this command, and the session lives on.
+    w.push_str(match flavour {
+        Flavour::Posix => "\\command ",
+        _ => b,
+    });
     w.push_str("eval ");
     w.push_str(&quote(&format!(" {script}")));
     if status {
