@@ -118,15 +118,7 @@ impl Sshd {
     /// --configuration NAME` for `remote`'s home (an ssh forced command).
     pub fn pinned_alias(&self, remote: &super::Home, configuration: &str) -> String {
         let d = self.dir.path();
-        let key = d.join(format!("pinned_{configuration}"));
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", ""])
-            .arg("-f")
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ssh-keygen failed");
-        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let (key, public) = new_key(&d.join(format!("pinned_{configuration}")));
         let forced = format!(
             "command=\"env TETHER_HOME={home} {exe} bridge --configuration {configuration}\",no-pty {public}",
             home = remote.path().display(),
@@ -173,15 +165,7 @@ impl Sshd {
     /// `command` (which finds the client's command in `SSH_ORIGINAL_COMMAND`).
     pub fn forced_alias(&self, name: &str, command: &str) -> String {
         let d = self.dir.path();
-        let key = d.join(format!("forced_{name}"));
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", ""])
-            .arg("-f")
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ssh-keygen failed");
-        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let (key, public) = new_key(&d.join(format!("forced_{name}")));
         let ak = d.join("authorized_keys");
         let mut keys = std::fs::read_to_string(&ak).unwrap();
         keys.push_str(&format!("command=\"{command}\",no-pty {public}"));
@@ -244,4 +228,17 @@ fn free_port() -> u16 {
 fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A throw-away ed25519 key at `key`: its path and its public line.
+fn new_key(key: &std::path::Path) -> (PathBuf, String) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(key)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ssh-keygen failed");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key.to_path_buf(), public)
 }

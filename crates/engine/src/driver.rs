@@ -377,15 +377,9 @@ async fn run(
                 // Leaving for good, perhaps after we already saw its writes fail: the command
                 // is stopped, nothing is kept, and the session is its client's again.
                 Some(Request::Abandon) if !abandoned => {
-                    if cancel.is_none() {
-                        cancelled = true;
-                        interrupt(host.shell_pid, since_ticks(started));
-                        cancel = Some((Instant::now(), 1));
-                    }
-                    abandoned = true;
-                    client_gone = true;
-                    host.stdin.close();
-                    host.outbox.reset();
+                    cancel_once(host, started, &mut cancel, &mut cancelled);
+                    (abandoned, client_gone) = (true, true);
+                    forget_command(host);
                     host.set_connected(&host.client_or_me(spec.client.as_ref()));
                 }
                 Some(_) if client_gone => {}
@@ -397,11 +391,7 @@ async fn run(
                     if let Some((tty, _)) = &tty { tty.resize(rows, cols); }
                 }
                 Some(Request::Cancel) => {
-                    if cancel.is_none() {
-                        cancelled = true;
-                        interrupt(host.shell_pid, since_ticks(started));
-                        cancel = Some((Instant::now(), 1));
-                    }
+                    cancel_once(host, started, &mut cancel, &mut cancelled);
                 }
                 // The client went away without a word (killed, network lost): the command
                 // goes on and the session is Disconnected (SPEC §3.13).
@@ -449,23 +439,12 @@ async fn run(
                 host.let_go();
             }
             _ = remote_abandon.changed(), if !abandoned => {
-                if cancel.is_none() {
-                    cancelled = true;
-                    interrupt(host.shell_pid, since_ticks(started));
-                    cancel = Some((Instant::now(), 1));
-                }
-                abandoned = true;
-                client_gone = true;
-                requests_open = false;
-                host.stdin.close();
-                host.outbox.reset();
+                cancel_once(host, started, &mut cancel, &mut cancelled);
+                (abandoned, client_gone, requests_open) = (true, true, false);
+                forget_command(host);
             }
             _ = remote_cancel.changed() => {
-                if cancel.is_none() {
-                    cancelled = true;
-                    interrupt(host.shell_pid, since_ticks(started));
-                    cancel = Some((Instant::now(), 1));
-                }
+                cancel_once(host, started, &mut cancel, &mut cancelled);
             }
             _ = sleep_until(timeout_at), if timeout_at.is_some() && cancel.is_none() => {
                 timed_out = true;
@@ -579,6 +558,27 @@ async fn run(
         host.outbox.finish(exit);
     }
     Ok(!client_gone)
+}
+
+/// Ctrl-C's first stage (SIGINT now, escalation later), once per invocation.
+fn cancel_once(
+    host: &Host,
+    started: Instant,
+    cancel: &mut Option<(Instant, u8)>,
+    cancelled: &mut bool,
+) {
+    if cancel.is_none() {
+        *cancelled = true;
+        interrupt(host.shell_pid, since_ticks(started));
+        *cancel = Some((Instant::now(), 1));
+    }
+}
+
+/// The client left for good (`Abandon`): the command gets no more input and nothing it
+/// writes is kept.
+fn forget_command(host: &Host) {
+    host.stdin.close();
+    host.outbox.reset();
 }
 
 /// The invocation's start in clock ticks since boot, with one tick of slack: processes started
