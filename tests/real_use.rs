@@ -260,3 +260,66 @@ fn receive_keep_shows_the_output_without_consuming_it() {
         .code_is(3)
         .clear_error("no output to receive", 1);
 }
+
+/// A look's client acknowledges what it was shown (as every receiving client does); an
+/// acknowledgement that reaches the session after the look ended must not consume the output
+/// the look left for the next `receive` (CI saw the second look come back empty).
+#[test]
+fn a_late_acknowledgement_of_a_look_consumes_nothing() {
+    use common::system::{decode_responses, frames, hello};
+    use std::io::{Read, Write};
+    use tether_proto::{Request, Response, SessionList};
+    let home = Home::new();
+    home.new_session("ack", &[]);
+    let started = home.scratch().join("ack.started");
+    let script = format!("touch {}; sleep 0.3; echo kept", started.display());
+    let mut bg = home.spawn(&["invoke", "-s", "ack", &script], "ack");
+    wait_until(Duration::from_secs(10), "the command to start", || {
+        started.exists()
+    });
+    home.run(&["disconnect", "ack"]).success();
+    bg.wait(Duration::from_secs(10));
+    // A raw look: Hello, Receive --keep, read to its Exit.
+    let mut sock = std::os::unix::net::UnixStream::connect(home.socket()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let look = Request::Receive(SessionList {
+        sessions: vec!["ack".into()],
+        remote: None,
+        keep: true,
+    });
+    let mut bytes = hello();
+    bytes.extend(frames(&[look]));
+    sock.write_all(&bytes).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        assert!(Instant::now() < deadline, "no Exit for the look");
+        let mut buf = [0u8; 4096];
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "the look ended without an Exit");
+        got.extend_from_slice(&buf[..n]);
+        let (resp, _) = decode_responses(&got);
+        if resp.iter().any(|r| matches!(r, Response::Exit(_))) {
+            break resp;
+        }
+    };
+    let shown: Vec<u8> = seen
+        .iter()
+        .filter_map(|r| match r {
+            Response::Output { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(shown, b"kept\n", "{seen:?}");
+    // Now the late acknowledgement, and a request whose answer shows it was handled (or the
+    // end of the connection, which shows it never will be).
+    let _ = sock.write_all(&frames(&[Request::Ack(u64::MAX / 2), Request::HostInfo]));
+    let mut rest = Vec::new();
+    let _ = sock.read_to_end(&mut rest);
+    let again = home.run(&["receive", "ack", "--keep"]).success();
+    assert_eq!(again.out(), "kept\n", "{again}");
+    let got = home.run(&["receive", "ack"]).success();
+    assert_eq!(got.out(), "kept\n", "{got}");
+}

@@ -93,7 +93,7 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 keep: *keep,
             };
             if crate::retain::receive(&host, &mut requests, &mut writer, how).await {
-                serve_requests(host, requests, writer).await;
+                serve_requests(host, requests, writer, *acked).await;
             }
             return;
         }
@@ -147,20 +147,27 @@ async fn serve<R: AsyncRead + Unpin + Send + 'static>(
     first: Option<InvokeSpec>,
 ) {
     let mut requests = Requests::spawn(reader);
+    let mut acking = false;
     if let Some(spec) = first {
+        acking = spec.acked;
         if !invoke(&host, spec, &mut requests, &mut writer).await {
             return;
         }
     } else if writer.flush().await.is_err() {
         return;
     }
-    serve_requests(host, requests, writer).await;
+    serve_requests(host, requests, writer, acking).await;
 }
 
+/// `acking`: the last stream on this connection was one its client acknowledges (a relay's
+/// or a resume), so a late `Ack` of its end still clears what is kept. On any other connection
+/// an `Ack` that arrives after the stream ended (a `receive`'s, a look's) is stale and must
+/// not trim output kept for someone else.
 async fn serve_requests(
     host: Arc<Host>,
     mut requests: Requests,
     mut writer: FrameWriter<OwnedWriteHalf>,
+    mut acking: bool,
 ) {
     while let Some(req) = requests.rx.recv().await {
         let ok = match req {
@@ -168,7 +175,10 @@ async fn serve_requests(
                 .send(&Response::Sessions(vec![host.info()]))
                 .await
                 .is_ok(),
-            Request::Invoke(spec) => invoke(&host, spec, &mut requests, &mut writer).await,
+            Request::Invoke(spec) => {
+                acking = spec.acked;
+                invoke(&host, spec, &mut requests, &mut writer).await
+            }
             Request::HostDisconnect(client) => {
                 let reply = host.check_holder(&client).map(|()| {
                     // A running command's client is let go (it goes on); an idle session is
@@ -216,7 +226,9 @@ async fn serve_requests(
                 false
             }
             Request::Ack(seq) => {
-                host.outbox.ack(seq);
+                if acking {
+                    host.outbox.ack(seq);
+                }
                 true
             }
             // Stdin or Ctrl-C for an invocation that has already ended.

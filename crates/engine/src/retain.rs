@@ -342,8 +342,10 @@ pub(crate) async fn receive(
         }
         if let Some(exit) = exit {
             if keep {
-                // Everything stays for the next receive.
-                return writer.send(&Response::Exit(exit)).await.is_ok();
+                // Everything stays for the next receive. The look's connection ends here:
+                // nothing it sends later (a late `Ack`) may touch what is kept.
+                let _ = writer.send(&Response::Exit(exit)).await;
+                return false;
             }
             if acked {
                 // Delivered to a live client: no longer waiting to be received, but kept for a
