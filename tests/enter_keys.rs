@@ -137,8 +137,7 @@ fn wait_sleeping(seconds: &str) {
     });
 }
 
-/// bash only: dash and zsh run the rest of a line after its Ctrl-C (a known limit, see the
-/// user guide), whatever sends the signal.
+/// Ctrl-C while a line's program runs, and right after Enter: the rest of the line never runs.
 fn ctrl_c(remote: bool, shell: &str) {
     let e = Entered::start(remote, shell, &[]);
     let t = &e.t;
@@ -182,4 +181,24 @@ fn ctrl_c_stops_the_rest_of_a_bash_line() {
 #[test]
 fn ctrl_c_stops_the_rest_of_a_bash_line_remotely() {
     ctrl_c(true, "bash");
+}
+
+#[test]
+fn ctrl_c_stops_the_rest_of_a_dash_line() {
+    ctrl_c(false, "dash");
+}
+
+#[test]
+fn ctrl_c_stops_the_rest_of_a_dash_line_remotely() {
+    ctrl_c(true, "dash");
+}
+
+#[test]
+fn ctrl_c_stops_the_rest_of_a_zsh_line() {
+    ctrl_c(false, "zsh");
+}
+
+#[test]
+fn ctrl_c_stops_the_rest_of_a_zsh_line_remotely() {
+    ctrl_c(true, "zsh");
 }

@@ -34,17 +34,47 @@ fn ctrl_c_stops_the_rest_of_a_bash_line() {
     t.wait_for("ENTER-EXITED-0");
 }
 
-#[test]
-fn an_entered_session_never_hands_its_terminal_to_later_commands() {
-    let home = Home::new();
+/// After `enter`, in a bash, dash or zsh session: a plain `invoke` of a `/dev/tty` reader fails
+/// at once, and the next terminal line has its controlling terminal again (zsh too, though it
+/// never takes a terminal by opening it).
+fn never_hands_its_terminal_on(shell: &str) {
+    let home = Home::new().env("TETHER_SHELL", &common::tmux::shell_path(shell));
     home.new_session("t", &[]);
     let t = Tmux::start(&home, &["enter", "t"]);
     t.wait_for("[localhost:t] ");
-    t.line("tty");
+    t.line("tty; : </dev/tty && echo has-c\"\"tty");
     t.wait_for("/dev/pts/");
+    t.wait_for("has-ctty");
     t.line("exit");
     t.wait_for("ENTER-EXITED-0");
     // A reader left waiting would be stopped by --timeout, with status 130, not 1.
+    for _ in 0..2 {
+        let out = home
+            .run(&[
+                "invoke",
+                "-s",
+                "t",
+                "--timeout",
+                "20s",
+                "head -c1 /dev/tty; echo status=$?",
+            ])
+            .success();
+        assert!(
+            out.out().contains("status=1"),
+            "{shell}: a /dev/tty reader did not fail: {out}"
+        );
+    }
+    // The session's next terminal line still has its terminal, twice.
+    let t = Tmux::start(&home, &["enter", "t"]);
+    t.wait_for("[localhost:t] ");
+    for (i, name) in ["bob", "eve"].iter().enumerate() {
+        t.line("printf 'name? '; read n </dev/tty; echo hello-$n");
+        t.wait_count("name? ", i + 1);
+        t.line(name);
+        t.wait_for(&format!("hello-{name}"));
+    }
+    t.line("exit");
+    t.wait_for("ENTER-EXITED-0");
     let out = home
         .run(&[
             "invoke",
@@ -55,17 +85,20 @@ fn an_entered_session_never_hands_its_terminal_to_later_commands() {
             "head -c1 /dev/tty; echo status=$?",
         ])
         .success();
-    assert!(
-        out.out().contains("status=1"),
-        "a /dev/tty reader did not fail: {out}"
-    );
-    // The session's next terminal line still has its terminal.
-    let t = Tmux::start(&home, &["enter", "t"]);
-    t.wait_for("[localhost:t] ");
-    t.line("read -p 'name? ' n; echo hello-$n");
-    t.wait_for("name? ");
-    t.line("bob");
-    t.wait_for("hello-bob");
-    t.line("exit");
-    t.wait_for("ENTER-EXITED-0");
+    assert!(out.out().contains("status=1"), "{shell}: {out}");
+}
+
+#[test]
+fn an_entered_session_never_hands_its_terminal_to_later_commands() {
+    never_hands_its_terminal_on("bash");
+}
+
+#[test]
+fn an_entered_dash_session_never_hands_its_terminal_to_later_commands() {
+    never_hands_its_terminal_on("dash");
+}
+
+#[test]
+fn a_zsh_session_has_a_controlling_terminal_only_for_its_terminal_lines() {
+    never_hands_its_terminal_on("zsh");
 }

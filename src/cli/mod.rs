@@ -154,6 +154,9 @@ tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job rem
     /// Internal: a restricted session's leader (started by its host).
     #[command(name = "__leader", hide = true)]
     Leader,
+    /// Internal: moves a session terminal's foreground (run by the session's shell).
+    #[command(name = "__tty", hide = true)]
+    Tty { what: String },
 }
 
 /// Parses arguments, runs the command, prints any error as one line, and returns the exit status.
@@ -188,6 +191,10 @@ fn run(cli: Cli) -> CliResult {
         Command::Daemon(args) => daemon::run(args),
         Command::Host => daemon::run_host(),
         Command::Leader => Ok(tether_engine::leader::run().map(|()| 0)?),
+        Command::Tty { what } => match tether_engine::foreground::Move::parse(&what) {
+            Some(how) => Ok(tether_engine::foreground::run(how)),
+            None => Err(CliError::usage(format!("__tty: unknown move {what:?}"))),
+        },
         command => {
             logging::init(cli.verbose);
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -209,7 +216,7 @@ fn run(cli: Cli) -> CliResult {
                     Command::Completions(a) => completions::run(a),
                     Command::Man(a) => manpage::run(a),
                     Command::Doctor(a) => doctor::run(a).await,
-                    Command::Daemon(_) | Command::Host | Command::Leader => {
+                    Command::Daemon(_) | Command::Host | Command::Leader | Command::Tty { .. } => {
                         unreachable!("handled above")
                     }
                 }

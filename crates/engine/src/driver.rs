@@ -233,7 +233,8 @@ async fn run(
         let (shell, t0) = (host.shell_pid, Instant::now());
         host.stdin
             .open(tty.input(Arc::new(move || interrupt(shell, since_ticks(t0)))));
-        status.push_str(shell::tty_restore(host.flavour));
+        let exe = crate::foreground::own_program();
+        status.push_str(&shell::tty_restore(host.flavour, exe));
         shell::tty_wrapper(
             host.flavour,
             &spec.script,
@@ -241,6 +242,7 @@ async fn run(
             &tty.slave,
             &t.term,
             last,
+            exe,
         )
     } else {
         if spec.stdin {
@@ -596,14 +598,15 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// First stage of Ctrl-C: SIGINT to the command's process groups and to the shell (whose INT
-/// trap breaks a builtin loop).
+/// First stage of Ctrl-C: SIGINT to the command's process groups and to the shell, whose INT
+/// trap (the prelude's) leaves the invocation's script, so the rest of the line or script is
+/// abandoned in every shell, and breaks a builtin loop between invocations' scripts.
 ///
-/// The shell is signalled only when the command has no processes of its own: bash aborts the
-/// rest of the script when a child it waits for dies of SIGINT, but not if it also received the
-/// signal itself (then it runs the trap and carries on).
+/// The shell first: its trap must be pending before the command dies, or a fast shell (zsh)
+/// has already run the next command of the line when the signal arrives.
 fn interrupt(shell: i32, since: u64) {
-    if procs::signal_started_since(shell, since, Signal::SIGINT) == 0 {
+    if shell > 0 {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shell), Signal::SIGINT);
     }
+    procs::signal_started_since(shell, since, Signal::SIGINT);
 }

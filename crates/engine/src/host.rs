@@ -304,6 +304,12 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         }
     };
     let flavour = Flavour::of(&shell);
+    // zsh opens every file with O_NOCTTY, so it never takes the terminal a line opens: it is
+    // given its terminal at birth instead (`crate::tty::Tty::own_from_birth`).
+    let born_with_tty = (flavour == Flavour::Zsh && spec.restricted.is_none())
+        .then(crate::tty::Tty::open)
+        .transpose()?;
+    let ctty = born_with_tty.as_ref().map(|t| t.slave_raw());
     let mut cmd = tokio::process::Command::new(&shell);
     cmd.args(&args)
         .env_clear()
@@ -317,6 +323,9 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some(fd) = ctty {
+                crate::tty::take_as_controlling(fd)?;
+            }
             reset_signals();
             if let Some(b) = &become_user {
                 b.apply()?;
@@ -362,6 +371,13 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         use tokio::io::AsyncWriteExt;
         s.write_all(flavour.prelude(&fifo_dir, &shell).as_bytes())
             .await?;
+        if born_with_tty.is_some() {
+            let park = crate::foreground::line(
+                crate::foreground::Move::Park,
+                crate::foreground::own_program(),
+            );
+            s.write_all(park.as_bytes()).await?;
+        }
         if let Some(script) = &spec.startup_script {
             // The profile's output has no invocation to go to.
             let line = format!(
@@ -417,7 +433,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             Some(fifo_dir.join("spool")),
         ),
         stdin: Default::default(),
-        tty: Default::default(),
+        tty: tokio::sync::OnceCell::new_with(born_with_tty),
         detach: watch::channel(0).0,
         remote_cancel: watch::channel(0).0,
         remote_abandon: watch::channel(0).0,

@@ -10,6 +10,7 @@ mod conn;
 mod console;
 mod driver;
 mod fifos;
+pub mod foreground;
 mod holder;
 mod host;
 pub mod leader;

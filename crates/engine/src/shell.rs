@@ -71,7 +71,14 @@ impl Flavour {
         // zsh refuses monitor mode without a terminal; its commands stay in the shell's group
         // and are signalled one by one instead (see `procs`).
         let mut s = String::from(if self == Flavour::Zsh { "" } else { "set -m\n" });
-        s.push_str("trap 'break 1000 2>/dev/null' INT\n");
+        // Inside an invocation's script (`__tether_in`, set by [`wrapper`], cleared by the status
+        // script) `return` leaves the sourced script: the rest of the line or script is
+        // abandoned, as an interactive shell abandons it on Ctrl-C, in every shell (not only
+        // where job control makes bash do so). A function of the script that was running is
+        // left alone with it (`return` leaves the innermost function or sourced file).
+        s.push_str(
+            "trap 'case ${__tether_in-} in 1) return 130 2>/dev/null;; esac; break 1000 2>/dev/null' INT\n",
+        );
         // Sets `$?` for the next command (see `wrapper`).
         // (`\\builtin`: a user function named `return` must not change what it does.)
         s.push_str(match self {
@@ -144,6 +151,8 @@ pub fn wrapper(
 ) -> String {
     let b = flavour.special();
     let mut w = String::with_capacity(script.len() + 256);
+    // Ctrl-C from here on abandons the script (the prelude's INT trap).
+    w.push_str("__tether_in=1\n");
     if subshell {
         w.push_str(&format!(
             "case $- in *e*) __tether_e=e; {b}set +e;; esac\n( case ${{__tether_e-}} in e) {b}set -e;; esac; "
@@ -195,6 +204,9 @@ pub fn wrapper(
 /// thanks to its INT trap), and it may read the terminal. SIGTSTP is ignored meanwhile: a
 /// Ctrl-Z would otherwise stop the shell with it and freeze the session. [`tty_restore`] undoes
 /// both after the status is reported.
+///
+/// `exe` is tether's own program, whose `__tty fg` gives the terminal's foreground back to the
+/// shell's process group where [`tty_restore`] parked it (see [`crate::foreground`]).
 pub fn tty_wrapper(
     flavour: Flavour,
     script: &str,
@@ -202,11 +214,15 @@ pub fn tty_wrapper(
     tty: &Path,
     term: &str,
     last: i32,
+    exe: &Path,
 ) -> String {
     let t = quote(&tty.to_string_lossy());
     let mut w = String::new();
     w.push_str("trap '' TSTP\n");
     w.push_str(&format!("{{ exec 9<>{t}; exec 9>&-; }} 2>/dev/null\n"));
+    if flavour != Flavour::Bash {
+        w.push_str(&crate::foreground::line(crate::foreground::Move::Fg, exe));
+    }
     if flavour != Flavour::Zsh {
         // Job control on the terminal, as in an interactive shell: each command its own
         // group, in the terminal's foreground while it runs, so its Ctrl-C abandons the rest
@@ -225,17 +241,22 @@ pub fn tty_wrapper(
     w
 }
 
-/// What follows a terminal line's status report: monitor mode and SIGTSTP as they were.
-pub fn tty_restore(flavour: Flavour) -> &'static str {
+/// What follows a terminal line's status report: monitor mode and SIGTSTP as they were, and
+/// the terminal's foreground handed to nobody, so that later commands never get it: a
+/// `/dev/tty` reader fails at once (SIGTTIN is ignored) instead of waiting for keys nobody
+/// types.
+pub fn tty_restore(flavour: Flavour, exe: &Path) -> String {
+    let park = crate::foreground::line(crate::foreground::Move::Park, exe);
     match flavour {
-        Flavour::Zsh => "trap - TSTP\n",
-        // Job control again without the terminal: later commands never get it as their
-        // foreground, so a `/dev/tty` reader fails at once (SIGTTIN is ignored) instead of
-        // waiting for keys nobody types.
-        Flavour::Bash => "trap - TSTP\nset +m; { set -m; } 2>/dev/null\n",
+        // zsh runs its commands in its own group, which would have the foreground.
+        Flavour::Zsh => format!("trap - TSTP\n{park}"),
+        // Job control again without the terminal: every later command is a group of its own
+        // that never gets the terminal's foreground.
+        Flavour::Bash => "trap - TSTP\nset +m; { set -m; } 2>/dev/null\n".to_string(),
         // dash has no job control without a terminal it can open (its prelude's `set -m`
-        // turned itself off); it goes back to that.
-        Flavour::Posix => "trap - TSTP\nset +m\n",
+        // turned itself off); it goes back to that, and `set +m` gave its own group the
+        // foreground.
+        Flavour::Posix => format!("trap - TSTP\nset +m\n{park}"),
     }
 }
 
@@ -247,7 +268,7 @@ pub fn tty_restore(flavour: Flavour) -> &'static str {
 /// host may rewrite the file for the next invocation.
 pub fn status_script(flavour: Flavour, id: u64, status_fifo: &Path) -> String {
     format!(
-        "__tether_st=$?; case ${{__tether_e-}} in e) __tether_e=; {}set -e;; esac\n\
+        "__tether_st=$? __tether_in=; case ${{__tether_e-}} in e) __tether_e=; {}set -e;; esac\n\
          {} printf '{id} %d %s\\n' \"$__tether_st\" \"$-\" >|{}\n",
         flavour.special(),
         flavour.builtin(),

@@ -58,6 +58,14 @@ impl Tty {
         let slave = nix::unistd::ttyname(&pty.slave).map_err(std::io::Error::from)?;
         // A session running as another user gets its terminal, as a login would.
         crate::runas::give_fd(&pty.slave)?;
+        // Neither end is passed on to the shell or the programs it runs (a shell given its
+        // terminal at birth takes it before exec: [`take_as_controlling`]).
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )?;
+        }
         // Our own descriptions of both ends never block (the slave's is ours alone: the line
         // opens the slave by path).
         for fd in [&pty.master, &pty.slave] {
@@ -83,6 +91,12 @@ impl Tty {
             tty.ending.clone(),
         ));
         Ok(tty)
+    }
+
+    /// The slave's descriptor, for a shell that takes the terminal at birth (zsh, see
+    /// [`take_as_controlling`]).
+    pub fn slave_raw(&self) -> std::os::fd::RawFd {
+        self.slave_fd.as_raw_fd()
     }
 
     /// From now on the master's output goes to `fifo` (the running line's stdout).
@@ -216,6 +230,19 @@ impl Tty {
         });
         tx
     }
+}
+
+/// Makes the terminal open at `fd` the calling process's controlling terminal: run between
+/// fork and exec by a new session leader (only async-signal-safe calls). zsh opens every file
+/// with O_NOCTTY, so a line opening the slave never gives it the terminal as it does bash and
+/// dash; it gets it at birth instead, and its prelude parks the foreground at once
+/// ([`crate::foreground`]), so that only its terminal lines ever read the terminal.
+pub(crate) fn take_as_controlling(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument and touches no memory of ours.
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY as _, 0) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The host's terminal, made on first use.
