@@ -202,3 +202,41 @@ fn ctrl_c_stops_the_rest_of_a_zsh_line() {
 fn ctrl_c_stops_the_rest_of_a_zsh_line_remotely() {
     ctrl_c(true, "zsh");
 }
+
+/// Keys typed without pause while lines longer than the client's hold end: every key reaches
+/// the line's terminal or the next prompt, in order, even those that reach the host after the
+/// line's status (the `Exit` says how much the terminal took; the client keeps the rest).
+fn keys_across_line_ends(remote: bool) {
+    let e = Entered::start(remote, "bash", &[]);
+    let t = &e.t;
+    let file = e.client.scratch().join("across");
+    let rounds = 12;
+    for i in 1..=rounds {
+        // A line that outlasts the hold (200 ms), then the next line typed key by key across
+        // its end.
+        t.line("sleep 0.3");
+        let next = format!("echo a{i}b >> {}", file.display());
+        for (n, ch) in next.chars().enumerate() {
+            t.text(&ch.to_string());
+            if n % 3 == 0 {
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        }
+        t.keys(&["Enter"]);
+        wait_lines(&e, &file, i);
+    }
+    let want: Vec<String> = (1..=rounds).map(|i| format!("a{i}b")).collect();
+    assert_eq!(file_lines(&file), want, "pane:\n{}", t.history());
+    t.line("exit");
+    t.wait_for("ENTER-EXITED-0");
+}
+
+#[test]
+fn keys_typed_while_long_lines_end_are_never_lost() {
+    keys_across_line_ends(false);
+}
+
+#[test]
+fn keys_typed_while_long_lines_end_are_never_lost_remotely() {
+    keys_across_line_ends(true);
+}

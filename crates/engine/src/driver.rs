@@ -220,6 +220,7 @@ async fn run(
         true => 0,
         false => host.lock_inner().last_status,
     };
+    let mut tty_input = None;
     let tty = match &spec.tty {
         Some(t) => Some((crate::tty::open_for(host).await?, t)),
         None => None,
@@ -231,8 +232,9 @@ async fn run(
         // A terminal's Ctrl-C is SIGINT and nothing more: a REPL catches it and goes on (no
         // escalation, unlike `Cancel`).
         let (shell, t0) = (host.shell_pid, Instant::now());
-        host.stdin
-            .open(tty.input(Arc::new(move || interrupt(shell, since_ticks(t0)))));
+        let (keys, input) = tty.input(Arc::new(move || interrupt(shell, since_ticks(t0))));
+        host.stdin.open(keys);
+        tty_input = Some(input);
         let exe = crate::foreground::own_program();
         status.push_str(&shell::tty_restore(host.flavour, exe));
         shell::tty_wrapper(
@@ -472,7 +474,11 @@ async fn run(
     drop(status_rx);
     host.stdin.close();
     let mut typeahead = Vec::new();
+    let mut stdin_taken = None;
     if let Some((tty, _)) = &tty {
+        if let Some(input) = tty_input {
+            stdin_taken = Some(input.finish().await);
+        }
         tty.detach().await;
         typeahead = tty.unread();
     }
@@ -541,6 +547,7 @@ async fn run(
         broken,
         cwd: tty.as_ref().and_then(|_| procs::cwd(host.shell_pid)),
         typeahead,
+        stdin_taken,
     };
     if !client_gone && writer.send(&Response::Exit(exit.clone())).await.is_err() {
         client_gone = true;

@@ -183,22 +183,25 @@ impl Tty {
         };
     }
 
-    /// A sender whose bytes are typed into the terminal (the line's stdin).
+    /// A sender whose bytes are typed into the terminal (the line's stdin), with the count of
+    /// bytes taken and the task that takes them.
     ///
     /// While the terminal turns its interrupt character into a signal (ISIG), the host does
-    /// it instead: `interrupt` stops the line's processes as `Cancel` does (the shell is
-    /// spared, so it abandons the rest of the line instead of running it, and zsh, which never
-    /// takes the terminal, gets the same), the pending input is flushed and `^C` echoed, as
-    /// the terminal would. In raw mode (an editor) the character is just a key.
-    pub fn input(&self, interrupt: Arc<dyn Fn() + Send + Sync>) -> mpsc::Sender<Vec<u8>> {
+    /// it instead: `interrupt` stops the line's processes and the rest of the line as `Cancel`
+    /// does, the pending input is flushed and `^C` echoed, as the terminal would. In raw mode
+    /// (an editor) the character is just a key.
+    pub fn input(&self, interrupt: Arc<dyn Fn() + Send + Sync>) -> (mpsc::Sender<Vec<u8>>, Input) {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = taken.clone();
         let (master, slave, sink) = (
             self.master.clone(),
             self.slave_fd.clone(),
             self.sink.clone(),
         );
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some(mut data) = rx.recv().await {
+                let size = data.len() as u64;
                 if let Some(keys) = interrupt_keys(&master)
                     && data.contains(&keys.intr)
                 {
@@ -226,9 +229,28 @@ impl Tty {
                     while rx.recv().await.is_some() {}
                     return;
                 }
+                counted.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        tx
+        (tx, Input { taken, task })
+    }
+}
+
+/// A line's way into the terminal ([`Tty::input`]).
+pub(crate) struct Input {
+    /// Bytes of the client's stdin typed into the terminal (or acted on, as Ctrl-C).
+    taken: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Input {
+    /// Once the line's stdin is closed: waits (briefly: the terminal's input queue may be
+    /// full) until everything the host accepted is in the terminal, so that what no program
+    /// read comes back with [`Tty::unread`], and says how much the terminal took. The client
+    /// keeps the rest of what it sent for its next prompt (`ExitInfo::stdin_taken`).
+    pub async fn finish(self) -> u64 {
+        let _ = tokio::time::timeout(FLUSH_LIMIT, self.task).await;
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -28,7 +28,7 @@ pub use session::{Availability, SessionInfo, State};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest output chunk a host sends in one frame; keeps frames far below [`MAX_FRAME_LEN`].
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -396,6 +396,10 @@ pub struct ExitInfo {
     /// read (type-ahead, the rest of a paste), in order, for the next prompt.
     #[serde(with = "serde_bytes")]
     pub typeahead: Vec<u8>,
+    /// For a line run on the terminal: how many bytes of the client's stdin the terminal took
+    /// (typed into it, or acted on, as Ctrl-C). What the client sent beyond that reached the
+    /// host after the line ended and was not used: the client keeps it for its next prompt.
+    pub stdin_taken: Option<u64>,
 }
 
 /// What `tether daemon status` reports.

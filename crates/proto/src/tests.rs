@@ -32,7 +32,7 @@ fn golden_hello_and_output() {
         ..Default::default()
     }))
     .unwrap();
-    assert_eq!(exit, vec![0, 0, 0, 7, 4, 14, 0, 0, 0, 0, 0]);
+    assert_eq!(exit, vec![0, 0, 0, 8, 4, 14, 0, 0, 0, 0, 0, 0]);
 }
 
 /// `new --output-mode` travels as the user's explicit choice (or none), so that `block` can

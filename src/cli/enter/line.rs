@@ -6,8 +6,10 @@
 //! no keys: those typed before it started (the rest of a paste, type-ahead from the line
 //! before) and in that time wait, and a line that ends by then leaves them all to the next
 //! prompt, as lines to run. So a pasted line is shown once, at its prompt, and keys typed while
-//! short lines run and end never travel to a line that is ending (the host drops what reaches
-//! it after the line's status). A line still running then gets them, so `read x` reads what
+//! short lines run and end seldom travel to a line that is ending. Those that do (the host
+//! takes no keys after the line's status) are not lost: the `Exit` says how many bytes the
+//! terminal took (`ExitInfo::stdin_taken`), and the rest go to the next prompt too, after what
+//! no program read. A line still running then gets them, so `read x` reads what
 //! was typed after its Enter. Ctrl-C is never held.
 
 use super::super::connect;
@@ -66,6 +68,8 @@ pub(super) async fn run(
     // it is not taken before the line ends).
     let mut outbox: Vec<u8> = Vec::new();
     let mut sending: Option<(Sending, Vec<u8>)> = None;
+    // Handed to the connection during the line, for the part the host may not have used.
+    let mut sent = Sent::default();
     let end = loop {
         if sending.is_none() && !outbox.is_empty() {
             let data = std::mem::take(&mut outbox);
@@ -77,7 +81,9 @@ pub(super) async fn run(
             biased;
             e = &mut exit_rx => break e,
             _ = async { sending.as_mut().expect("guarded").0.as_mut().await }, if sending.is_some() => {
-                sending = None;
+                if let Some((_, data)) = sending.take() {
+                    sent.push(&data);
+                }
             }
             k = keys.next(), if !keys.closed => match k {
                 Some(b) => {
@@ -116,8 +122,17 @@ pub(super) async fn run(
     unsent.extend_from_slice(&outbox);
     match end {
         Ok(Ok(exit)) => {
-            let ExitInfo { cwd, typeahead, .. } = exit;
+            let ExitInfo {
+                cwd,
+                typeahead,
+                stdin_taken,
+                ..
+            } = exit;
             q.extend_from_slice(&typeahead);
+            // Sent, but it reached the host after the line's end: it was not used.
+            if let Some(taken) = stdin_taken {
+                q.extend_from_slice(sent.after(taken));
+            }
             q.extend_from_slice(&unsent);
             Ok(cwd)
         }
@@ -129,6 +144,36 @@ pub(super) async fn run(
             q.extend_from_slice(&unsent);
             Err(CliError::usage("the line's events ended early"))
         }
+    }
+}
+
+/// What a line handed to its connection: the count, and the last bytes of it (enough for
+/// any that can still be in flight when the line ends).
+#[derive(Default)]
+struct Sent {
+    total: u64,
+    tail: Vec<u8>,
+}
+
+impl Sent {
+    /// Most bytes kept; the oldest half goes when it is reached.
+    const KEEP: usize = 1 << 20;
+
+    fn push(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
+        self.tail.extend_from_slice(data);
+        if self.tail.len() > Self::KEEP {
+            self.tail.drain(..self.tail.len() - Self::KEEP / 2);
+        }
+    }
+
+    /// What was sent after the first `taken` bytes (as far as it is kept).
+    fn after(&self, taken: u64) -> &[u8] {
+        let behind = self.total.saturating_sub(taken);
+        let keep = usize::try_from(behind)
+            .unwrap_or(usize::MAX)
+            .min(self.tail.len());
+        &self.tail[self.tail.len() - keep..]
     }
 }
 
@@ -173,5 +218,33 @@ fn window_size() -> (u16, u16) {
         (ws.ws_row, ws.ws_col)
     } else {
         (24, 80)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sent;
+
+    #[test]
+    fn what_the_host_did_not_take_comes_back_in_order() {
+        let mut s = Sent::default();
+        s.push(b"abc");
+        s.push(b"def");
+        assert_eq!(s.after(6), b"");
+        assert_eq!(s.after(4), b"ef");
+        assert_eq!(s.after(0), b"abcdef");
+        // A host that says it took more than was sent leaves nothing.
+        assert_eq!(s.after(99), b"");
+    }
+
+    #[test]
+    fn only_the_tail_is_kept() {
+        let mut s = Sent::default();
+        for _ in 0..3 {
+            s.push(&vec![b'x'; Sent::KEEP / 2 + 1]);
+        }
+        assert!(s.tail.len() <= Sent::KEEP);
+        assert_eq!(s.after(s.total - 5), b"xxxxx");
+        assert_eq!(s.after(0).len(), s.tail.len());
     }
 }
