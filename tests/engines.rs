@@ -31,17 +31,33 @@ fn core_cases(shell: &str, package: &str) {
     home.invoke("e", "command printf '%s\\n' still; (exit 4)")
         .code_is(4)
         .stdout_is("still\n");
-    let out = home.run(&["invoke", "-s", "e", "--timeout", "1s", "sleep 30"]);
-    assert_ne!(
-        out.code(),
-        Some(0),
-        "{shell}: a timed-out command must fail"
-    );
+    // Stopping a command (Ctrl-C, a timeout) abandons the rest of its script, also inside a
+    // loop.
+    for script in [
+        "sleep 30; echo REST",
+        "for i in 1 2; do sleep 30; done; echo REST",
+    ] {
+        let out = home.run(&["invoke", "-s", "e", "--timeout", "1s", script]);
+        assert_ne!(
+            out.code(),
+            Some(0),
+            "{shell}: a timed-out command must fail"
+        );
+        assert!(
+            !out.out().contains("REST"),
+            "{shell}: the script went on: {out}"
+        );
+    }
     home.invoke("e", "command printf '%s\\n' \"$x\"")
         .success()
         .stdout_is("1\n");
     home.invoke("e", "exit 9").code_is(9);
     assert_eq!(home.state_of("e").as_deref(), Some("Broken"), "{shell}");
+}
+
+#[test]
+fn bash_sessions_keep_state_and_report_status() {
+    core_cases("/bin/bash", "bash");
 }
 
 #[test]
