@@ -256,11 +256,9 @@ async fn invoke(
     writer: &mut FrameWriter<OwnedWriteHalf>,
 ) -> bool {
     let alive = driver::invoke(host.clone(), spec, requests, writer).await;
-    // A pooled host whose invocation ended cleanly is ready for the next one, once nothing
-    // the last one started is left (a fresh session has no jobs).
+    // A pooled host whose invocation ended cleanly was made free again before its `Exit`
+    // (`driver::run`), and stays up for the next one.
     if host.spec.pooled && alive && !host.outbox.pending() && host.lock_inner().reason.is_none() {
-        crate::procs::end_strays(host.shell_pid);
-        host.pool_free.send_modify(|n| *n += 1);
         return alive;
     }
     // A temporary session serves exactly one invocation, then closes itself; one whose client

@@ -549,6 +549,18 @@ async fn run(
         typeahead,
         stdin_taken,
     };
+    // A spare whose invocation ended cleanly is free again before its client hears the end,
+    // once nothing the invocation started is left: the client's next call finds it free
+    // instead of racing its notice and making another.
+    if host.spec.pooled
+        && !client_gone
+        && exit.broken.is_none()
+        && !host.outbox.pending()
+        && host.lock_inner().reason.is_none()
+    {
+        procs::end_strays(host.shell_pid);
+        host.pool_free.send_modify(|n| *n += 1);
+    }
     if !client_gone && writer.send(&Response::Exit(exit.clone())).await.is_err() {
         client_gone = true;
     }
