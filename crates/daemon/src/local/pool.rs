@@ -108,7 +108,8 @@ async fn watch(daemon: &Arc<Daemon>, info: &SessionInfo, key: String) -> bool {
     true
 }
 
-/// Closes spares unused for longer than [`idle`], as long as the daemon runs.
+/// Closes spares unused for longer than [`idle`](crate::state::pool::idle), as long as the
+/// daemon runs.
 pub(crate) fn spawn_expiry(daemon: &Arc<Daemon>) {
     let weak = Arc::downgrade(daemon);
     tokio::spawn(async move {
