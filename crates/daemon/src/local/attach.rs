@@ -172,8 +172,6 @@ async fn adopt(
     Ok((iid, true))
 }
 
-/// `Resume` (from a client daemon whose connection broke): the stream of the invocation in
-/// `session` from output byte `from`, kept by the host until acknowledged.
 /// What a `Resume` asks for.
 pub struct Resuming {
     pub session: String,
@@ -183,6 +181,8 @@ pub struct Resuming {
     pub keep: bool,
 }
 
+/// `Resume` (from a client daemon whose connection broke): the stream of the invocation in
+/// `session` from output byte `from`, kept by the host until acknowledged.
 pub async fn resume(
     daemon: &Daemon,
     how: Resuming,
