@@ -6,31 +6,16 @@
 //! `flock` for the daemon's lifetime makes "is a daemon running?" race-free, and a killed daemon
 //! releases it automatically, so stale socket or pid files never block the next start.
 
-mod accept;
-mod attach;
-mod closing;
-mod configs;
-mod create;
-mod hosts;
-mod jobs;
+mod account;
 mod limits;
-mod links;
+mod local;
 mod logfile;
-mod pinning;
-mod pool;
-mod presence;
-mod registry;
-mod relay;
 mod remote;
-mod removing;
 mod server;
-mod session_jobs;
-mod stdin_log;
-mod system;
-mod words;
+mod state;
 
-pub use registry::{computer_of, glob_match};
-pub use server::{DEFAULT_IDLE_TIMEOUT_S, MIN_IDLE_TIMEOUT_S};
+pub use state::registry::{computer_of, glob_match};
+pub use state::{DEFAULT_IDLE_TIMEOUT_S, MIN_IDLE_TIMEOUT_S};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{ForkResult, fork, setsid};
@@ -197,9 +182,9 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
             paths.home.display()
         );
         if paths.shared {
-            system::serve(system::System::new(paths.clone()), listener).await;
+            server::system::serve(server::system::System::new(paths.clone()), listener).await;
         } else {
-            server::serve(server::Daemon::new(paths.clone()), listener).await;
+            server::serve(server::build(paths.clone(), None), listener).await;
         }
         tracing::info!("daemon {} stopping", std::process::id());
         let _ = std::fs::remove_file(paths.daemon_socket());

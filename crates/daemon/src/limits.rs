@@ -2,7 +2,6 @@
 //! (SPEC §3.20): a cap on open connections, and a deadline for a connection's first frame, so
 //! connections that never speak (or speak one byte a minute) are dropped.
 
-use crate::server::{Reader, Writer};
 use std::time::Duration;
 use tether_proto::{ErrorInfo, ErrorKind, Request, Response};
 use tether_transport::TransportError;
@@ -26,7 +25,9 @@ fn hello_timeout() -> Duration {
 }
 
 /// The connection's first frame, or an error once the deadline passes.
-pub async fn first_frame(reader: &mut Reader) -> Result<Option<Request>, TransportError> {
+pub async fn first_frame(
+    reader: &mut tether_transport::FrameReader<tokio::net::unix::OwnedReadHalf>,
+) -> Result<Option<Request>, TransportError> {
     match tokio::time::timeout(hello_timeout(), reader.read::<Request>()).await {
         Ok(r) => r,
         Err(_) => Err(TransportError::Io(std::io::Error::new(
@@ -39,7 +40,7 @@ pub async fn first_frame(reader: &mut Reader) -> Result<Option<Request>, Transpo
 /// Answers a connection over the cap with one clear line, then closes it.
 pub async fn refuse(stream: tokio::net::UnixStream) {
     let (_r, w) = stream.into_split();
-    let mut writer: Writer = tether_transport::FrameWriter::new(w);
+    let mut writer = tether_transport::FrameWriter::new(w);
     let msg = format!(
         "the tether daemon has {} connections open, its limit; try again",
         max_connections()

@@ -1,10 +1,10 @@
 //! Creating sessions on this computer: checking the request, reserving the name, and starting
 //! the session's host.
 
-use crate::configs::Config;
-use crate::hosts;
-use crate::server::{DEFAULT_IDLE_TIMEOUT_S, Daemon};
-use crate::system::Account;
+use super::configs::Config;
+use super::hosts;
+use crate::account::Account;
+use crate::state::{DEFAULT_IDLE_TIMEOUT_S, Daemon};
 use tether_engine::HostSpec;
 use tether_proto::{ClientId, ErrorInfo, ErrorKind, NewSession, SessionInfo, State};
 
@@ -125,7 +125,7 @@ pub(crate) async fn new_session(
         .map(|(info, _)| vec![info])
 }
 
-/// Starts a temporary session's host; with `pool`, a spare ([`crate::pool`]) when the
+/// Starts a temporary session's host; with `pool`, a spare ([`super::pool`]) when the
 /// configuration allows one. Returns the session and whether it is a spare.
 pub(crate) async fn new_temporary(
     daemon: &Daemon,
@@ -142,7 +142,7 @@ async fn start(
     holder: &ClientId,
     pool: bool,
 ) -> Result<(SessionInfo, bool), ErrorInfo> {
-    let cfg = crate::configs::load(
+    let cfg = super::configs::load(
         &daemon.config_dir(),
         spec.configuration.as_deref().unwrap_or("default"),
     )?;
@@ -228,7 +228,7 @@ async fn start(
         if hs.pooled {
             // The pool closes a spare after its idle time; this is only the backstop for a
             // daemon that died.
-            hs.idle_timeout_s = 2 * crate::pool::idle().as_secs();
+            hs.idle_timeout_s = 2 * crate::state::pool::idle().as_secs();
         }
         // Reserve the name while the host starts.
         reg.insert(placeholder(&hs));

@@ -18,42 +18,11 @@
 //! throttle limit; 0 turns pooling off) for `TETHER_POOL_IDLE` seconds (default 60) after their
 //! last use. A daemon that stops closes its spares; one that starts closes any it finds.
 
-use crate::hosts;
-use crate::server::Daemon;
-use std::collections::HashMap;
+use super::hosts;
+use crate::state::Daemon;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tether_proto::{ClientId, ErrorInfo, InvokeSpec, NewSession, Request, Response, SessionInfo};
-
-/// The spares of one daemon: free hosts by [`key`], each with when it became free.
-#[derive(Default)]
-pub struct Pool {
-    free: std::sync::Mutex<HashMap<String, Vec<(SessionInfo, Instant)>>>,
-}
-
-/// Most spares kept per configuration (`TETHER_POOL_MAX`).
-pub(crate) fn max() -> usize {
-    // Read once: `eligible` asks on every temporary invocation.
-    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::env::var("TETHER_POOL_MAX")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(32)
-    })
-}
-
-/// How long a spare is kept unused (`TETHER_POOL_IDLE`, seconds).
-pub(crate) fn idle() -> Duration {
-    static IDLE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *IDLE.get_or_init(|| {
-        let s = std::env::var("TETHER_POOL_IDLE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60u64);
-        Duration::from_secs(s.max(1))
-    })
-}
 
 /// Whether a temporary invocation may run in a spare (see the module's doc).
 pub(crate) fn eligible(spec: &InvokeSpec) -> bool {
@@ -62,49 +31,7 @@ pub(crate) fn eligible(spec: &InvokeSpec) -> bool {
         && spec.env.is_empty()
         && spec.cwd.is_none()
         && spec.tty.is_none()
-        && max() > 0
-}
-
-impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(SessionInfo, Instant)>>> {
-        self.free.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A free spare made for `key`, the most recently used first (its pages are the warmest).
-    fn take(&self, key: &str) -> Option<SessionInfo> {
-        self.lock().get_mut(key)?.pop().map(|(info, _)| info)
-    }
-
-    /// Puts a host that became free back; false when the pool is full (close it instead).
-    fn put(&self, key: &str, info: SessionInfo) -> bool {
-        let mut free = self.lock();
-        let list = free.entry(key.to_string()).or_default();
-        if list.len() >= max() {
-            return false;
-        }
-        list.retain(|(i, _)| i.instance_id != info.instance_id);
-        list.push((info, Instant::now()));
-        true
-    }
-
-    fn forget(&self, instance_id: &str) {
-        for list in self.lock().values_mut() {
-            list.retain(|(i, _)| i.instance_id != instance_id);
-        }
-    }
-
-    /// Removes and returns the spares unused for longer than `older_than` (all with zero).
-    fn drain(&self, older_than: Duration) -> Vec<SessionInfo> {
-        let mut out = Vec::new();
-        for list in self.lock().values_mut() {
-            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
-                .into_iter()
-                .partition(|(_, at)| at.elapsed() >= older_than);
-            *list = keep;
-            out.extend(old.into_iter().map(|(info, _)| info));
-        }
-        out
-    }
+        && crate::state::pool::max() > 0
 }
 
 /// The host for a temporary invocation: a free spare, else a new host (pooled when the
@@ -124,7 +51,7 @@ pub(crate) async fn host_for(
         temporary: true,
         ..Default::default()
     };
-    let (info, pooled) = crate::create::new_temporary(daemon, ns, client, true).await?;
+    let (info, pooled) = super::create::new_temporary(daemon, ns, client, true).await?;
     // A spare that cannot be watched would never come back: it serves this one invocation and
     // then waits for its idle timeout.
     let watched = pooled && watch(daemon, &info, key).await;
@@ -181,15 +108,16 @@ async fn watch(daemon: &Arc<Daemon>, info: &SessionInfo, key: String) -> bool {
     true
 }
 
-/// Closes spares unused for longer than [`idle`], as long as the daemon runs.
+/// Closes spares unused for longer than [`idle`](crate::state::pool::idle), as long as the
+/// daemon runs.
 pub(crate) fn spawn_expiry(daemon: &Arc<Daemon>) {
     let weak = Arc::downgrade(daemon);
     tokio::spawn(async move {
-        let every = (idle() / 4).max(Duration::from_secs(1));
+        let every = (crate::state::pool::idle() / 4).max(Duration::from_secs(1));
         loop {
             tokio::time::sleep(every).await;
             let Some(d) = weak.upgrade() else { return };
-            for info in d.pool.drain(idle()) {
+            for info in d.pool.drain(crate::state::pool::idle()) {
                 let _ = hosts::close(&d.paths, &info.instance_id).await;
             }
         }

@@ -20,6 +20,17 @@ pub struct RemoteHandle {
     pub target: RemoteTarget,
 }
 
+/// A far session's record as this client shows it: on that computer, of type remote, with no
+/// host process here. Both roles show far sessions (the remote role when it makes or refreshes
+/// a handle, the local role when `connect` or `disconnect` answers), so it lives with the
+/// handles.
+pub fn as_seen_here(mut info: SessionInfo, rt: &RemoteTarget) -> SessionInfo {
+    info.computer_name = rt.computer.clone();
+    info.computer_type = "remote".into();
+    info.host_pid = 0;
+    info
+}
+
 /// A session found by Name, Id or InstanceId.
 pub enum Found<'a> {
     Local(&'a HostMeta),

@@ -2,14 +2,14 @@
 //! the ordinary protocol to its daemon (through `tether bridge`).
 //!
 //! Requests (`new`, `get`, `remove`) are one exchange on a fresh channel. An invocation is
-//! spliced: after the far daemon's `Hello`, the CLI's connection and the channel are joined byte
-//! for byte, so stdin, Ctrl-C, output and the exit status flow exactly as they do locally.
+//! relayed frame by frame instead, so that it survives a broken link ([`super::relay`], which
+//! opens its channels here).
 
-use crate::registry::RemoteHandle;
-use crate::server::{Daemon, Reader, Writer};
+use crate::state::Daemon;
+use crate::state::registry::{RemoteHandle, as_seen_here};
 use tether_proto::{
-    Availability, ErrorInfo, ErrorKind, InvokeSpec, NewSession, PROTOCOL_VERSION, RemoteTarget,
-    Request, Response, SessionFilter, SessionInfo, State,
+    Availability, ErrorInfo, ErrorKind, NewSession, PROTOCOL_VERSION, RemoteTarget, Request,
+    Response, SessionFilter, SessionInfo, State,
 };
 use tether_transport::FrameReader;
 use tether_transport::mux::{ChannelReader, ChannelWriter};
@@ -19,7 +19,7 @@ pub(crate) fn hello(daemon: &Daemon) -> Request {
     hello_from(&daemon.me)
 }
 
-pub(crate) fn hello_from(me: &tether_proto::ClientId) -> Request {
+pub fn hello_from(me: &tether_proto::ClientId) -> Request {
     Request::Hello {
         version: PROTOCOL_VERSION,
         agent: format!("tether-client-daemon/{}", env!("CARGO_PKG_VERSION")),
@@ -75,13 +75,6 @@ pub async fn call(daemon: &Daemon, rt: &RemoteTarget, req: Request) -> Result<Re
         Ok(None) => Err(lost(c, "closed before replying")),
         Err(e) => Err(lost(c, e)),
     }
-}
-
-pub fn as_seen_here(mut info: SessionInfo, rt: &RemoteTarget) -> SessionInfo {
-    info.computer_name = rt.computer.clone();
-    info.computer_type = "remote".into();
-    info.host_pid = 0;
-    info
 }
 
 /// `new COMPUTER`: the far daemon creates the session; this client keeps a handle with its
@@ -244,32 +237,4 @@ pub async fn close(daemon: &Daemon, rt: &RemoteTarget, instance_id: &str) -> Res
         Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Runs an invocation on another computer: in the session `spec.session` names there (an
-/// instance id), or in a temporary one when it is empty.
-pub async fn invoke(
-    daemon: &Daemon,
-    rt: RemoteTarget,
-    mut spec: InvokeSpec,
-    reader: Reader,
-    writer: Writer,
-) {
-    spec.remote = None;
-    spec.env.clear();
-    spec.cwd = None;
-    // The far host keeps output until acknowledged, so a broken link can resume. A client that
-    // acknowledges what it delivered (the CLI does) is relayed; otherwise the relay
-    // acknowledges what it passed on.
-    let client_acks = spec.acked;
-    spec.acked = true;
-    crate::relay::relay(
-        daemon,
-        rt,
-        Request::Invoke(spec),
-        client_acks,
-        reader,
-        writer,
-    )
-    .await;
 }

@@ -16,7 +16,8 @@
 //! whose agent is gone is replaced when a caller brings a live one, so that sessions over
 //! there reach a working agent again.
 
-use crate::presence::Presence;
+use super::presence::Presence;
+use crate::state::{self, Boxed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ struct Warm {
     /// The agent ssh was started with.
     agent: Option<String>,
     last_used: Mutex<Instant>,
-    /// The link's `Presence` channel ([`crate::presence`]).
+    /// The link's `Presence` channel ([`super::presence`]).
     presence: Presence,
 }
 
@@ -132,7 +133,7 @@ impl Links {
     }
 
     /// A new channel to `rt`'s daemon, connecting first if no warm link exists.
-    pub async fn channel(&self, rt: &RemoteTarget) -> Result<(Mux, Channel), ErrorInfo> {
+    async fn connect(&self, rt: &RemoteTarget) -> Result<(Mux, Channel), ErrorInfo> {
         let slot = self.table().entry(key(rt)).or_default().clone();
         let agent = self.agent_for(rt);
         let mut guard = slot.lock().await;
@@ -179,7 +180,7 @@ impl Links {
         })?;
         let mux = link.mux.clone();
         let presence = Presence::default();
-        tokio::spawn(crate::presence::keep(
+        tokio::spawn(super::presence::keep(
             self.hello.clone(),
             mux.clone(),
             rt.computer.clone(),
@@ -195,7 +196,7 @@ impl Links {
         Ok((mux, ch))
     }
 
-    pub fn status(&self) -> Vec<LinkStatus> {
+    fn list(&self) -> Vec<LinkStatus> {
         let slots: Vec<Slot> = self.table().values().cloned().collect();
         let mut out = Vec::new();
         for s in slots {
@@ -215,7 +216,7 @@ impl Links {
     }
 
     /// Closes every connection (daemon stop), saying goodbye on each first.
-    pub async fn close_all(&self) {
+    async fn close_every(&self) {
         let slots: Vec<Slot> = self.table().drain().map(|(_, s)| s).collect();
         let mut byes = Vec::new();
         for s in slots {
@@ -250,6 +251,21 @@ impl Links {
             }
             keep
         });
+    }
+}
+
+/// The links, as the rest of the daemon sees them through the shared state.
+impl state::Links for Links {
+    fn channel<'a>(&'a self, rt: &'a RemoteTarget) -> Boxed<'a, Result<(Mux, Channel), ErrorInfo>> {
+        Box::pin(self.connect(rt))
+    }
+
+    fn status(&self) -> Vec<LinkStatus> {
+        self.list()
+    }
+
+    fn close_all(&self) -> Boxed<'_, ()> {
+        Box::pin(self.close_every())
     }
 }
 

@@ -2,10 +2,12 @@
 //! `connect`, or when a restarted daemon reads its jobs back).
 
 use super::feed::Feed;
-use super::*;
-use crate::registry::Found;
-use crate::server::Daemon;
-use tether_proto::Response;
+use crate::state::Daemon;
+use crate::state::jobs::{Child, ChildState, Control, Run, Shared};
+use crate::state::registry::Found;
+use std::sync::Arc;
+use tether_proto::{ErrorInfo, ErrorKind, JobInfo, JobStart, Request, Response, SessionInfo};
+use tether_transport::paths::Paths;
 
 /// `invoke --as-job`: starts every child, and answers once each has started or failed to. A
 /// busy session fails the whole job at once (SPEC §3.3), and children already started are
@@ -26,7 +28,7 @@ pub async fn start(daemon: &Arc<Daemon>, req: JobStart) -> Result<JobInfo, Error
         }
     }
     if req.in_session {
-        return crate::session_jobs::start(daemon, req).await;
+        return super::in_session::start(daemon, req).await;
     }
     let jobs = daemon.jobs.shared();
     // Where each child runs, to pick it up again after a restart.
@@ -171,7 +173,7 @@ async fn follow(jobs: Arc<Shared>, job: u32, idx: usize, mut feed: Feed) {
 /// Picks up a child whose command went on without us: its stream from the first byte we have
 /// not received. A local session's host is asked directly (`Resume`, kept until acknowledged);
 /// a session on another computer through the relay (`Receive`, with its reconnection).
-async fn pick_up(jobs: Arc<Shared>, paths: Paths, job: u32, idx: usize) {
+pub(super) async fn pick_up(jobs: Arc<Shared>, paths: Paths, job: u32, idx: usize) {
     let Some((run, received, session)) =
         jobs.with_child(job, idx, |c| (c.run.clone(), c.received, c.session.clone()))
     else {
@@ -275,58 +277,5 @@ pub fn reconnected(daemon: &Arc<Daemon>, sessions: &[SessionInfo]) {
     jobs.bump();
     for (job, idx) in resume {
         tokio::spawn(pick_up(jobs.clone(), daemon.paths.clone(), job, idx));
-    }
-}
-
-/// A restarted daemon's jobs, just read back: children that were running (or Disconnected,
-/// as a `daemon stop` leaves those on other computers) are picked up again; a job inside a
-/// session reads its files again from where `job receive` had got to. A temporary session
-/// does not outlive the daemon that made it, so its child is over.
-pub(crate) fn restore(jobs: &Arc<Shared>, paths: &Paths) {
-    let mut invocations = Vec::new();
-    let mut in_session = Vec::new();
-    {
-        let mut t = jobs.lock();
-        for (id, job) in t.iter_mut() {
-            for (i, c) in job.children.iter_mut().enumerate() {
-                let again = !c.state.finished() || c.state == ChildState::Disconnected;
-                match &c.run {
-                    Run::InSession { session, job: sj } => {
-                        in_session.push((*id, i, session.clone(), sj.clone(), c.taken));
-                    }
-                    Run::Invocation {
-                        instance_id: Some(_),
-                        temporary: false,
-                        ..
-                    } if again => invocations.push((*id, i)),
-                    Run::Invocation { temporary, .. } if again => {
-                        c.state = ChildState::Failed;
-                        c.reason = Some(if *temporary {
-                            "this client's daemon restarted while it ran, and a temporary \
-                             session does not outlive that: its output from then on is lost"
-                                .into()
-                        } else {
-                            "this client's daemon restarted before it started".into()
-                        });
-                        jobs.save_child(*id, c);
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    jobs.bump();
-    for (job, idx) in invocations {
-        tokio::spawn(pick_up(jobs.clone(), paths.clone(), job, idx));
-    }
-    for (job, idx, session, sj, taken) in in_session {
-        let follow = crate::session_jobs::follow_output(
-            jobs.clone(),
-            paths.clone(),
-            (job, idx),
-            (session, sj),
-            taken,
-        );
-        tokio::spawn(follow);
     }
 }

@@ -3,7 +3,7 @@
 //! it themselves.
 
 use super::{Config, load, valid_name};
-use crate::system::Account;
+use crate::account::Account;
 use std::path::Path;
 use tether_proto::{ConfigInfo, ErrorInfo, ErrorKind};
 

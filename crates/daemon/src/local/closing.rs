@@ -1,7 +1,7 @@
 //! The client closing (SPEC §3.14): `tether daemon stop`, or SIGTERM at logout.
 
-use crate::hosts;
-use crate::server::Daemon;
+use super::hosts;
+use crate::state::Daemon;
 use tether_proto::{Request, SessionFilter, State};
 
 /// The client closes (SPEC §3.14): its sessions that run a command are Disconnected and go
@@ -9,7 +9,7 @@ use tether_proto::{Request, SessionFilter, State};
 /// command still has its CLI attached keep it (that CLI talks to the session directly);
 /// sessions another client holds are left alone.
 pub async fn stop(daemon: &Daemon) {
-    let sessions = crate::server::get(daemon, &SessionFilter::default()).await;
+    let sessions = super::sessions::get(daemon, &SessionFilter::default()).await;
     let remote: std::collections::HashMap<String, tether_proto::RemoteTarget> = {
         let reg = daemon.registry.lock().await;
         reg.remotes
@@ -36,7 +36,7 @@ pub async fn stop(daemon: &Daemon) {
                 }
                 (None, false) => {}
                 (Some(rt), true) => {
-                    if let Err(e) = crate::remote::close(daemon, &rt, &iid).await {
+                    if let Err(e) = daemon.afar.close(daemon, &rt, &iid).await {
                         tracing::warn!(
                             "closing session {} on {}: {}",
                             s.name,
@@ -53,8 +53,10 @@ pub async fn stop(daemon: &Daemon) {
                         remote: None,
                         keep: false,
                     };
-                    if let Err(e) =
-                        crate::remote::call(daemon, &rt, Request::Disconnect(list)).await
+                    if let Err(e) = daemon
+                        .afar
+                        .call(daemon, &rt, Request::Disconnect(list))
+                        .await
                     {
                         tracing::warn!(
                             "disconnecting session {} on {}: {}",
@@ -68,7 +70,7 @@ pub async fn stop(daemon: &Daemon) {
         });
     }
     futures_util::future::join_all(tasks).await;
-    crate::pool::close_all(daemon).await;
+    super::pool::close_all(daemon).await;
     daemon.links.close_all().await;
     let _ = daemon.shutdown.send(true);
 }

@@ -8,8 +8,8 @@
 //! sees and uses only its sessions, and cannot stop the daemon, reach other computers, or run
 //! jobs in the daemon.
 
-use crate::registry::Found;
-use crate::server::Daemon;
+use crate::state::Daemon;
+use crate::state::registry::Found;
 use tether_proto::{ClientId, ErrorInfo, ErrorKind, Request, SessionInfo};
 
 fn refused(pin: &str, what: &str) -> ErrorInfo {
@@ -28,16 +28,16 @@ fn refused(pin: &str, what: &str) -> ErrorInfo {
 /// session is made. A pinned connection also cannot skip the configuration's start-up script.
 ///
 /// One thing does come from the client: when it forwards its ssh agent, an unpinned session
-/// gets `SSH_AUTH_SOCK` set to the client's stable agent link ([`crate::presence`]) in place
+/// gets `SSH_AUTH_SOCK` set to the client's stable agent link ([`super::agents`]) in place
 /// of whatever this daemon inherited (the socket of the bridge that started it, long gone).
 /// The session then starts with this daemon's environment plus that variable, given
-/// explicitly, so such a temporary invocation is not served by a spare ([`crate::pool`]).
+/// explicitly, so such a temporary invocation is not served by a spare ([`super::pool`]).
 pub fn from_afar(daemon: &Daemon, pinned: bool, client: &ClientId, req: &mut Request) {
     let agent = match req {
         _ if pinned => None,
-        Request::New(_) | Request::JobStart(_) => crate::presence::agent_for(daemon, client),
+        Request::New(_) | Request::JobStart(_) => super::agents::agent_for(daemon, client),
         Request::Invoke(spec) if spec.session.is_empty() => {
-            crate::presence::agent_for(daemon, client)
+            super::agents::agent_for(daemon, client)
         }
         _ => None,
     };
@@ -54,7 +54,7 @@ pub fn from_afar(daemon: &Daemon, pinned: bool, client: &ClientId, req: &mut Req
         }
         let account = match &daemon.system {
             Some(role) => Ok(role.account.clone()),
-            None => crate::system::Account::current(),
+            None => crate::account::Account::current(),
         };
         match account {
             Ok(a) => (a.login_env(&[]), Some(a.home.clone())),

@@ -1,8 +1,8 @@
 //! `tether remove`: closing sessions and forgetting their handles (Remove-PSSession).
 
-use crate::hosts;
-use crate::registry::Found;
-use crate::server::Daemon;
+use super::hosts;
+use crate::state::Daemon;
+use crate::state::registry::Found;
 use tether_proto::{ClientId, ErrorInfo, ErrorKind, RemoveSpec, Response, State};
 
 /// Closes the named sessions (or all of them), local or on other computers, and forgets their
@@ -36,7 +36,7 @@ pub(crate) async fn remove(
             Ok((iid, Some(rt))) => {
                 // The handle goes whatever the far side says: a computer that is gone for good
                 // must not pin a handle forever. Its error is still reported.
-                if let Err(e) = crate::remote::close(daemon, &rt, &iid).await {
+                if let Err(e) = daemon.afar.close(daemon, &rt, &iid).await {
                     first_err.get_or_insert(e);
                 }
                 if let Some(mut h) = daemon.registry.lock().await.forget_remote(&iid) {

@@ -1,7 +1,9 @@
 //! Waiting for jobs, collecting their output, stopping and removing them.
 
-use super::*;
-use crate::server::Daemon;
+use crate::state::jobs::{ChildState, Control, FRAME_DATA, Jobs, Shared};
+use crate::state::{Daemon, Writer};
+use std::collections::HashMap;
+use tether_proto::{ErrorInfo, ErrorKind, JobChunk, JobInfo, JobQuery, Request};
 
 /// `job wait`: until every named job (or, with `any`, one of them) is over, or the timeout.
 pub async fn wait(jobs: &Jobs, q: &JobQuery) -> Result<Vec<JobInfo>, ErrorInfo> {
@@ -90,12 +92,7 @@ fn take(jobs: &Shared, ids: &[u32], keep: bool, sent: &mut Sent) -> (Vec<JobChun
                 } else if n > 0 {
                     c.take_front(n);
                     jobs.save_child(*id, c);
-                    if c.out.is_empty()
-                        && c.logs_output()
-                        && let Some(s) = &jobs.store
-                    {
-                        s.compact(*id, c.id);
-                    }
+                    jobs.taken_all(*id, c);
                 }
             }
         }
@@ -139,7 +136,7 @@ pub async fn stop(daemon: &Daemon, q: &JobQuery) -> Result<Vec<JobInfo>, ErrorIn
                     job,
                     action: tether_proto::SessionJobAction::Stop,
                 };
-                let _ = crate::session_jobs::handle(daemon, req, &daemon.me).await;
+                let _ = daemon.here.session_job(daemon, req, &daemon.me).await;
             }
         }
     }
@@ -196,7 +193,7 @@ pub async fn remove(daemon: &Daemon, q: &JobQuery) -> Result<(), ErrorInfo> {
 pub async fn receive(
     jobs: &Jobs,
     q: &JobQuery,
-    w: &mut crate::server::Writer,
+    w: &mut Writer,
 ) -> Result<tether_proto::Response, ErrorInfo> {
     let ids = jobs.select(q)?;
     let mut sent = Sent::new();

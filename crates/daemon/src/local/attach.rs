@@ -2,9 +2,10 @@
 //! reattaching it (from this or any other client), and collecting what a detached command
 //! wrote. Local sessions are asked directly; sessions on other computers through their link.
 
-use crate::registry::{Found, RemoteHandle};
-use crate::server::{Daemon, Reader, Writer, closed_error, hand_off_with};
-use crate::{hosts, remote};
+use super::hosts;
+use super::sessions::{closed_error, hand_off_with};
+use crate::state::registry::{Found, RemoteHandle, as_seen_here};
+use crate::state::{Daemon, Reader, Writer};
 use tether_proto::{
     ClientId, ErrorInfo, ErrorKind, Request, Response, SessionFilter, SessionInfo, SessionList,
     State,
@@ -27,7 +28,7 @@ async fn resolve(daemon: &Daemon, word: &str) -> Result<Target, ErrorInfo> {
 fn seen_here(h: &RemoteHandle, reply: Response) -> Result<SessionInfo, ErrorInfo> {
     match reply {
         Response::Sessions(mut v) if !v.is_empty() => {
-            let mut info = remote::as_seen_here(v.remove(0), &h.target);
+            let mut info = as_seen_here(v.remove(0), &h.target);
             info.id = h.info.id;
             info.name = h.info.name.clone();
             Ok(info)
@@ -71,7 +72,7 @@ async fn each(
                     remote: None,
                     keep: false,
                 });
-                let reply = remote::call(daemon, &h.target, req).await?;
+                let reply = daemon.afar.call(daemon, &h.target, req).await?;
                 out.push(seen_here(&h, reply)?);
             }
         }
@@ -132,7 +133,7 @@ async fn adopt(
         name_glob: Some(name.to_string()),
         ..Default::default()
     };
-    let found = match remote::call(daemon, rt, Request::Get(filter)).await? {
+    let found = match daemon.afar.call(daemon, rt, Request::Get(filter)).await? {
         Response::Sessions(v) => v.into_iter().find(|s| s.name == name),
         _ => None,
     };
@@ -155,7 +156,7 @@ async fn adopt(
             format!("a session named {name} already exists here; remove it first"),
         ));
     }
-    let mut info = remote::as_seen_here(far, rt);
+    let mut info = as_seen_here(far, rt);
     info.id = reg.allocate_id();
     let iid = info.instance_id.clone();
     reg.insert_remote(RemoteHandle {
@@ -171,8 +172,6 @@ async fn adopt(
     Ok((iid, true))
 }
 
-/// `Resume` (from a client daemon whose connection broke): the stream of the invocation in
-/// `session` from output byte `from`, kept by the host until acknowledged.
 /// What a `Resume` asks for.
 pub struct Resuming {
     pub session: String,
@@ -182,6 +181,8 @@ pub struct Resuming {
     pub keep: bool,
 }
 
+/// `Resume` (from a client daemon whose connection broke): the stream of the invocation in
+/// `session` from output byte `from`, kept by the host until acknowledged.
 pub async fn resume(
     daemon: &Daemon,
     how: Resuming,
@@ -272,7 +273,10 @@ pub async fn receive(
                 keep_stdin: false,
                 keep: list.keep,
             };
-            crate::relay::relay(daemon, h.target.clone(), req, true, reader, writer).await;
+            daemon
+                .afar
+                .relay(daemon, h.target.clone(), req, true, (reader, writer))
+                .await;
         }
         Err(e) => {
             let _ = writer.send(&Response::Error(e)).await;

@@ -6,10 +6,14 @@
 //! own directory (`hosts/<id>/jobs/<job>/out`, `err`, then `status`), so it needs no client
 //! and survives disconnects; the files go with the session. Reading and stopping are done by
 //! the daemon of the session's computer, from those files; a client daemon forwards requests
-//! for sessions on other computers.
+//! for sessions on other computers (through the [`Afar`](crate::state::Afar) seam).
+//!
+//! Recording such a job in the client's job table and following its output is the remote
+//! role's, as for every job (`remote::jobs`); it asks this module through the
+//! [`Here`](crate::state::Here) seam.
 
-use crate::registry::Found;
-use crate::server::Daemon;
+use crate::state::Daemon;
+use crate::state::registry::Found;
 use std::io::{Read, Seek};
 use std::path::Path;
 use tether_proto::{
@@ -59,7 +63,10 @@ pub async fn handle(
                 ..req
             };
             // Over the link this client names itself.
-            return crate::remote::call(daemon, &rt, Request::SessionJob(far)).await;
+            return daemon
+                .afar
+                .call(daemon, &rt, Request::SessionJob(far))
+                .await;
         }
     };
     let dir = daemon
@@ -132,7 +139,7 @@ async fn run_on_host(
     spec: InvokeSpec,
 ) -> Result<(i32, Vec<u8>), ErrorInfo> {
     let lost = |e: String| ErrorInfo::new(ErrorKind::NotFound, format!("session {iid}: {e}"));
-    let mut conn = crate::hosts::connect(&daemon.paths, iid)
+    let mut conn = super::hosts::connect(&daemon.paths, iid)
         .await
         .map_err(|e| lost(e.to_string()))?;
     conn.writer
@@ -218,136 +225,5 @@ fn in_session(pid: i32, shell_pid: u32) -> bool {
     match nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid))) {
         Ok(sid) => sid.as_raw() == shell_pid as i32,
         Err(_) => false,
-    }
-}
-
-/// `job start --session N SCRIPT`: forks the job in each named session, then follows its
-/// output from here like any child job's.
-pub async fn start(
-    daemon: &std::sync::Arc<Daemon>,
-    req: tether_proto::JobStart,
-) -> Result<tether_proto::JobInfo, ErrorInfo> {
-    use crate::jobs::{Child, Control, Run};
-    let jobs = daemon.jobs.shared();
-    let id = jobs.next_id();
-    let mut children = Vec::new();
-    for c in &req.children {
-        let job = uuid::Uuid::new_v4().to_string();
-        // Named by its instance id from now on: that is what a restarted daemon asks for.
-        let session = {
-            let reg = daemon.registry.lock().await;
-            match reg.resolve(&c.spec.session)? {
-                Found::Local(m) => m.info.instance_id.clone(),
-                Found::Remote(h) => h.info.instance_id.clone(),
-            }
-        };
-        let start = SessionJob {
-            session: session.clone(),
-            job: job.clone(),
-            action: SessionJobAction::Start {
-                script: c.spec.script.clone(),
-            },
-        };
-        handle(daemon, start, &daemon.me).await?;
-        let run = Run::InSession {
-            session: session.clone(),
-            job: job.clone(),
-        };
-        let mut child = Child::running(jobs.next_id(), &c.location, &c.spec.session, run);
-        child.control = Some(Control::InSession { session, job });
-        children.push(child);
-    }
-    let follow: Vec<(usize, String, String)> = children
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| match &c.control {
-            Some(Control::InSession { session, job }) => Some((i, session.clone(), job.clone())),
-            _ => None,
-        })
-        .collect();
-    let info = jobs.record(id, req.command, children);
-    for (i, session, job) in follow {
-        let paths = daemon.paths.clone();
-        tokio::spawn(follow_output(
-            jobs.clone(),
-            paths,
-            (id, i),
-            (session, job),
-            [0, 0],
-        ));
-    }
-    Ok(info)
-}
-
-/// Polls a session job's output into its child job, from these offsets of its stdout and
-/// stderr files, until it ends. It asks this daemon (its own socket), which reads the files
-/// or asks the session's computer; a computer out of reach is tried again, and the job goes
-/// on there meanwhile. A child already over (read back by a restarted daemon) only collects
-/// what was not yet received.
-pub(crate) async fn follow_output(
-    jobs: std::sync::Arc<crate::jobs::Shared>,
-    paths: tether_transport::paths::Paths,
-    (id, idx): (u32, usize),
-    (session, job): (String, String),
-    [mut out_from, mut err_from]: [u64; 2],
-) {
-    use crate::jobs::ChildState;
-    use std::time::Duration;
-    let mut conn = crate::jobs::feed::Conn::new(paths);
-    loop {
-        // A stopped job is read once more (what it wrote before it was stopped), then left.
-        let last = loop {
-            let room = jobs.room.notified();
-            match jobs.with_child(id, idx, |c| (c.unread, c.state)) {
-                None => return,
-                Some((u, _)) if u > jobs.quota() => room.await,
-                Some((_, s)) => break s.finished(),
-            }
-        };
-        let req = SessionJob {
-            session: session.clone(),
-            job: job.clone(),
-            action: SessionJobAction::Read { out_from, err_from },
-        };
-        let data = match conn.call(Request::SessionJob(req)).await {
-            Ok(Response::SessionJobData(d)) => d,
-            Ok(_) => SessionJobData::default(),
-            // Tried again while the job runs; one already over is not worth waiting for.
-            Err(e) if matches!(e.kind, ErrorKind::Connection | ErrorKind::Lost) && !last => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(e) => {
-                jobs.update(id, idx, |c| {
-                    if !c.state.finished() {
-                        c.state = ChildState::Failed;
-                        c.reason = Some(e.message.clone());
-                    }
-                });
-                return;
-            }
-        };
-        let got = !data.out.is_empty() || !data.err.is_empty();
-        out_from += data.out.len() as u64;
-        err_from += data.err.len() as u64;
-        let done = jobs.with_child(id, idx, |c| {
-            c.keep(tether_proto::Stream::Stdout, data.out);
-            c.keep(tether_proto::Stream::Stderr, data.err);
-            if let Some(code) = data.exit {
-                let was = (c.state, c.exit_code);
-                c.ended(code);
-                if (c.state, c.exit_code) != was {
-                    jobs.save_child(id, c);
-                }
-                return true;
-            }
-            false
-        });
-        if done != Some(false) || (last && !got) {
-            return;
-        }
-        if !got {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }

@@ -9,11 +9,11 @@
 //! computer stays away, the session is left Disconnected there and the user is told how to
 //! collect its output later.
 
-use crate::remote;
-use crate::server::{Daemon, Reader, Writer};
-use crate::stdin_log::StdinLog;
+use super::requests;
+use super::stdin_log::StdinLog;
+use crate::state::{Daemon, Reader, Writer};
 use std::time::{Duration, Instant};
-use tether_proto::{ErrorInfo, ErrorKind, RemoteTarget, Request, Response};
+use tether_proto::{ErrorInfo, ErrorKind, InvokeSpec, RemoteTarget, Request, Response};
 use tether_transport::mux::ChannelWriter;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -107,7 +107,7 @@ pub async fn relay(
     // After a `Resume`, the CLI's frames wait until the far side says where its stdin stands.
     let mut resuming = false;
     loop {
-        let opened = remote::open(daemon, &rt, &req, &[]).await;
+        let opened = requests::open(daemon, &rt, &req, &[]).await;
         let (far_r, mut far_w) = match opened {
             Ok(pair) => pair,
             Err(e) => {
@@ -355,4 +355,32 @@ fn gap(c: &str, have: u64, from: u64) -> ErrorInfo {
         ErrorKind::Lost,
         format!("computer {c}: output bytes {have}..{from} were lost while reconnecting"),
     )
+}
+
+/// Runs an invocation on another computer: in the session `spec.session` names there (an
+/// instance id), or in a temporary one when it is empty.
+pub async fn invoke(
+    daemon: &Daemon,
+    rt: RemoteTarget,
+    mut spec: InvokeSpec,
+    reader: Reader,
+    writer: Writer,
+) {
+    spec.remote = None;
+    spec.env.clear();
+    spec.cwd = None;
+    // The far host keeps output until acknowledged, so a broken link can resume. A client that
+    // acknowledges what it delivered (the CLI does) is relayed; otherwise the relay
+    // acknowledges what it passed on.
+    let client_acks = spec.acked;
+    spec.acked = true;
+    relay(
+        daemon,
+        rt,
+        Request::Invoke(spec),
+        client_acks,
+        reader,
+        writer,
+    )
+    .await;
 }

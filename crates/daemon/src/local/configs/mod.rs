@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tether_proto::{ErrorInfo, ErrorKind};
 
 mod listing;
@@ -68,10 +68,6 @@ pub struct Config {
     /// Who may use the configuration; both empty: everyone.
     pub allowed_users: Vec<String>,
     pub allowed_groups: Vec<String>,
-}
-
-pub fn dir(paths: &tether_transport::paths::Paths) -> PathBuf {
-    paths.home.join("configurations")
 }
 
 /// Configuration names are file names: letters, digits, `-`, `_`, `.`, not starting with `.`.

@@ -15,14 +15,15 @@
 //! up the children that were running: an invocation child continues its command's stream from
 //! the first byte it had not received (the host kept the rest), a job inside a session reads
 //! its files again from where `job receive` had got to.
+//!
+//! This module is the job table and its store: shared state, a field of the
+//! [`Daemon`](super::Daemon). Starting jobs, following their children and collecting their
+//! output is the remote role's ([`crate::remote::jobs`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use tether_proto::{
-    ChildJobInfo, ErrorInfo, ErrorKind, JobChunk, JobInfo, JobQuery, JobStart, Request,
-    SessionInfo, Stream,
-};
+use tether_proto::{ChildJobInfo, ErrorInfo, ErrorKind, JobInfo, JobQuery, Request, Stream};
 use tether_transport::paths::Paths;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -143,7 +144,7 @@ impl Child {
     }
 
     /// `job receive` took the first `n` chunks.
-    fn take_front(&mut self, n: usize) {
+    pub(crate) fn take_front(&mut self, n: usize) {
         for (stream, d) in self.out.drain(..n) {
             self.unread -= d.len();
             self.taken[index(stream)] += d.len() as u64;
@@ -289,11 +290,8 @@ impl Jobs {
             quota: quota.into(),
             store,
         });
-        if let Some(paths) = paths
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            run::restore(&shared, &paths);
-        }
+        // Picking the running children up again is the remote role's
+        // (`remote::jobs::restore`), once the daemon they belong to exists.
         Jobs { shared, quota }
     }
 
@@ -355,6 +353,16 @@ impl Shared {
             && let Err(e) = s.save_child(job, c)
         {
             tracing::warn!("job {job}: cannot write down child {}: {e}", c.id);
+        }
+    }
+
+    /// Empties a child's output file once `job receive` took everything it held.
+    pub(crate) fn taken_all(&self, job: u32, c: &Child) {
+        if c.out.is_empty()
+            && c.logs_output()
+            && let Some(s) = &self.store
+        {
+            s.compact(job, c.id);
         }
     }
 
@@ -434,9 +442,4 @@ impl Shared {
     }
 }
 
-mod collect;
-pub(crate) mod feed;
-mod run;
 mod store;
-pub use collect::{receive, remove, stop, wait};
-pub use run::{reconnected, start};
