@@ -506,3 +506,17 @@ fn a_temporary_invocation_leaves_nothing_running() {
     started.0.extend(pids.iter().map(|(_, p)| *p));
     wait_all_gone(&pids, t0, GRACE_AND_MARGIN);
 }
+
+#[test]
+fn a_session_hosts_own_log_is_under_hosts_and_says_why_it_ended() {
+    // Hosts inherit the daemon's TETHER_LOG; their stderr is /dev/null, so the file is all.
+    let home = Home::new().env("TETHER_LOG", "info");
+    let s = home.new_session("logged", &[]);
+    let host = host_pid(&s);
+    let id = s["instance_id"].as_str().unwrap().to_string();
+    let log = home.path().join("hosts").join(format!("{id}.log"));
+    assert!(send_signal(host, "TERM"));
+    wait_gone(host, "the session host");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("SIGTERM: closing"), "{}:\n{text}", log.display());
+}

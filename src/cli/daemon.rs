@@ -168,6 +168,7 @@ pub fn run_host() -> CliResult {
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdin(&null);
     }
+    super::hostlog::init(&paths.hosts_dir(), &spec.instance_id);
     if let Err(e) = tether_engine::run_host(paths, spec) {
         // Until it says `ready`, the host's stdout is its daemon's pipe: the reason goes there,
         // on one line, so the user learns why their session did not start.
@@ -177,6 +178,7 @@ pub fn run_host() -> CliResult {
             "internal"
         };
         let line = e.to_string().replace('\n', " ");
+        tracing::error!("{line}");
         println!("failed {kind} {line}");
         return Err(CliError::new(ErrorKind::Internal, line));
     }

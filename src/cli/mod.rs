@@ -11,6 +11,7 @@ mod dur;
 mod enter;
 mod error;
 mod fanout;
+mod hostlog;
 mod install;
 mod invoke;
 mod jobs;

@@ -216,10 +216,7 @@ pub fn kill_all(dir: &Path) {
             return;
         }
         for p in procs {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = crate::procs::signal_pid(p, nix::sys::signal::Signal::SIGKILL);
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

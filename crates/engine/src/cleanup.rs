@@ -17,8 +17,7 @@
 use crate::cgroup::Cgroup;
 use crate::host::Host;
 use crate::procs::{self, Proc};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -94,7 +93,7 @@ pub(crate) async fn end_session(host: &Host, cgroup: Option<&Cgroup>) {
             break;
         }
         for p in &left {
-            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+            let _ = procs::signal_pid(p.pid, Signal::SIGKILL);
         }
         if cfg!(not(target_os = "linux")) && shell_alive(&exited) {
             procs::signal_session(shell, &[Signal::SIGKILL]);
@@ -128,9 +127,8 @@ fn members(shell: i32, cgroup: Option<&Cgroup>) -> Vec<Proc> {
 fn hup_new(procs: &[Proc], hupped: &mut HashSet<(i32, u64)>) {
     for p in procs {
         if hupped.insert((p.pid, p.start)) {
-            let pid = Pid::from_raw(p.pid);
-            let _ = kill(pid, Signal::SIGHUP);
-            let _ = kill(pid, Signal::SIGCONT);
+            let _ = procs::signal_pid(p.pid, Signal::SIGHUP);
+            let _ = procs::signal_pid(p.pid, Signal::SIGCONT);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use tether_proto::{OUTPUT_CHUNK, Response, Stream};
 use tether_transport::FrameWriter;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
@@ -33,16 +33,23 @@ pub(crate) fn spawn_status_reader(
     path: &Path,
     tx: mpsc::UnboundedSender<(u64, i32)>,
 ) -> std::io::Result<()> {
-    let rx = pipe::OpenOptions::new().open_receiver(path)?;
-    let keep = open_dummy_writer(path)?;
+    let rx = pipe::OpenOptions::new()
+        .open_receiver(path)
+        .map_err(tether_transport::at(path))?;
+    let keep = open_dummy_writer(path).map_err(tether_transport::at(path))?;
     tokio::spawn(async move {
         let _keep = keep;
-        let mut lines = tokio::io::BufReader::new(rx).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.len() > 64 {
+        let mut rx = tokio::io::BufReader::new(rx);
+        let mut line = Vec::new();
+        // Any process of the session can write here: a line too long or not UTF-8 is no
+        // record, and is skipped without being kept whole or ending the reader.
+        while let Ok(Some(cut)) =
+            tether_transport::read_line_bounded(&mut rx, &mut line, STATUS_LINE_MAX).await
+        {
+            let Some(line) = std::str::from_utf8(&line).ok().filter(|_| !cut) else {
                 continue;
-            }
-            if let Some(rec) = shell::parse_status(&line)
+            };
+            if let Some(rec) = shell::parse_status(line)
                 && tx.send(rec).is_err()
             {
                 return;
@@ -51,6 +58,9 @@ pub(crate) fn spawn_status_reader(
     });
     Ok(())
 }
+
+/// The longest status record (`<id> <status> <options>`) read whole.
+const STATUS_LINE_MAX: usize = 64;
 
 pub(crate) fn open_dummy_writer(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
@@ -78,9 +88,12 @@ pub(crate) type FifoPair = (OutFifo, OutFifo);
 
 impl OutFifo {
     pub(crate) fn open(path: PathBuf, stream: Stream) -> std::io::Result<OutFifo> {
-        mkfifo(&path)?;
-        let rx = pipe::OpenOptions::new().open_receiver(&path)?;
-        let hold = open_dummy_writer(&path)?;
+        let at = || tether_transport::at(&path);
+        mkfifo(&path).map_err(at())?;
+        let rx = pipe::OpenOptions::new()
+            .open_receiver(&path)
+            .map_err(at())?;
+        let hold = open_dummy_writer(&path).map_err(at())?;
         Ok(OutFifo {
             stream,
             path,
@@ -333,6 +346,31 @@ pub(crate) fn spawn_stdin_writer(path: PathBuf) -> mpsc::Sender<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::ScriptFile;
+
+    #[tokio::test]
+    async fn the_status_reader_skips_long_and_broken_lines_and_reads_the_next_record() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("tether-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("status");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        super::spawn_status_reader(&fifo, tx).unwrap();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let mut long = b"7 0".to_vec();
+            long.extend(std::iter::repeat_n(b'0', 1 << 20));
+            long.push(b'\n');
+            w.write_all(&long).unwrap();
+            w.write_all(b"8 \xff\xfe\n").unwrap();
+            w.write_all(b"9 3\n").unwrap();
+        });
+        let rec = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(rec.unwrap(), Some((9, 3)));
+    }
 
     fn content(path: &std::path::Path) -> String {
         std::fs::read_to_string(path).unwrap()

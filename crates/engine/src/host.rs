@@ -352,7 +352,13 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
             return Err(HostError::Spawn { shell, err });
         }
     };
-    let shell_pid = child.id().unwrap_or(0) as i32;
+    // A shell without a pid (already reaped) cannot be a session; 0 must never stand for "none"
+    // here, since every signal to the shell would then go to the host's own process group.
+    let Some(shell_pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        let _ = std::fs::remove_dir_all(&fifo_dir);
+        let err = std::io::Error::other("the shell ended before it could be watched");
+        return Err(HostError::Spawn { shell, err });
+    };
     if reaper {
         crate::procs::spawn_reaper(shell_pid);
     }

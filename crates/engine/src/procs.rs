@@ -7,6 +7,21 @@
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+/// Sends `sig` (or, with `None`, only checks that the process exists) to process `pid`.
+///
+/// Refuses pid 0 and below: `kill` reads them as "my own process group" and "every process I
+/// may signal", so a pid that was never set (0) or came from a file the session can write must
+/// never get there. Returns whether the signal was sent.
+pub fn signal_pid(pid: i32, sig: impl Into<Option<Signal>>) -> bool {
+    pid > 0 && kill(Pid::from_raw(pid), sig).is_ok()
+}
+
+/// Sends `sig` to process group `pgid`; refuses 0 and 1 as [`signal_pid`] does (`killpg(0)` is
+/// the caller's own group, and group 1 is init's).
+pub fn signal_group(pgid: i32, sig: Signal) -> bool {
+    pgid > 1 && killpg(Pid::from_raw(pgid), sig).is_ok()
+}
+
 /// A process's working directory (Linux; `None` elsewhere, where `enter` asks the shell).
 pub fn cwd(pid: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/cwd"))
@@ -298,13 +313,13 @@ pub fn signal_started_since(shell: i32, since_ticks: u64, sig: Signal) -> usize 
     groups.sort_unstable();
     groups.dedup();
     for g in &groups {
-        let _ = killpg(Pid::from_raw(*g), sig);
+        let _ = signal_group(*g, sig);
     }
     for p in started.iter().filter(|p| p.pgid == shell) {
-        let _ = kill(Pid::from_raw(p.pid), sig);
+        let _ = signal_pid(p.pid, sig);
     }
     if cfg!(not(target_os = "linux")) {
-        let _ = killpg(Pid::from_raw(shell), sig);
+        let _ = signal_group(shell, sig);
     }
     groups.len() + started.iter().filter(|p| p.pgid == shell).count()
 }
@@ -316,10 +331,10 @@ pub fn signal_session(shell: i32, sigs: &[Signal]) {
     let members = session_members(shell);
     for &sig in sigs {
         for p in &members {
-            let _ = kill(Pid::from_raw(p.pid), sig);
+            let _ = signal_pid(p.pid, sig);
         }
-        let _ = killpg(Pid::from_raw(shell), sig);
-        let _ = kill(Pid::from_raw(shell), sig);
+        let _ = signal_group(shell, sig);
+        let _ = signal_pid(shell, sig);
     }
 }
 
@@ -337,7 +352,7 @@ pub fn end_strays(shell: i32) -> usize {
     pids.dedup();
     for sig in [Signal::SIGHUP, Signal::SIGKILL] {
         for &p in &pids {
-            let _ = kill(Pid::from_raw(p), sig);
+            let _ = signal_pid(p, sig);
         }
     }
     pids.len()
@@ -355,9 +370,7 @@ pub(crate) fn running_jobs(dir: &std::path::Path) -> u32 {
                     std::fs::read_to_string(e.path().join("pid"))
                         .ok()
                         .and_then(|p| p.trim().parse::<i32>().ok())
-                        .is_some_and(|p| {
-                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
-                        })
+                        .is_some_and(|p| signal_pid(p, None))
                 })
                 .count() as u32
         })
@@ -367,6 +380,17 @@ pub(crate) fn running_jobs(dir: &std::path::Path) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_0_and_below_are_never_signalled() {
+        // kill(0, 0) and kill(-1, 0) would succeed (our own group, every process we may
+        // signal): the helpers refuse them instead. SIGCONT is harmless if the guard fails.
+        assert!(!signal_pid(0, None));
+        assert!(!signal_pid(-1, None));
+        assert!(!signal_group(0, Signal::SIGCONT));
+        assert!(!signal_group(1, Signal::SIGCONT));
+        assert!(signal_pid(std::process::id() as i32, None));
+    }
 
     #[test]
     fn stat_with_spaces_in_name_parses() {

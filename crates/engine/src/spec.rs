@@ -79,7 +79,7 @@ impl HostMeta {
         let tmp = path.with_extension("json.tmp");
         let data = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         tether_transport::paths::write_private(&tmp, &data)?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path).map_err(tether_transport::at(path))
     }
 
     /// Reads a record; a corrupt one is an error for the caller to report, not a panic.
@@ -101,12 +101,19 @@ impl HostMeta {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        if !file.metadata()?.is_file() {
+            .open(path)
+            .map_err(tether_transport::at(path))?;
+        if !file
+            .metadata()
+            .map_err(tether_transport::at(path))?
+            .is_file()
+        {
             return Err(bad("not a regular file"));
         }
         let mut data = Vec::new();
-        file.take(MAX + 1).read_to_end(&mut data)?;
+        file.take(MAX + 1)
+            .read_to_end(&mut data)
+            .map_err(tether_transport::at(path))?;
         if data.len() as u64 > MAX {
             return Err(bad("session record is implausibly large"));
         }

@@ -199,7 +199,7 @@ impl Chunks {
                 end += len as u64;
             }
         }
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(&tmp, path).map_err(tether_transport::at(path))?;
         for (i, off) in moved {
             if let Some(Chunk {
                 body: Body::Disk { off: o, .. },
@@ -299,8 +299,9 @@ fn open_private(path: &std::path::Path) -> std::io::Result<File> {
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    crate::runas::give_fd(&f)?;
+        .open(path)
+        .map_err(tether_transport::at(path))?;
+    crate::runas::give_fd(&f).map_err(tether_transport::at(path))?;
     Ok(f)
 }
 

@@ -34,6 +34,43 @@ pub fn shell_quote(s: &str) -> String {
     out
 }
 
+/// Reads one line of input from outside (a FIFO any process of the session can write to, a
+/// remote's stderr), keeping at most `max` bytes of it: the rest of an over-long line is read
+/// and dropped, so a writer that never sends a newline cannot make the reader grow without
+/// bound. `buf` receives the line without its newline. Returns `None` at end of input,
+/// otherwise whether the line was cut.
+pub async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    use tokio::io::AsyncBufReadExt;
+    buf.clear();
+    let (mut any, mut cut) = (false, false);
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(any.then_some(cut));
+        }
+        any = true;
+        let newline = avail.iter().position(|&b| b == b'\n');
+        let line = &avail[..newline.unwrap_or(avail.len())];
+        let room = max.saturating_sub(buf.len());
+        cut |= line.len() > room;
+        buf.extend_from_slice(&line[..line.len().min(room)]);
+        let used = newline.map_or(avail.len(), |i| i + 1);
+        r.consume(used);
+        if newline.is_some() {
+            return Ok(Some(cut));
+        }
+    }
+}
+
+/// Adds the path to an I/O error's message (`<path>: <error>`), keeping its kind: `map_err(at(p))`.
+pub fn at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> std::io::Error + '_ {
+    move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 /// Asks for a 1 MiB kernel buffer on a pipe (Linux; elsewhere, and for non-pipes, a no-op).
 /// Bulk output crosses the ssh pipes in fewer, larger writes, so the processes on the path
 /// wake each other less often.
@@ -232,6 +269,51 @@ pub async fn answer_hello<W: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_line_longer_than_the_bound_is_cut_and_the_next_line_is_whole() {
+        let mut input = vec![b'x'; 1 << 20];
+        input.extend_from_slice(b"\nshort\nlast without newline");
+        let mut r = tokio::io::BufReader::with_capacity(4096, &input[..]);
+        let mut line = Vec::new();
+        let cut = super::read_line_bounded(&mut r, &mut line, 100)
+            .await
+            .unwrap();
+        assert_eq!((cut, line.len()), (Some(true), 100));
+        assert!(
+            line.capacity() < 64 * 1024,
+            "the buffer grew to {}",
+            line.capacity()
+        );
+        let cut = super::read_line_bounded(&mut r, &mut line, 100)
+            .await
+            .unwrap();
+        assert_eq!((cut, &line[..]), (Some(false), &b"short"[..]));
+        let cut = super::read_line_bounded(&mut r, &mut line, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            (cut, &line[..]),
+            (Some(false), &b"last without newline"[..])
+        );
+        assert_eq!(
+            super::read_line_bounded(&mut r, &mut line, 100)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn an_io_error_names_its_path_and_keeps_its_kind() {
+        let p = std::path::Path::new("/nonexistent/tether-test");
+        let e = std::fs::read(p).map_err(super::at(p)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(
+            e.to_string().starts_with("/nonexistent/tether-test: "),
+            "{e}"
+        );
+    }
+
     use super::*;
     use tether_proto::{Request, Response, Stream};
 

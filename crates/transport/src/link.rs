@@ -16,7 +16,7 @@ use crate::ssh::{DEFAULT_CONNECT_TIMEOUT, SshSettings, Target};
 use std::path::PathBuf;
 use std::time::Duration;
 use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, RemoteTarget};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout};
 
 /// Version of the link framing itself ([`crate::mux`]).
@@ -49,12 +49,12 @@ impl OwnBinary {
         use sha2::Digest;
         use std::io::Read;
         let path = std::env::current_exe()?;
-        let mut f = std::fs::File::open(&path)?;
+        let mut f = std::fs::File::open(&path).map_err(crate::at(&path))?;
         let mut h = sha2::Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
-            let n = f.read(&mut buf)?;
+            let n = f.read(&mut buf).map_err(crate::at(&path))?;
             if n == 0 {
                 break;
             }
@@ -177,12 +177,9 @@ pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
     // Keep ssh's stderr drained (a full pipe would stop ssh) and log what the far side says.
     if let Some(err) = child.stderr.take() {
         let label = c.to_string();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!("{label}: {line}");
-            }
-        });
+        tokio::spawn(each_line(err, move |line| {
+            tracing::info!("{label}: {line}")
+        }));
     }
     let (mux, _) = Mux::start(out, stdin);
     Ok(Link {
@@ -279,11 +276,35 @@ async fn first_line(
     }
 }
 
-async fn ssh_failure(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), e.read_to_string(&mut text)).await;
+/// How much of one line of the far side's stderr is kept (the rest is dropped, with a note).
+const STDERR_LINE_MAX: usize = 4096;
+
+/// Calls `each` with every line of `r` (lossy UTF-8), cutting lines longer than
+/// [`STDERR_LINE_MAX`]: a far side that never prints a newline cannot grow our memory.
+async fn each_line<R: AsyncRead + Unpin>(r: R, mut each: impl FnMut(&str)) {
+    let mut r = BufReader::new(r);
+    let mut line = Vec::new();
+    while let Ok(Some(cut)) = crate::read_line_bounded(&mut r, &mut line, STDERR_LINE_MAX).await {
+        let text = String::from_utf8_lossy(&line);
+        match cut {
+            false => each(&text),
+            true => each(&format!("{text}… (line cut at {STDERR_LINE_MAX} bytes)")),
+        }
     }
+}
+
+async fn ssh_failure(child: &mut Child) -> String {
+    // Only the last line matters: the lines before it are not kept.
+    let mut last = String::new();
+    if let Some(e) = child.stderr.take() {
+        let keep = each_line(e, |l| {
+            if !l.trim().is_empty() {
+                last = l.to_string();
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(5), keep).await;
+    }
+    let text = last;
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     let last = text
         .lines()
@@ -362,6 +383,27 @@ pub fn check_preamble(c: &str, line: &str) -> Result<String, ErrorInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_far_side_stderr_line_without_end_is_cut_with_a_note() {
+        let mut input = vec![b'y'; 1 << 20];
+        input.extend_from_slice(b"\nPermission denied\n");
+        let mut seen = Vec::new();
+        each_line(&input[..], |l| seen.push(l.to_string())).await;
+        assert_eq!(
+            seen.len(),
+            2,
+            "{:?}",
+            seen.iter().map(|l| l.len()).collect::<Vec<_>>()
+        );
+        assert!(seen[0].len() < STDERR_LINE_MAX + 64, "{}", seen[0].len());
+        assert!(
+            seen[0].ends_with("(line cut at 4096 bytes)"),
+            "{}",
+            &seen[0][4000..]
+        );
+        assert_eq!(seen[1], "Permission denied");
+    }
     use crate::farside::FAIL_FIELD;
 
     #[test]

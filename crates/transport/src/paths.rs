@@ -190,8 +190,9 @@ pub fn owned_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
-        .create(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
+        .create(dir)
+        .map_err(crate::at(dir))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(crate::at(dir))?;
     let uid = nix::unistd::getuid().as_raw();
     if !meta.is_dir() || meta.uid() != uid {
         return Err(std::io::Error::new(
@@ -200,7 +201,8 @@ pub fn owned_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
         ));
     }
     if meta.mode() & 0o777 != mode {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(crate::at(dir))?;
     }
     Ok(())
 }
@@ -214,9 +216,11 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .write(true)
         .mode(0o600)
-        .open(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(data)
+        .open(path)
+        .map_err(crate::at(path))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| f.write_all(data))
+        .map_err(crate::at(path))
 }
 
 /// FNV-1a: a stable, dependency-free hash for naming the short socket directory. Collisions
@@ -230,6 +234,22 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let missing = Path::new("/nonexistent-tether-dir/record.json");
+        let e = write_private(missing, b"x").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/nonexistent-tether-dir/record.json"),
+            "{e}"
+        );
+        let file = std::env::temp_dir().join(format!("tether-not-a-dir-{}", std::process::id()));
+        std::fs::write(&file, "").unwrap();
+        let e = private_dir(&file.join("sub")).unwrap_err();
+        let _ = std::fs::remove_file(&file);
+        assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
+    }
 
     #[test]
     fn short_home_keeps_sockets_inside() {

@@ -17,10 +17,11 @@ pub fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(crate::at(path)(e)),
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let listener = UnixListener::bind(path).map_err(crate::at(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(crate::at(path))?;
     Ok(listener)
 }
 
