@@ -518,5 +518,9 @@ fn a_session_hosts_own_log_is_under_hosts_and_says_why_it_ended() {
     assert!(send_signal(host, "TERM"));
     wait_gone(host, "the session host");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(text.contains("SIGTERM: closing"), "{}:\n{text}", log.display());
+    assert!(
+        text.contains("SIGTERM: closing"),
+        "{}:\n{text}",
+        log.display()
+    );
 }

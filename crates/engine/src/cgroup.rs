@@ -14,7 +14,7 @@
 //! Elsewhere (no cgroup v2, not ours to write, `TETHER_CGROUP=0`) the host relies on being its
 //! shell's subreaper: the session's processes are then the host's descendants (`procs`).
 
-use crate::host::Host;
+use crate::session::Host;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -15,8 +15,8 @@
 //! Every wait has a deadline; nothing here waits for a process that refuses to go.
 
 use crate::cgroup::Cgroup;
-use crate::host::Host;
 use crate::procs::{self, Proc};
+use crate::session::Host;
 use nix::sys::signal::Signal;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -7,48 +7,14 @@
 //! it skips the daemon on every later call.
 
 use crate::driver;
-use crate::host::Host;
+use crate::requests::Requests;
+use crate::session::Host;
 use std::sync::Arc;
 use tether_proto::{ErrorInfo, ErrorKind, InvokeSpec, Request, Response, State};
 use tether_transport::{FrameReader, FrameWriter};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
-
-/// How many Ctrl-Cs the client has sent, and whether it has hung up.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Stop {
-    pub cancels: u64,
-    pub hung_up: bool,
-}
-
-/// The client's frames, read by a task of their own (reading a frame is not cancel-safe), plus
-/// a signal raised on Ctrl-C or hang-up that can be watched while no frame is being consumed
-/// (waiting for a busy session).
-pub(crate) struct Requests {
-    pub rx: mpsc::Receiver<Request>,
-    pub stop: watch::Receiver<Stop>,
-}
-
-impl Requests {
-    fn spawn<R: AsyncRead + Unpin + Send + 'static>(mut reader: FrameReader<R>) -> Requests {
-        let (tx, rx) = mpsc::channel::<Request>(16);
-        let (stop_tx, stop) = watch::channel(Stop::default());
-        tokio::spawn(async move {
-            // Reads until the client closes, so the connection is never closed with unread
-            // frames in it (that would reset it before our last reply arrives).
-            while let Ok(Some(req)) = reader.read::<Request>().await {
-                if matches!(req, Request::Cancel | Request::Abandon) {
-                    stop_tx.send_modify(|s| s.cancels += 1);
-                }
-                let _ = tx.send(req).await;
-            }
-            stop_tx.send_modify(|s| s.hung_up = true);
-        });
-        Requests { rx, stop }
-    }
-}
 
 pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
     if !matches!(tether_transport::unix::peer_is_us(&stream), Ok(true)) {
@@ -85,14 +51,14 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 return;
             };
             let mut requests = Requests::spawn(reader);
-            let how = crate::retain::Receiving {
+            let how = crate::receive::Receiving {
                 from: *from,
                 acked: *acked,
                 client: client.clone(),
                 keep_stdin: *keep_stdin,
                 keep: *keep,
             };
-            if crate::retain::receive(&host, &mut requests, &mut writer, how).await {
+            if crate::receive::receive(&host, &mut requests, &mut writer, how).await {
                 serve_requests(host, requests, writer, *acked).await;
             }
             return;

@@ -2,14 +2,11 @@
 //! and the client: passing output on (and keeping it for `receive`), draining what is left,
 //! swallowing late output of background jobs, and feeding stdin.
 
-use crate::host::Host;
 use crate::shell;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use tether_proto::{OUTPUT_CHUNK, Response, Stream};
-use tether_transport::FrameWriter;
+use tether_proto::{OUTPUT_CHUNK, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
@@ -121,93 +118,30 @@ impl OutFifo {
 }
 
 impl OutFifo {
+    /// The bytes of the last read of `n`.
+    pub(crate) fn data(&self, n: usize) -> &[u8] {
+        &self.buf[..n]
+    }
+
+    /// Stops reading: the command's end of the FIFO is closed for good.
+    pub(crate) fn let_go(&mut self) {
+        self.rx = None;
+    }
+
+    /// Reads what the kernel already holds, without waiting (`None`: nothing to read from).
+    /// A direct read(2), not tokio's try_read: that one trusts the reactor's cached readiness
+    /// and may report "would block" for bytes the kernel already holds.
+    pub(crate) fn read_now(&mut self) -> Option<std::io::Result<usize>> {
+        let rx = self.rx.as_ref()?;
+        let fd = std::os::fd::AsFd::as_fd(rx);
+        Some(nix::unistd::read(fd, &mut self.buf).map_err(std::io::Error::from))
+    }
+
     /// A read of an abandoned command's output: the bytes are dropped; at the end the FIFO is
     /// let go as [`forward`] does.
     pub(crate) fn discard(&mut self, n: std::io::Result<usize>) {
         if matches!(n, Ok(0) | Err(_)) {
             self.rx = None;
-        }
-    }
-}
-
-/// Passes a chunk of output on (and keeps it, when acknowledged or detached). Returns false
-/// when writing to the client just failed: it is gone, and the chunk is kept for `receive`.
-pub(crate) async fn forward(
-    host: &Host,
-    f: &mut OutFifo,
-    n: std::io::Result<usize>,
-    writer: &mut FrameWriter<OwnedWriteHalf>,
-    client_gone: bool,
-    acked: bool,
-) -> bool {
-    match n {
-        Ok(0) | Err(_) => {
-            f.rx = None;
-            true
-        }
-        Ok(n) => {
-            let data = &f.buf[..n];
-            if acked || client_gone {
-                host.outbox.push(f.stream, data);
-            }
-            if client_gone {
-                return true;
-            }
-            if writer.send_output(f.stream, data).await.is_ok() {
-                return true;
-            }
-            if !acked {
-                host.outbox.push(f.stream, data);
-            }
-            false
-        }
-    }
-}
-
-/// Reads what is left in a FIFO once the command is done. Sets `client_gone` when writing to
-/// the client fails; what it could not send is kept.
-pub(crate) async fn drain(
-    host: &Host,
-    f: &mut OutFifo,
-    writer: &mut FrameWriter<OwnedWriteHalf>,
-    client_gone: &mut bool,
-    acked: bool,
-) {
-    let Some(rx) = f.rx.as_mut() else {
-        return;
-    };
-    let mut total = 0;
-    // A direct read(2), not tokio's try_read: that one trusts the reactor's cached readiness
-    // and may report "would block" for bytes the kernel already holds.
-    let fd = std::os::fd::AsRawFd::as_raw_fd(rx);
-    while total < DRAIN_LIMIT {
-        // SAFETY: `fd` is the open, non-blocking read end owned by `rx` for this whole loop.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        match nix::unistd::read(fd, &mut f.buf).map_err(std::io::Error::from) {
-            Ok(0) => {
-                f.eof = true;
-                break;
-            }
-            Ok(n) => {
-                total += n;
-                let data = &f.buf[..n];
-                if *client_gone || acked {
-                    host.outbox.push(f.stream, data);
-                }
-                if !*client_gone {
-                    let msg = Response::Output {
-                        stream: f.stream,
-                        data: data.to_vec(),
-                    };
-                    if writer.feed(&msg).await.is_err() {
-                        *client_gone = true;
-                        if !acked {
-                            host.outbox.push(f.stream, data);
-                        }
-                    }
-                }
-            }
-            Err(_) => break,
         }
     }
 }

@@ -41,7 +41,7 @@ impl Move {
 pub fn line(how: Move, exe: &std::path::Path) -> String {
     format!(
         "\\command {} __tty {} 2>/dev/null\n",
-        crate::shell::quote(&exe.to_string_lossy()),
+        tether_transport::shell_quote(&exe.to_string_lossy()),
         match how {
             Move::Fg => "fg",
             Move::Park => "park",

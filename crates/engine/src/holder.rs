@@ -7,7 +7,7 @@
 //! Disconnected, and the same client coming back (same `TETHER_HOME`, after a crash or a
 //! network loss) reattaches it simply by using it.
 
-use crate::host::Host;
+use crate::session::Host;
 use tether_proto::{ClientId, ErrorInfo, ErrorKind, State};
 
 impl Host {

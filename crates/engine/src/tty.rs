@@ -267,11 +267,6 @@ pub(crate) fn take_as_controlling(fd: std::os::fd::RawFd) -> std::io::Result<()>
     Ok(())
 }
 
-/// The host's terminal, made on first use.
-pub(crate) async fn open_for(host: &crate::host::Host) -> std::io::Result<&Tty> {
-    host.tty.get_or_try_init(|| async { Tty::open() }).await
-}
-
 /// The terminal's interrupt character while it would turn it into SIGINT, and what else it
 /// would do then: flush pending input (unless NOFLSH) and echo `^C` (ECHO and ECHOCTL).
 struct InterruptKeys {

@@ -1,0 +1,232 @@
+//! Output of a command whose client went away (SPEC §3.11–12).
+//!
+//! When the client of a running command disconnects (`tether disconnect`, or its connection
+//! simply ends), the command goes on and what it writes is kept here, in order, up to a quota
+//! (`TETHER_OUTPUT_QUOTA` bytes, default 1 GiB). When the quota is full the host stops reading
+//! the command's pipes, so the command blocks on its next write (`block` mode) and resumes as
+//! `receive` drains. `receive` streams what was kept, then the live rest, then the exit status.
+//!
+//! Kept output lives in memory and then in a private spool file ([`crate::spool`]). In `drop`
+//! mode a detached command never waits: its oldest kept output goes instead, and `receive`
+//! says how much.
+
+use crate::spool::Chunks;
+use std::path::PathBuf;
+use tether_proto::{ExitInfo, Stream};
+use tokio::sync::watch;
+
+/// Default quota of kept output per session.
+pub const DEFAULT_QUOTA: usize = 1 << 30;
+/// Most bytes one `receive` step writes before checking for new requests.
+const BATCH: usize = 1 << 20;
+
+struct Kept {
+    chunks: Chunks,
+    /// Output byte number of the first kept byte (bytes of both streams, in order, from the
+    /// start of the invocation).
+    base: u64,
+    exit: Option<ExitInfo>,
+    /// A detached command's output is (or was) being kept and has not been received whole.
+    pending: bool,
+    /// Bytes dropped (`drop` mode) since the client went away.
+    dropped: u64,
+}
+
+impl Kept {
+    fn end(&self) -> u64 {
+        self.base + self.chunks.len() as u64
+    }
+
+    /// Forgets everything before byte `seq`.
+    fn trim_to(&mut self, seq: u64) {
+        let cut = seq.saturating_sub(self.base).min(self.chunks.len() as u64);
+        self.chunks.pop_front(cut as usize);
+        self.base += cut;
+    }
+
+    /// Back to nothing kept, numbering from 0.
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.base = 0;
+        self.exit = None;
+        self.pending = false;
+        self.dropped = 0;
+    }
+}
+
+/// Chunks to send, the byte number after them, and the exit once nothing precedes it.
+pub(crate) type Batch = (Vec<(Stream, Vec<u8>)>, u64, Option<ExitInfo>);
+
+pub(crate) struct Outbox {
+    kept: std::sync::Mutex<Kept>,
+    /// Bumped on every change, so waiters never miss one.
+    version: watch::Sender<u64>,
+    quota: usize,
+    /// `drop` mode: while detached, the oldest output goes at the quota.
+    drop_oldest: bool,
+}
+
+impl Outbox {
+    /// `spool` is the private file kept output spills into once its memory share is full.
+    pub fn new(quota: Option<u64>, drop_oldest: bool, spool: Option<PathBuf>) -> Outbox {
+        let quota = quota
+            .map(|q| q as usize)
+            .or_else(|| {
+                std::env::var("TETHER_OUTPUT_QUOTA")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            })
+            .filter(|q| *q > 0)
+            .unwrap_or(DEFAULT_QUOTA);
+        Outbox {
+            kept: std::sync::Mutex::new(Kept {
+                chunks: Chunks::new(spool),
+                base: 0,
+                exit: None,
+                pending: false,
+                dropped: 0,
+            }),
+            version: watch::channel(0).0,
+            quota,
+            drop_oldest,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// A new invocation starts: output numbering restarts at 0 and leftovers of an earlier,
+    /// fully delivered one are dropped.
+    pub fn reset(&self) {
+        self.lock().clear();
+        self.bump();
+    }
+
+    /// From now on the running command's output is kept for `receive`.
+    pub fn begin(&self) {
+        self.lock().pending = true;
+        self.bump();
+    }
+
+    pub fn pending(&self) -> bool {
+        self.lock().pending
+    }
+
+    /// Whether the command may write more before the quota is reached. In `drop` mode a
+    /// detached command never waits: its oldest kept output goes instead.
+    pub fn room(&self) -> bool {
+        let k = self.lock();
+        k.chunks.len() < self.quota || (self.drop_oldest && k.pending)
+    }
+
+    pub fn push(&self, stream: Stream, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        {
+            let mut k = self.lock();
+            k.chunks.push(stream, data);
+            if self.drop_oldest && k.pending && k.chunks.len() > self.quota {
+                let over = (k.chunks.len() - self.quota) as u64;
+                let to = k.base + over;
+                k.trim_to(to);
+                k.dropped += over;
+            }
+        }
+        self.bump();
+    }
+
+    /// Drops whatever is kept (output of a command whose client went away for good): the
+    /// bytes dropped and the command's exit status, if there was anything.
+    pub fn discard(&self) -> Option<(u64, Option<i32>)> {
+        let what = {
+            let mut k = self.lock();
+            if !k.pending && k.chunks.len() == 0 && k.exit.is_none() {
+                return None;
+            }
+            let what = (k.chunks.len() as u64, k.exit.as_ref().map(|e| e.code));
+            k.clear();
+            what
+        };
+        self.bump();
+        Some(what)
+    }
+
+    pub fn finish(&self, exit: ExitInfo) {
+        self.lock().exit = Some(exit);
+        self.bump();
+    }
+
+    /// The client has everything before `seq`; past the end it also has the exit, and nothing
+    /// is left to keep.
+    pub fn ack(&self, seq: u64) {
+        {
+            let mut k = self.lock();
+            if seq > k.end() && k.exit.is_some() {
+                k.clear();
+            } else {
+                k.trim_to(seq);
+            }
+        }
+        self.bump();
+    }
+
+    /// The client was told to let go while connected: everything sent so far reaches it
+    /// before that notice, so only what follows is kept for `receive`.
+    pub fn forget_sent(&self) {
+        {
+            let mut k = self.lock();
+            let end = k.end();
+            k.trim_to(end);
+        }
+        self.bump();
+    }
+
+    /// Up to [`BATCH`] bytes from byte `from` on (copied: they stay until acknowledged or
+    /// consumed), or the exit status once everything before it is out.
+    pub(crate) fn read_from(&self, from: u64) -> std::io::Result<Batch> {
+        let k = self.lock();
+        let skip = from.saturating_sub(k.base) as usize;
+        let out = k.chunks.read(skip, BATCH)?;
+        let size: usize = out.iter().map(|(_, d)| d.len()).sum();
+        let next = from.max(k.base) + size as u64;
+        let exit = if next >= k.end() {
+            k.exit.clone()
+        } else {
+            None
+        };
+        Ok((out, next, exit))
+    }
+
+    pub(crate) fn quota(&self) -> usize {
+        self.quota
+    }
+
+    /// Delivered whole to a live client: no longer waiting to be received (but kept for a
+    /// resume until acknowledged, or the next command).
+    pub(crate) fn delivered(&self) {
+        self.lock().pending = false;
+    }
+
+    pub(crate) fn base(&self) -> u64 {
+        self.lock().base
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    pub(crate) fn has_anything(&self) -> bool {
+        let k = self.lock();
+        k.pending || k.chunks.len() > 0 || k.exit.is_some()
+    }
+}
