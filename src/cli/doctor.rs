@@ -6,6 +6,8 @@
 //! something will bite later), `FAIL` (tether will not work) or `skip` (does not apply here);
 //! the exit status is 1 when any check failed.
 
+mod remote;
+
 use super::error::CliResult;
 use super::install::{Linger, linger};
 use clap::Args;
@@ -86,7 +88,7 @@ pub async fn run(a: DoctorArgs) -> CliResult {
     checks.push(linger_check());
     let flags = super::ssh_flags();
     for c in &computers {
-        checks.extend(super::doctor_remote::checks(c, &flags).await?);
+        checks.extend(remote::checks(c, &flags).await?);
     }
     let failed = checks.iter().any(|c| c.level == Level::Fail);
     if a.json {

@@ -7,6 +7,8 @@
 //! Sessions and computers are alike here: every target is one invocation through the local
 //! daemon, which reaches other computers over its warm ssh connections.
 
+mod fanout;
+
 use super::error::{CliError, CliResult};
 use super::stream::{Notices, Waiting, json_line, note, stdout_closed, stream_name, write_fd};
 use super::{captured_env, connect, current_dir, dur, remote};
@@ -176,12 +178,12 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         });
         return super::jobs::start(client, command, children, a.json).await;
     }
-    let fan = super::fanout::Options {
+    let fan = fanout::Options {
         throttle: a.throttle_limit,
         json: a.json,
         hide_computer_name: a.hide_computer_name,
     };
-    super::fanout::fan_out(client, targets, fan).await
+    fanout::fan_out(client, targets, fan).await
 }
 
 /// The most a script may have: a session host refuses scripts (with their arguments) over

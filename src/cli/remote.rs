@@ -7,6 +7,9 @@ use std::time::Duration;
 use tether_client::{SessionFilter, SessionInfo};
 use tether_proto::RemoteTarget;
 
+/// Calls to other computers that take longer than this get a spinner on a terminal.
+pub(super) const WAITING_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The ssh flags given on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct SshFlags {
@@ -99,10 +102,7 @@ pub async fn get(
             remote: Some(target(c, flags)?),
             ..filter.clone()
         };
-        let waiting = super::stream::Waiting::start(
-            format!("tether: asking {c}…"),
-            super::sessions::WAITING_AFTER,
-        );
+        let waiting = super::stream::Waiting::start(format!("tether: asking {c}…"), WAITING_AFTER);
         tracing::info!(computer = %c, "listing sessions");
         let found = client.get(f).await;
         drop(waiting);

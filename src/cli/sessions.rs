@@ -42,9 +42,6 @@ pub(super) fn session_words(what: &str, values: &[String]) -> Result<Vec<String>
     remote::split_words(what, "session", "Names or Ids", values)
 }
 
-/// Calls to other computers that take longer than this get a spinner on a terminal.
-pub(super) const WAITING_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// `512`, `64K`, `100M`, `1G` (powers of 1024).
 fn parse_size(s: &str) -> Result<u64, String> {
     tether_client::parse_size(s)
@@ -81,7 +78,7 @@ pub async fn new(a: NewArgs) -> CliResult {
             tracing::info!(computer = %rt.computer, "creating a session");
             Waiting::start(
                 format!("tether: connecting to {}…", rt.computer),
-                WAITING_AFTER,
+                remote::WAITING_AFTER,
             )
         });
         let spec = NewSession {

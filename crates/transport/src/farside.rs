@@ -2,7 +2,6 @@
 //! probes it shares with `tether doctor --computer`, and their one-line account of what stops
 //! tether from starting there ([`Failure`]).
 
-use crate::link::err;
 use tether_proto::{ErrorInfo, ErrorKind};
 
 /// Shell functions shared by the bootstrap script and `tether doctor --computer` (no single
@@ -199,4 +198,9 @@ fn lower_first(s: &str) -> String {
         Some(f) => std::iter::once(f).chain(c).collect(),
         None => "unknown reason".into(),
     }
+}
+
+/// An error naming the computer it is about.
+pub(crate) fn err(kind: ErrorKind, computer: &str, why: impl std::fmt::Display) -> ErrorInfo {
+    ErrorInfo::new(kind, format!("computer {computer}: {why}"))
 }

@@ -10,6 +10,8 @@
 //! before it (a chatty `.bashrc`) are skipped; different protocol numbers are refused with an
 //! error naming both versions.
 
+pub use crate::farside::{FAIL, Failure, PROBES};
+use crate::farside::{SCRIPT, err};
 use crate::mux::Mux;
 use crate::shell_quote;
 use crate::ssh::{DEFAULT_CONNECT_TIMEOUT, SshSettings, Target};
@@ -77,13 +79,6 @@ pub struct Link {
     /// The far side's tether version.
     pub version: String,
     _child: Child,
-}
-
-use crate::farside::SCRIPT;
-pub use crate::farside::{FAIL, Failure, PROBES};
-
-pub(crate) fn err(kind: ErrorKind, computer: &str, why: impl std::fmt::Display) -> ErrorInfo {
-    ErrorInfo::new(kind, format!("computer {computer}: {why}"))
 }
 
 /// The ssh settings a [`RemoteTarget`] carries, validated.

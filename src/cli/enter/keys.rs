@@ -10,6 +10,7 @@
 //! queue; while a line runs, [`super::line`] forwards what it reads to the session's terminal.
 
 use super::super::error::CliError;
+use super::shell::Validation;
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices as Cc, Termios};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,15 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
-
-/// What the prompt's validator reports while rustyline runs (see [`Keys::read_line`]).
-#[derive(Debug)]
-pub(super) enum Validation {
-    /// Enter was pressed: rustyline is asking whether the text is complete.
-    Asking,
-    /// The answer: complete (rustyline returns the line) or not (it goes on).
-    Answered { complete: bool },
-}
 
 /// How long a key that may end the line waits, when rustyline neither returned nor asked
 /// about the line, before the keys after it are typed (Enter in a completion list, Ctrl-D

@@ -8,7 +8,6 @@
 //! line completes on the next one. A session with no shell (restricted) is asked nothing:
 //! every line is complete and nothing completes.
 
-use super::keys::Validation;
 use super::words;
 use rustyline::completion::{Completer, Pair};
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
@@ -18,6 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tether_client::{Client, ErrorKind, InvokeSpec};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// What the prompt's validator reports while rustyline runs (see [`super::keys::Keys::read_line`]).
+#[derive(Debug)]
+pub(super) enum Validation {
+    /// Enter was pressed: rustyline is asking whether the text is complete.
+    Asking,
+    /// The answer: complete (rustyline returns the line) or not (it goes on).
+    Answered { complete: bool },
+}
 
 /// A busy session (another client's command) is waited for this long…
 const PROBE_WAIT: Duration = Duration::from_secs(5);

@@ -2,10 +2,10 @@
 //! target (or JSON lines), a progress bar on a terminal, Ctrl-C passed to each target, and
 //! every target left for good when our output closes or we are told to end.
 
-use super::error::CliError;
-use super::error::CliResult;
-use super::invoke::{Ends, Target, annotate, leave, read_shared_stdin, report_exit};
-use super::stream::{Prefixer, Progress, json_line, note, stdout_closed, stream_name};
+use super::super::error::CliError;
+use super::super::error::CliResult;
+use super::super::stream::{Prefixer, Progress, json_line, note, stdout_closed, stream_name};
+use super::{Ends, Target, annotate, leave, read_shared_stdin, report_exit};
 use std::sync::Arc;
 use tether_client::{Client, ErrorKind, Event};
 use tokio::sync::{Semaphore, watch};

@@ -6,9 +6,9 @@
 //! ssh call runs a short `sh` script that looks for tether the way the bootstrap does
 //! (`crates/transport/src/link.rs`) and asks it for its version and its daemon's status.
 
-use super::doctor::{Check, Level};
-use super::error::CliError;
-use super::remote::SshFlags;
+use super::super::error::CliError;
+use super::super::remote::SshFlags;
+use super::{Check, Level};
 use std::time::Duration;
 use tether_transport::link::Failure;
 use tether_transport::shell_quote;
@@ -104,7 +104,7 @@ fn parse(stdout: &str) -> Answer {
 /// The checks for one computer. Errors only for a computer name or option that is refused
 /// before anything runs (usage).
 pub async fn checks(computer: &str, flags: &SshFlags) -> Result<Vec<Check>, CliError> {
-    let rt = super::remote::target(computer, flags)?;
+    let rt = super::super::remote::target(computer, flags)?;
     let (_, ssh) = tether_transport::link::settings(&rt).map_err(|e| CliError::usage(e.message))?;
     let own = tether_transport::link::OwnBinary::of_current_exe();
     let (hash, size) = own
