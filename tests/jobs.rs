@@ -183,6 +183,37 @@ fn jobs_on_other_computers_run_through_the_link() {
     assert_eq!(lines, ["tether-1: 42", "tether-test: 42"]);
 }
 
+/// The session's own functions named like the commands that start a job change nothing.
+#[test]
+fn a_session_job_starts_whatever_functions_the_session_defines() {
+    let home = Home::new();
+    home.new_session("f", &[]);
+    home.invoke(
+        "f",
+        "echo() { :; }; printf() { :; }; mkdir() { return 1; }; umask() { return 1; }; \
+         unset() { :; }; eval() { :; }",
+    )
+    .success();
+    let out = home
+        .run(&[
+            "job",
+            "start",
+            "-s",
+            "f",
+            "command printf 'ran\\n'; exit 3",
+            "--json",
+        ])
+        .success()
+        .json();
+    let id = out[0]["id"].as_u64().unwrap().to_string();
+    home.run(&["job", "wait", &id, "--timeout", "20s"])
+        .success();
+    let got = home.run(&["job", "receive", &id]).success();
+    assert_eq!(got.out(), "ran\n", "{got}");
+    let j = job(&home, id.parse().unwrap());
+    assert_eq!(j["children"][0]["exit_code"], 3, "{j}");
+}
+
 #[test]
 fn a_job_inside_a_session_sees_its_state_runs_beside_it_and_survives_a_disconnect() {
     let home = Home::new();

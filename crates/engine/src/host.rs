@@ -249,10 +249,10 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         let (host, sock) = (host.clone(), sock_path.clone());
         tokio::spawn(async move {
             tether_transport::unix::until_socket_gone(&sock).await;
-            while host.lock_inner().busy {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            // Idle once no invocation holds the session's one-command lock.
+            let idle = host.lock.acquire().await;
             host.finish(State::Closed, "its TETHER_HOME was deleted".into());
+            drop(idle);
         });
     }
     loop {

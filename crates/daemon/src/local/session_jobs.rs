@@ -27,13 +27,15 @@ const READ_MAX: u64 = 1 << 20;
 /// The invocation that forks a job: `$1` is the script, `$2` the job's id. The job's own
 /// status is written after everything it wrote, so a reader that sees the status has the
 /// whole output. The job's files are made under umask 077 (private, as spool files are: SPEC
-/// §3.20), while the job itself runs with the session's own umask.
+/// §3.20), while the job itself runs with the session's own umask. Every command is called
+/// through `command`, so functions or aliases the user defined in the session (`echo`,
+/// `mkdir`, `umask`…) cannot change what it does.
 const FORK: &str = r#"__tj="${__tether_w%/*}/jobs/$2"
-__tu=$(umask)
-umask 077
-mkdir -p "$__tj" || { umask "$__tu"; return 1; }
-{ ( umask "$__tu"; eval " $1" ); echo "$?" > "$__tj/status"; } > "$__tj/out" 2> "$__tj/err" < /dev/null &
-echo "$!" > "$__tj/pid"; umask "$__tu"; unset __tj __tu"#;
+__tu=$(\command umask)
+\command umask 077
+\command mkdir -p "$__tj" || { \command umask "$__tu"; return 1; }
+{ ( \command umask "$__tu"; \command eval " $1" ); \command printf '%s\n' "$?" > "$__tj/status"; } > "$__tj/out" 2> "$__tj/err" < /dev/null &
+\command printf '%s\n' "$!" > "$__tj/pid"; \command umask "$__tu"; \command unset __tj __tu"#;
 
 /// Serves a session-job request for `client` (the job is started in its name, so a session
 /// another client holds is refused as for `invoke`).
