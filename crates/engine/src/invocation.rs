@@ -376,9 +376,7 @@ fn act(host: &Host, step: Step, started: Instant) {
 }
 
 fn signal_shell(shell: i32, signal: Signal) {
-    if shell > 0 {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shell), signal);
-    }
+    procs::signal_pid(shell, signal);
 }
 
 /// The client went away while attached (its writes failed, or its connection ended): the

@@ -117,8 +117,7 @@ impl HostMeta {
         if data.len() as u64 > MAX {
             return Err(bad("session record is implausibly large"));
         }
-        let meta: HostMeta = serde_json::from_slice(&data)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let meta: HostMeta = serde_json::from_slice(&data).map_err(|e| bad(&e.to_string()))?;
         let stem = path
             .file_name()
             .and_then(|n| n.to_str())

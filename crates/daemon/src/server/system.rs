@@ -70,7 +70,7 @@ impl System {
         // The view's own socket, which only root can reach: the daemon's jobs are clients of
         // the daemon, and must come back to this view rather than to root's.
         let own = tether_transport::unix::bind_private(&area.daemon_socket())
-            .map_err(|e| format!("cannot listen at {}: {e}", area.daemon_socket().display()))?;
+            .map_err(|e| e.to_string())?;
         let d = super::build(area, Some(role));
         users.insert(uid, d.clone());
         let view = d.clone();

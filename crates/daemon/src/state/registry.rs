@@ -64,7 +64,7 @@ impl Registry {
                         Ok(meta) => {
                             sessions.insert(meta.info.instance_id.clone(), meta);
                         }
-                        Err(e) => tracing::warn!("ignoring session record {}: {e}", path.display()),
+                        Err(e) => tracing::warn!("ignoring a session record: {e}"),
                     }
                 }
             }
