@@ -470,4 +470,6 @@ impl ErrorInfo {
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;
