@@ -98,9 +98,9 @@ pub(crate) async fn enter(host: Arc<Host>, cgroup: Arc<Cgroup>, then: Option<Str
     use tokio::io::AsyncWriteExt;
     let (held_tx, held) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let mut stdin = host.shell_stdin.lock().await;
+        let mut stdin = host.shell.stdin.lock().await;
         let _ = held_tx.send(());
-        let (cg, pid) = (cgroup.clone(), host.shell_pid);
+        let (cg, pid) = (cgroup.clone(), host.shell.pid);
         let _ = tokio::task::spawn_blocking(move || cg.add(pid)).await;
         if let (Some(line), Some(s)) = (then, stdin.as_mut()) {
             let _ = s.write_all(line.as_bytes()).await;

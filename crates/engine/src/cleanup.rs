@@ -28,15 +28,15 @@ const KILL_LIMIT: Duration = Duration::from_secs(3);
 
 /// Ends the shell and everything the session started (see the module's documentation).
 pub(crate) async fn end_session(host: &Host, cgroup: Option<&Cgroup>) {
-    let shell = host.shell_pid;
+    let shell = host.shell.pid;
     let begun = Instant::now();
     let busy = host.lock_inner().busy;
-    let mut exited = host.exited.clone();
+    let mut exited = host.shell.exited.clone();
     let mut hupped = HashSet::new();
 
     // 1. The shell.
     if let Ok(mut stdin) =
-        tokio::time::timeout(Duration::from_millis(200), host.shell_stdin.lock()).await
+        tokio::time::timeout(Duration::from_millis(200), host.shell.stdin.lock()).await
     {
         // End-of-file: an idle shell exits, running its EXIT trap.
         drop(stdin.take());
@@ -182,6 +182,6 @@ pub(crate) async fn unstarted(
         cg.remove();
     }
     let _ = std::fs::remove_file(socket);
-    let _ = std::fs::remove_dir_all(&host.fifo_dir);
+    let _ = std::fs::remove_dir_all(&host.shell.fifo_dir);
     let _ = std::fs::remove_file(host.paths.host_meta(&host.spec.instance_id));
 }

@@ -149,7 +149,7 @@ pub(crate) async fn invoke(
         }
     };
     // A shell that died during the invocation: now that its Exit is out, the session is Broken.
-    if let Some(code) = *host.exited.borrow() {
+    if let Some(code) = *host.shell.exited.borrow() {
         host.finish(
             State::Broken,
             format!("the shell exited with status {code}"),

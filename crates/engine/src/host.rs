@@ -3,7 +3,7 @@
 
 use crate::HostError;
 use crate::console::Console;
-use crate::session::{Host, Inner};
+use crate::session::{Host, Inner, Shell};
 use crate::shell::Flavour;
 use crate::spec::{HostSpec, default_shell};
 use nix::sys::signal::Signal;
@@ -162,13 +162,19 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         me,
         paths: paths.clone(),
         spec: spec.clone(),
-        flavour,
-        fifo_dir: fifo_dir.clone(),
-        shell_pid,
-        shell_stdin: Mutex::new(stdin),
+        shell: Shell {
+            pid: shell_pid,
+            flavour,
+            fifo_dir: fifo_dir.clone(),
+            stdin: Mutex::new(stdin),
+            status_rx: Mutex::new(status_rx),
+            exited: exit_rx,
+            script_file: crate::fifos::ScriptFile::new(script_file),
+            status_file: crate::fifos::ScriptFile::new(status_file),
+            spare: std::sync::Mutex::new(None),
+            console,
+        },
         lock: Arc::new(Semaphore::new(1)),
-        status_rx: Mutex::new(status_rx),
-        exited: exit_rx,
         inner: std::sync::Mutex::new(Inner {
             last_used: Instant::now(),
             busy: false,
@@ -183,10 +189,6 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         }),
         created_on: SystemTime::now(),
         shutdown: shutdown_tx,
-        script_file: crate::fifos::ScriptFile::new(script_file),
-        status_file: crate::fifos::ScriptFile::new(status_file),
-        spare: std::sync::Mutex::new(None),
-        console,
         outbox: crate::outbox::Outbox::new(
             spec.output_quota,
             spec.drop_oldest,

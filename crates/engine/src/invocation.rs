@@ -35,8 +35,13 @@ pub(crate) async fn run(
     req_rx: &mut mpsc::Receiver<Request>,
     writer: &mut FrameWriter<OwnedWriteHalf>,
 ) -> Result<bool, tether_transport::TransportError> {
-    let dir = &host.fifo_dir;
-    let spare = host.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let dir = &host.shell.fifo_dir;
+    let spare = host
+        .shell
+        .spare
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     let (mut out, mut err) = match spare {
         Some(pair) => pair,
         None => (
@@ -56,20 +61,20 @@ pub(crate) async fn run(
         Some(t) => Some((host.terminal().await?, t)),
         None => None,
     };
-    let mut status = shell::status_script(host.flavour, id, &dir.join("st"));
+    let mut status = shell::status_script(host.shell.flavour, id, &dir.join("st"));
     let text = if let Some((tty, t)) = &tty {
         tty.resize(t.rows, t.cols);
         tty.attach(&out.path).await?;
         // A terminal's Ctrl-C is SIGINT and nothing more: a REPL catches it and goes on (no
         // escalation, unlike `Cancel`).
-        let (shell, t0) = (host.shell_pid, Instant::now());
+        let (shell, t0) = (host.shell.pid, Instant::now());
         let (keys, input) = tty.input(Arc::new(move || interrupt(shell, since_ticks(t0))));
         host.stdin.open(keys);
         tty_input = Some(input);
         let exe = crate::foreground::own_program();
-        status.push_str(&shell::tty_restore(host.flavour, exe));
+        status.push_str(&shell::tty_restore(host.shell.flavour, exe));
         shell::tty_wrapper(
-            host.flavour,
+            host.shell.flavour,
             &spec.script,
             &spec.args,
             &tty.slave,
@@ -83,7 +88,7 @@ pub(crate) async fn run(
             host.stdin.open(spawn_stdin_writer(stdin_path.clone()));
         }
         shell::wrapper(
-            host.flavour,
+            host.shell.flavour,
             &spec.script,
             &spec.args,
             &InvocationPaths {
@@ -117,12 +122,12 @@ pub(crate) async fn run(
             line
         }
         None => {
-            host.script_file.write(&text)?;
-            host.status_file.write(&status)?;
+            host.shell.script_file.write(&text)?;
+            host.shell.status_file.write(&status)?;
             shell::TRIGGER.to_string()
         }
     };
-    host.console.clear();
+    host.shell.console.clear();
     // Output is numbered from 0 per invocation; in acked mode it is kept until acknowledged.
     host.outbox.reset();
     let acked = spec.acked;
@@ -139,10 +144,10 @@ pub(crate) async fn run(
         writer.send(&Response::Notice(note)).await?;
     }
 
-    let mut exited = host.exited.clone();
-    let mut status_rx = host.status_rx.lock().await;
+    let mut exited = host.shell.exited.clone();
+    let mut status_rx = host.shell.status_rx.lock().await;
     let wrote = {
-        let mut stdin = host.shell_stdin.lock().await;
+        let mut stdin = host.shell.stdin.lock().await;
         match stdin.as_mut() {
             Some(s) => s.write_all(trigger.as_bytes()).await.is_ok(),
             None => false,
@@ -173,7 +178,7 @@ pub(crate) async fn run(
     remote_cancel.borrow_and_update();
     let stop = |step: Option<Step>| {
         if let Some(step) = step {
-            act(host, step, started);
+            act(host.shell.pid, step, started);
         }
     };
 
@@ -289,7 +294,7 @@ pub(crate) async fn run(
     }
     if broken.is_some() {
         // Output of an EXIT trap lands on the shell's own stdout/stderr: it is this invocation's.
-        let [o, e] = host.console.take_final().await;
+        let [o, e] = host.shell.console.take_final().await;
         for (stream, data) in [(Stream::Stdout, o), (Stream::Stderr, e)] {
             for chunk in data.chunks(OUTPUT_CHUNK) {
                 route
@@ -300,7 +305,7 @@ pub(crate) async fn run(
     }
     if out.eof && err.eof {
         if let (Ok(o), Ok(e)) = (out.rearm(), err.rearm()) {
-            *host.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some((o, e));
+            *host.shell.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some((o, e));
         }
     } else {
         linger(out);
@@ -324,7 +329,7 @@ pub(crate) async fn run(
         timed_out: stopping.timed_out,
         cancelled: stopping.cancelled_only(),
         broken,
-        cwd: tty.as_ref().and_then(|_| procs::cwd(host.shell_pid)),
+        cwd: tty.as_ref().and_then(|_| procs::cwd(host.shell.pid)),
         typeahead,
         stdin_taken,
     };
@@ -337,7 +342,7 @@ pub(crate) async fn run(
         && !host.outbox.pending()
         && host.lock_inner().reason.is_none()
     {
-        procs::end_strays(host.shell_pid);
+        procs::end_strays(host.shell.pid);
         host.pool_free.send_modify(|n| *n += 1);
     }
     if !route.gone && writer.send(&Response::Exit(exit.clone())).await.is_err() {
@@ -361,8 +366,7 @@ pub(crate) async fn run(
 }
 
 /// Does what stopping the command takes now ([`crate::stopping`]).
-fn act(host: &Host, step: Step, started: Instant) {
-    let shell = host.shell_pid;
+fn act(shell: i32, step: Step, started: Instant) {
     match step {
         Step::Interrupt => interrupt(shell, since_ticks(started)),
         Step::KillCommand => {

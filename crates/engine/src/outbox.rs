@@ -230,3 +230,119 @@ impl Outbox {
         k.pending || k.chunks.len() > 0 || k.exit.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: i32) -> ExitInfo {
+        ExitInfo {
+            code,
+            ..Default::default()
+        }
+    }
+
+    /// Everything readable from `from`, as (stream, text) pairs, the next byte, and the exit.
+    fn read_all(ob: &Outbox, mut from: u64) -> (Vec<(Stream, String)>, u64, Option<i32>) {
+        let mut got = Vec::new();
+        loop {
+            let (chunks, next, exit) = ob.read_from(from).unwrap();
+            if chunks.is_empty() {
+                return (got, next, exit.map(|e| e.code));
+            }
+            for (s, d) in chunks {
+                got.push((s, String::from_utf8(d).unwrap()));
+            }
+            from = next;
+        }
+    }
+
+    #[test]
+    fn output_comes_back_in_order_and_the_exit_only_after_it() {
+        let ob = Outbox::new(Some(1 << 20), false, None);
+        ob.begin();
+        ob.push(Stream::Stdout, b"one ");
+        ob.push(Stream::Stderr, b"two ");
+        ob.push(Stream::Stdout, b"three");
+        let (_, _, exit_early) = ob.read_from(0).unwrap();
+        assert_eq!(
+            exit_early.map(|e| e.code),
+            None,
+            "no exit before it is known"
+        );
+        ob.finish(exit(3));
+        let (got, next, code) = read_all(&ob, 0);
+        let text: String = got.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(text, "one two three");
+        assert_eq!(got[1].0, Stream::Stderr);
+        assert_eq!((next, code), (13, Some(3)));
+        // From the middle: the rest, then the exit.
+        let (got, _, code) = read_all(&ob, 8);
+        assert_eq!(
+            got.iter().map(|(_, t)| t.as_str()).collect::<String>(),
+            "three"
+        );
+        assert_eq!(code, Some(3));
+        assert!(ob.pending() && ob.has_anything());
+    }
+
+    #[test]
+    fn acknowledged_bytes_are_forgotten_and_the_end_clears_everything() {
+        let ob = Outbox::new(Some(1 << 20), false, None);
+        ob.push(Stream::Stdout, b"abcdef");
+        ob.ack(4);
+        assert_eq!(ob.base(), 4);
+        let (got, _, _) = read_all(&ob, 0);
+        assert_eq!(
+            got,
+            vec![(Stream::Stdout, "ef".to_string())],
+            "reads start at the base"
+        );
+        ob.finish(exit(0));
+        // An ack of the end alone keeps the exit for a resume; past the end, nothing is left.
+        ob.ack(6);
+        assert!(ob.has_anything());
+        ob.ack(7);
+        assert!(!ob.has_anything());
+        assert_eq!(ob.base(), 0, "numbering starts again");
+    }
+
+    #[test]
+    fn a_full_block_mode_outbox_has_no_room_and_drop_mode_drops_the_oldest() {
+        let block = Outbox::new(Some(8), false, None);
+        block.begin();
+        block.push(Stream::Stdout, b"12345678");
+        assert!(!block.room(), "at the quota the command must wait");
+        block.ack(4);
+        assert!(block.room(), "room again once received");
+
+        let drop = Outbox::new(Some(8), true, None);
+        drop.begin();
+        drop.push(Stream::Stdout, b"12345678");
+        assert!(drop.room(), "drop mode never makes a detached command wait");
+        drop.push(Stream::Stdout, b"abc");
+        assert_eq!(drop.dropped(), 3);
+        let (got, _, _) = read_all(&drop, 0);
+        assert_eq!(
+            got.iter().map(|(_, t)| t.as_str()).collect::<String>(),
+            "45678abc"
+        );
+    }
+
+    #[test]
+    fn what_was_sent_before_a_let_go_is_not_kept_and_a_reset_forgets_all() {
+        let ob = Outbox::new(Some(1 << 20), false, None);
+        ob.push(Stream::Stdout, b"sent");
+        ob.forget_sent();
+        ob.push(Stream::Stdout, b"kept");
+        let (got, _, _) = read_all(&ob, 0);
+        assert_eq!(got, vec![(Stream::Stdout, "kept".to_string())]);
+        ob.begin();
+        ob.delivered();
+        assert!(!ob.pending());
+        assert_eq!(ob.discard(), Some((4, None)));
+        assert!(!ob.has_anything());
+        ob.reset();
+        assert_eq!(ob.discard(), None);
+    }
+}

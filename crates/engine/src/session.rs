@@ -34,24 +34,19 @@ pub(crate) struct Inner {
     pub shell_signalled: bool,
 }
 
-/// Everything an invocation needs; shared by connection handlers.
-pub(crate) struct Host {
-    pub paths: Paths,
-    /// The client of this host's own daemon: who asks when a request names nobody.
-    pub me: ClientId,
-    pub spec: HostSpec,
+/// The session's shell: the process, the pipe the host writes its commands to, the files it
+/// sources each invocation from, the FIFOs and streams it writes to, and how it reports. One
+/// command at a time uses it (the session's `lock`).
+pub(crate) struct Shell {
+    pub pid: i32,
     pub flavour: Flavour,
+    /// The session's private directory: FIFOs, script files, the spool.
     pub fifo_dir: PathBuf,
-    pub shell_pid: i32,
-    pub shell_stdin: Mutex<Option<ChildStdin>>,
-    /// One command at a time (SPEC §3.3).
-    pub lock: Arc<Semaphore>,
+    pub stdin: Mutex<Option<ChildStdin>>,
+    /// `<invocation> <status>` records, in order.
     pub status_rx: Mutex<mpsc::UnboundedReceiver<(u64, i32)>>,
     /// Set once the shell has exited, with its status as a shell reports it.
     pub exited: watch::Receiver<Option<i32>>,
-    pub inner: std::sync::Mutex<Inner>,
-    pub created_on: SystemTime,
-    pub shutdown: watch::Sender<bool>,
     /// The script the shell sources for each invocation (`w`), and its status script (`s`).
     pub script_file: crate::fifos::ScriptFile,
     pub status_file: crate::fifos::ScriptFile,
@@ -59,6 +54,20 @@ pub(crate) struct Host {
     pub spare: std::sync::Mutex<Option<crate::fifos::FifoPair>>,
     /// What the shell writes to its own stdout and stderr, outside any invocation's FIFOs.
     pub console: Console,
+}
+
+/// One session as its host keeps it; shared by connection handlers and the invocation.
+pub(crate) struct Host {
+    pub paths: Paths,
+    /// The client of this host's own daemon: who asks when a request names nobody.
+    pub me: ClientId,
+    pub spec: HostSpec,
+    pub shell: Shell,
+    /// One command at a time (SPEC §3.3).
+    pub lock: Arc<Semaphore>,
+    pub inner: std::sync::Mutex<Inner>,
+    pub created_on: SystemTime,
+    pub shutdown: watch::Sender<bool>,
     /// Output of a command whose client went away, until `receive` takes it.
     pub outbox: crate::outbox::Outbox,
     /// The running command's stdin.
@@ -127,7 +136,7 @@ impl Host {
             expires_on,
             reason: inner.reason.clone(),
             held_by: inner.holder.clone(),
-            jobs: crate::procs::running_jobs(&self.fifo_dir),
+            jobs: crate::procs::running_jobs(&self.shell.fifo_dir),
             host_pid: if matches!(inner.state, State::Opened | State::Disconnected) {
                 std::process::id()
             } else {
@@ -146,7 +155,7 @@ impl Host {
         let meta = HostMeta {
             info: self.info(),
             temporary: self.spec.temporary,
-            shell_pid: self.shell_pid as u32,
+            shell_pid: self.shell.pid as u32,
         };
         meta.store(&self.paths.host_meta(&self.spec.instance_id))
     }
@@ -212,7 +221,7 @@ impl Host {
     /// says so in the reason, with what to do instead.
     pub(crate) fn finish(&self, state: State, reason: String) {
         // (A `set -e` failure is never status 0.)
-        let failed = self.exited.borrow().is_some_and(|c| c != 0);
+        let failed = self.shell.exited.borrow().is_some_and(|c| c != 0);
         {
             let mut inner = self.lock_inner();
             if matches!(inner.state, State::Broken | State::Closed) {
