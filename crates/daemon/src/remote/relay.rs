@@ -384,3 +384,65 @@ pub async fn invoke(
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(rs: &[Response]) -> Vec<u8> {
+        rs.iter()
+            .flat_map(|r| tether_proto::encode(r).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn output_frames_are_measured_and_passed_on_whole_and_others_decoded() {
+        let out = Response::Output {
+            stream: tether_proto::Stream::Stdout,
+            data: b"hello".to_vec(),
+        };
+        let exit = Response::Exit(Default::default());
+        let bytes = frames(&[out.clone(), exit.clone()]);
+        let mut r = &bytes[..];
+        let (raw, f) = read_raw(&mut r).await.unwrap();
+        assert!(matches!(f, Frame::Output(5)));
+        assert_eq!(
+            raw,
+            tether_proto::encode(&out).unwrap(),
+            "passed on as it came"
+        );
+        let (_, f) = read_raw(&mut r).await.unwrap();
+        assert!(matches!(f, Frame::Other(e) if e == exit));
+        assert!(read_raw(&mut r).await.is_none(), "the end of the stream");
+    }
+
+    #[tokio::test]
+    async fn a_cut_or_garbled_frame_ends_the_stream() {
+        let bytes = frames(&[Response::Notice("n".into())]);
+        let mut cut = &bytes[..bytes.len() - 1];
+        assert!(read_raw(&mut cut).await.is_none());
+        let mut junk: &[u8] = &[0, 0, 0, 2, 0xff, 0xff];
+        assert!(read_raw(&mut junk).await.is_none());
+        let mut huge: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert!(
+            read_raw(&mut huge).await.is_none(),
+            "a length past the limit"
+        );
+    }
+
+    #[test]
+    fn while_the_link_is_down_stdin_is_logged_and_only_the_newest_ack_waits() {
+        let (mut log, mut held) = (StdinLog::default(), Vec::new());
+        hold(&mut log, &mut held, Request::Stdin(b"ab".to_vec()));
+        hold(&mut log, &mut held, Request::Ack(5));
+        hold(&mut log, &mut held, Request::Cancel);
+        hold(&mut log, &mut held, Request::Stdin(b"c".to_vec()));
+        hold(&mut log, &mut held, Request::Ack(9));
+        hold(&mut log, &mut held, Request::StdinEof);
+        assert_eq!(held, vec![Request::Cancel, Request::Ack(9)]);
+        assert_eq!(
+            log.replay_from(1).unwrap(),
+            vec![Request::Stdin(b"bc".to_vec()), Request::StdinEof]
+        );
+    }
+}
