@@ -130,7 +130,8 @@ fn daemon_main(paths: &Paths, ready: &mut Option<std::fs::File>) -> Result<(), D
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .open(paths.lock_file())?;
+        .open(paths.lock_file())
+        .map_err(tether_transport::at(&paths.lock_file()))?;
     let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         // In the foreground (under a service manager) there is no starter to tell: wait as the

@@ -53,8 +53,10 @@ fn open(log: &Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(log)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        .open(log)
+        .map_err(tether_transport::at(log))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(tether_transport::at(log))?;
     Ok(f)
 }
 

@@ -117,7 +117,7 @@ impl Registry {
         let tmp = path.with_extension("json.tmp");
         let data = serde_json::to_vec_pretty(&h).map_err(std::io::Error::other)?;
         tether_transport::paths::write_private(&tmp, &data)?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, &path).map_err(tether_transport::at(&path))?;
         self.next_id = self.next_id.max(h.info.id + 1);
         self.remotes.insert(h.info.instance_id.clone(), h);
         Ok(())

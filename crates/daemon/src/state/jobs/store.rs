@@ -384,9 +384,11 @@ fn open(path: &Path, how: &mut std::fs::OpenOptions) -> std::io::Result<std::fs:
     let f = how
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+        .open(path)
+        .map_err(tether_transport::at(path))?;
+    if !f.metadata().map_err(tether_transport::at(path))?.is_file() {
+        let e = std::io::Error::other("not a regular file");
+        return Err(tether_transport::at(path)(e));
     }
     Ok(f)
 }
@@ -396,7 +398,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, max: u64) -> Result<Op
     let f = match open(path, std::fs::OpenOptions::new().read(true)) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(e.to_string()),
     };
     let mut buf = Vec::new();
     f.take(max + 1)
@@ -414,7 +416,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, max: u64) -> Result<Op
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     tether_transport::paths::write_private(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).map_err(tether_transport::at(path))
 }
 
 #[cfg(test)]
