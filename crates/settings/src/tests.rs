@@ -239,3 +239,15 @@ fn every_name_is_listed_once() {
     assert_eq!(all.len(), vars::ALL.len());
     assert!(all.iter().all(|v| v.starts_with("TETHER_")));
 }
+
+#[test]
+fn the_table_in_the_docs_has_every_variable() {
+    let doc = include_str!("../../../docs/CONFIGURATION.md");
+    let table = &doc[doc.find("## Environment variables").expect("the section")..];
+    for var in vars::ALL {
+        assert!(
+            table.contains(&format!("| `{var}` |")),
+            "docs/CONFIGURATION.md has no row for {var}"
+        );
+    }
+}
