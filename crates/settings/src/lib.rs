@@ -440,7 +440,7 @@ impl Settings {
         }
     }
 
-    /// The variables whose values were not used, in the order of the fields.
+    /// The variables whose values were not used (each once).
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }
