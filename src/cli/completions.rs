@@ -18,7 +18,7 @@ use std::time::Duration;
 use tether_client::{ConfigQuery, ErrorKind, JobQuery, SessionFilter};
 
 /// The environment variable that turns a call into a completion request.
-const VAR: &str = "TETHER_COMPLETE";
+const VAR: &str = tether_settings::vars::COMPLETE;
 
 /// A completion must feel instant; a daemon that is slow to answer (say, it is refreshing a
 /// session on an unreachable computer) gives no candidates rather than a frozen prompt.

@@ -86,6 +86,7 @@ pub async fn run(a: DoctorArgs) -> CliResult {
     checks.push(space_check(&paths.home));
     checks.push(log_check(&paths));
     checks.push(linger_check());
+    checks.push(settings_check());
     let flags = super::ssh_flags();
     for c in &computers {
         checks.extend(remote::checks(c, &flags).await?);
@@ -392,7 +393,7 @@ fn human(bytes: u64) -> String {
 
 fn log_check(paths: &Paths) -> Check {
     let log = paths.log_file();
-    let level = std::env::var("TETHER_LOG").unwrap_or_else(|_| "info".into());
+    let level = tether_settings::get().log.as_deref().unwrap_or("info");
     match std::fs::metadata(&log) {
         Err(_) => Check::new(
             "log",
@@ -409,6 +410,19 @@ fn log_check(paths: &Paths) -> Check {
             ),
         ),
     }
+}
+
+/// `TETHER_*` variables of this call whose values are ignored (docs/CONFIGURATION.md). A daemon
+/// reads its own environment when it starts, and logs what it ignores in its log.
+fn settings_check() -> Check {
+    let name = "settings";
+    let warnings = tether_settings::get().warnings();
+    if warnings.is_empty() {
+        return Check::new(name, Level::Ok, "no TETHER_* value is ignored");
+    }
+    let list: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    Check::new(name, Level::Warn, list.join("; "))
+        .fix("correct or unset them (docs/CONFIGURATION.md lists every variable)")
 }
 
 /// On systemd machines with `KillUserProcesses=yes`, logging out kills every process of the

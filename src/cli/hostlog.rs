@@ -106,8 +106,11 @@ pub fn init(hosts_dir: &Path, instance_id: &str) {
     }
     prune(hosts_dir, KEEP_ENDED);
     let log = HostLog::new(hosts_dir.join(format!("{instance_id}.log")), MAX_BYTES);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tether_settings::get()
+        .log
+        .as_deref()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)

@@ -12,6 +12,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tether_client::{ErrorKind, Paths};
+use tether_settings::vars;
 
 /// The per-user unit (`systemctl --user`).
 pub const USER_UNIT: &str = include_str!("../../packaging/systemd/tether.service");
@@ -46,15 +47,16 @@ pub fn run(a: InstallArgs) -> CliResult {
     let exe = std::env::current_exe()
         .and_then(std::fs::canonicalize)
         .map_err(|e| CliError::new(ErrorKind::Internal, format!("cannot find this tether: {e}")))?;
+    let settings = tether_settings::get();
     let mut env = Vec::new();
     if !system {
         // The same home the CLI uses, made absolute: the service starts in another directory.
-        if std::env::var_os("TETHER_HOME").is_some_and(|h| !h.is_empty()) {
-            env.push(("TETHER_HOME", Paths::from_env()?.home));
+        if settings.home.is_some() {
+            env.push((vars::HOME, Paths::from_env()?.home));
         }
     }
-    if let Some(level) = std::env::var_os("TETHER_LOG").filter(|l| !l.is_empty()) {
-        env.push(("TETHER_LOG", PathBuf::from(level)));
+    if let Some(level) = settings.log.as_deref().filter(|l| !l.is_empty()) {
+        env.push((vars::LOG, PathBuf::from(level)));
     }
     let dir = match a.unit_dir {
         Some(d) => d,

@@ -51,7 +51,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DUR", value_parser = dur::parse)]
     connect_timeout: Option<std::time::Duration>,
     /// Use the system daemon (one root daemon for every user) instead of your own.
-    #[arg(long, global = true, env = "TETHER_SYSTEM", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = tether_settings::vars::SYSTEM, value_parser = clap::builder::FalseyValueParser::new())]
     system: bool,
 }
 
@@ -160,6 +160,9 @@ tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job rem
 
 /// Parses arguments, runs the command, prints any error as one line, and returns the exit status.
 pub fn main() -> i32 {
+    // This process's `TETHER_*` settings, read once (a daemon forked from here keeps them; a
+    // session host is a process of its own and reads its own).
+    let _ = tether_settings::init(tether_settings::Settings::from_env());
     completions::complete_from_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -196,6 +199,10 @@ fn run(cli: Cli) -> CliResult {
         },
         command => {
             logging::init(cli.verbose);
+            // Seen with -v; the daemon logs them, and `tether doctor` lists them.
+            for w in tether_settings::get().warnings() {
+                tracing::warn!("{w}");
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

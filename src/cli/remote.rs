@@ -63,21 +63,22 @@ pub fn split_words(
 pub fn target(computer: &str, flags: &SshFlags) -> Result<RemoteTarget, CliError> {
     let text = |p: &std::path::Path| p.to_string_lossy().into_owned();
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let settings = tether_settings::get();
     let rt = RemoteTarget {
         computer: computer.to_string(),
-        ssh_program: env("TETHER_SSH"),
+        ssh_program: settings.ssh.clone(),
         ssh_config: flags
             .config
             .as_deref()
             .map(text)
-            .or_else(|| env("TETHER_SSH_CONFIG")),
+            .or_else(|| settings.ssh_config.clone()),
         ssh_options: flags.options.clone(),
         connect_timeout_ms: flags
             .connect_timeout
             .filter(|d| !d.is_zero())
             .map(|d| d.as_millis() as u64),
-        remote_exe: env("TETHER_REMOTE_EXE"),
-        remote_home: env("TETHER_REMOTE_HOME"),
+        remote_exe: settings.remote_exe.clone(),
+        remote_home: settings.remote_home.clone(),
         // The agent of this call (absolute: the daemon runs elsewhere), for the link it opens.
         ssh_auth_sock: env("SSH_AUTH_SOCK").map(|s| {
             std::path::absolute(&s)

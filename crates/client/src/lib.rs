@@ -160,7 +160,7 @@ impl Client {
         let exe = tether_exe();
         let status = tokio::process::Command::new(&exe)
             .args(["daemon", "start", "--quiet"])
-            .env("TETHER_HOME", &paths.home)
+            .env(tether_settings::vars::HOME, &paths.home)
             .stdin(std::process::Stdio::null())
             .status()
             .await
@@ -357,8 +357,8 @@ impl Client {
 
 /// The tether program used to start a daemon.
 pub fn tether_exe() -> PathBuf {
-    if let Some(p) = std::env::var_os("TETHER_EXE") {
-        return PathBuf::from(p);
+    if let Some(p) = &tether_settings::get().exe {
+        return p.clone();
     }
     // `tether-<sha256>` is the copy a client put on this computer (bootstrap).
     let is_tether = |n: &std::ffi::OsStr| {

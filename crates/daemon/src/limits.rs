@@ -8,20 +8,12 @@ use tether_transport::TransportError;
 
 /// Open connections at most (`TETHER_MAX_CONNECTIONS`).
 pub fn max_connections() -> usize {
-    std::env::var("TETHER_MAX_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(4096)
+    tether_settings::get().max_connections
 }
 
 /// How long a new connection may take to send its first frame (`TETHER_HELLO_TIMEOUT_MS`).
 fn hello_timeout() -> Duration {
-    std::env::var("TETHER_HELLO_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(60))
+    tether_settings::get().hello_timeout
 }
 
 /// The connection's first frame, or an error once the deadline passes.
@@ -102,24 +94,15 @@ pub fn restore_open_files() {
 /// Sessions one user may have at once in a system daemon (`TETHER_MAX_SESSIONS_PER_USER`,
 /// default 64; temporary sessions count, since each is a host and a shell).
 pub fn sessions_per_user() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| positive_env("TETHER_MAX_SESSIONS_PER_USER").unwrap_or(64))
+    tether_settings::get().max_sessions_per_user
 }
 
 /// Jobs one user may keep in a system daemon (`TETHER_MAX_JOBS_PER_USER`, default 64): their
 /// output waits in the daemon's memory until received.
 pub fn jobs_per_user() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| positive_env("TETHER_MAX_JOBS_PER_USER").unwrap_or(64))
+    tether_settings::get().max_jobs_per_user
 }
 
 /// Unreceived output one job child may have in a system daemon's memory before its command
 /// waits (16 MiB, or `TETHER_OUTPUT_QUOTA` if smaller).
 pub const SYSTEM_JOB_QUOTA: usize = 16 << 20;
-
-fn positive_env(name: &str) -> Option<usize> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-}

@@ -15,19 +15,14 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Size past which the log is rotated, unless `TETHER_LOG_MAX_BYTES` says otherwise.
-pub const DEFAULT_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Rotated files kept beside the live one (`daemon.log.1` … `daemon.log.3`).
 pub const KEEP: u32 = 3;
 
 /// The rotation threshold: `TETHER_LOG_MAX_BYTES` (bytes, or a number with K, M or G) or
-/// [`DEFAULT_MAX_BYTES`]. A value that does not parse falls back to the default rather than
-/// stopping the daemon from starting over a typo in its environment.
+/// [`tether_settings::DEFAULT_LOG_MAX_BYTES`] (8 MiB). A value that does not parse falls back
+/// to the default rather than stopping the daemon from starting over a typo in its environment.
 pub fn max_bytes() -> u64 {
-    std::env::var("TETHER_LOG_MAX_BYTES")
-        .ok()
-        .and_then(|v| tether_proto::parse_size(v.trim()).ok())
-        .unwrap_or(DEFAULT_MAX_BYTES)
+    tether_settings::get().log_max_bytes
 }
 
 /// `daemon.log.N`.
@@ -80,15 +75,33 @@ fn point_stdio_at(f: &std::fs::File) -> std::io::Result<()> {
 }
 
 /// Logs to stderr (the log file, after [`redirect_stdio`]) through a [`RotatingStderr`];
-/// level from `TETHER_LOG` (default `info`).
+/// level from `TETHER_LOG` (default `info`, also for a filter that does not parse). Then logs
+/// the settings that were ignored ([`tether_settings::Settings::warnings`]), once.
 pub fn init_logging(log: &Path, max: u64, size: u64) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let settings = tether_settings::get();
+    let filter = settings
+        .log
+        .as_deref()
+        .map(tracing_subscriber::EnvFilter::try_new);
+    let bad_filter = matches!(filter, Some(Err(_)));
+    let filter = filter
+        .and_then(Result::ok)
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(RotatingStderr::new(log.to_path_buf(), max, size))
         .try_init();
+    if bad_filter {
+        tracing::warn!(
+            "ignoring {}={:?}: not a log filter; logging at info",
+            tether_settings::vars::LOG,
+            settings.log.as_deref().unwrap_or_default()
+        );
+    }
+    for w in settings.warnings() {
+        tracing::warn!("{w}");
+    }
 }
 
 #[derive(Debug)]

@@ -18,9 +18,6 @@ use crate::session::Host;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The environment variable that turns session cgroups off (`0`, `off`, `no`, `false`).
-pub const ENV: &str = "TETHER_CGROUP";
-
 const PREFIX: &str = "tether-";
 
 /// A session's cgroup, made by its host.
@@ -31,12 +28,7 @@ pub struct Cgroup {
 
 /// Whether the user turned session cgroups off.
 fn disabled() -> bool {
-    std::env::var(ENV).is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "0" | "off" | "no" | "false"
-        )
-    })
+    !tether_settings::get().cgroup
 }
 
 impl Cgroup {

@@ -71,11 +71,7 @@ impl Outbox {
     pub fn new(quota: Option<u64>, drop_oldest: bool, spool: Option<PathBuf>) -> Outbox {
         let quota = quota
             .map(|q| q as usize)
-            .or_else(|| {
-                std::env::var("TETHER_OUTPUT_QUOTA")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-            })
+            .or(Some(tether_settings::get().output_quota))
             .filter(|q| *q > 0)
             .unwrap_or(DEFAULT_QUOTA);
         Outbox {

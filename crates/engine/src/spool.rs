@@ -60,9 +60,8 @@ pub(crate) struct Chunks {
 impl Chunks {
     /// `path` is where the spool file goes when memory is full (`None`: memory only).
     pub fn new(path: Option<PathBuf>) -> Chunks {
-        let mem_limit = std::env::var("TETHER_OUTPUT_MEMORY")
-            .ok()
-            .and_then(|v| v.parse().ok())
+        let mem_limit = tether_settings::get()
+            .output_memory
             .unwrap_or_else(|| *SHARED_DEFAULT.get().unwrap_or(&DEFAULT_MEMORY));
         Chunks {
             list: VecDeque::new(),

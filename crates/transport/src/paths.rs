@@ -27,15 +27,18 @@ pub struct Paths {
 }
 
 /// Where a system daemon keeps its state unless `TETHER_SYSTEM_HOME` says otherwise.
-pub const SYSTEM_HOME: &str = "/var/lib/tether";
+pub const SYSTEM_HOME: &str = tether_settings::DEFAULT_SYSTEM_HOME;
 /// Where a system daemon reads configurations unless `TETHER_SYSTEM_CONFIGS` says otherwise.
-pub const SYSTEM_CONFIGS: &str = "/etc/tether/configurations";
+pub const SYSTEM_CONFIGS: &str = tether_settings::DEFAULT_SYSTEM_CONFIGS;
 
 impl Paths {
-    /// Resolves `TETHER_HOME`, `$XDG_STATE_HOME/tether` or `~/.local/state/tether`.
+    /// Resolves `TETHER_HOME` (this process's [`tether_settings`]), else
+    /// `$XDG_STATE_HOME/tether` or `~/.local/state/tether`. `HOME` and `XDG_STATE_HOME` are
+    /// the user's environment, not tether settings: they are read here, when needed.
     pub fn from_env() -> std::io::Result<Paths> {
-        let home = if let Some(h) = std::env::var_os("TETHER_HOME").filter(|h| !h.is_empty()) {
-            PathBuf::from(h)
+        let settings = tether_settings::get();
+        let home = if let Some(h) = &settings.home {
+            h.clone()
         } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|h| !h.is_empty()) {
             PathBuf::from(x).join("tether")
         } else {
@@ -45,17 +48,13 @@ impl Paths {
         };
         let mut paths = Paths::for_home(home);
         // A session host of a system daemon is told so (it runs in one user's area).
-        paths.shared = std::env::var_os("TETHER_SHARED_AREA").is_some_and(|v| v == "1");
+        paths.shared = settings.shared_area;
         Ok(paths)
     }
 
     /// The system daemon's tree (`TETHER_SYSTEM_HOME`, else [`SYSTEM_HOME`]).
     pub fn system() -> Paths {
-        let home = std::env::var_os("TETHER_SYSTEM_HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(SYSTEM_HOME));
-        let mut paths = Paths::for_home(home);
+        let mut paths = Paths::for_home(tether_settings::get().system_home.clone());
         paths.shared = true;
         paths
     }
@@ -63,10 +62,7 @@ impl Paths {
     /// The system daemon's configuration directory (`TETHER_SYSTEM_CONFIGS`, else
     /// [`SYSTEM_CONFIGS`]).
     pub fn system_configs() -> PathBuf {
-        std::env::var_os("TETHER_SYSTEM_CONFIGS")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(SYSTEM_CONFIGS))
+        tether_settings::get().system_configs.clone()
     }
 
     /// One user's area inside a system daemon's tree: that user's sessions, kept apart from

@@ -98,7 +98,7 @@ fn host_spec(
         shell: cfg
             .shell
             .clone()
-            .or_else(|| std::env::var("TETHER_SHELL").ok().filter(|s| !s.is_empty())),
+            .or_else(|| tether_settings::get().shell.clone()),
         temporary: spec.temporary,
         output_quota: spec.output_quota.or(cfg.output_quota),
         // The user's explicit `--output-mode` wins over the configuration's, either way.

@@ -21,8 +21,9 @@ pub fn host_program() -> PathBuf {
     static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PROGRAM
         .get_or_init(|| {
-            std::env::var_os("TETHER_HOST_EXE")
-                .map(PathBuf::from)
+            tether_settings::get()
+                .host_exe
+                .clone()
                 .or_else(|| std::env::current_exe().ok())
                 .unwrap_or_else(|| PathBuf::from("tether"))
         })
@@ -40,8 +41,11 @@ pub async fn spawn_host(paths: &Paths, spec: &HostSpec) -> Result<HostMeta, Erro
     };
     let mut cmd = tokio::process::Command::new(host_program());
     cmd.arg("__host")
-        .env("TETHER_HOME", &paths.home)
-        .env("TETHER_SHARED_AREA", if paths.shared { "1" } else { "0" })
+        .env(tether_settings::vars::HOME, &paths.home)
+        .env(
+            tether_settings::vars::SHARED_AREA,
+            if paths.shared { "1" } else { "0" },
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());

@@ -25,10 +25,6 @@ use tether_proto::{ErrorInfo, ErrorKind, LinkStatus, RemoteTarget};
 use tether_transport::link::{Link, OwnBinary};
 use tether_transport::mux::{Channel, Mux};
 
-/// How long an unused connection stays open, unless `TETHER_CONNECTION_IDLE` (seconds, or a
-/// duration like `90s`, `10m`) says otherwise.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
-
 struct Warm {
     link: Link,
     computer: String,
@@ -77,15 +73,7 @@ fn agent_answers(path: &str) -> bool {
 
 impl Links {
     pub fn new(hello: tether_proto::Request) -> Arc<Links> {
-        let idle = std::env::var("TETHER_CONNECTION_IDLE")
-            .ok()
-            .and_then(|v| {
-                v.parse::<u64>()
-                    .ok()
-                    .map(Duration::from_secs)
-                    .or_else(|| humantime::parse_duration(&v).ok())
-            })
-            .unwrap_or(DEFAULT_IDLE);
+        let idle = tether_settings::get().connection_idle;
         let links = Arc::new(Links {
             hello,
             own: tokio::sync::OnceCell::new(),

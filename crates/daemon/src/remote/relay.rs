@@ -25,11 +25,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a broken connection is retried: `TETHER_RECONNECT_TIMEOUT` (seconds), else 4 min.
 fn reconnect_for() -> Duration {
-    std::env::var("TETHER_RECONNECT_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(240))
+    tether_settings::get().reconnect_timeout
 }
 
 enum End {

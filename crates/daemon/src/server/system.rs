@@ -30,16 +30,6 @@ pub struct System {
     stop: watch::Sender<bool>,
 }
 
-/// Open connections one user may have at once (`TETHER_MAX_CONNECTIONS_PER_USER`, else a
-/// quarter of the daemon's cap).
-fn per_user_connections() -> usize {
-    std::env::var("TETHER_MAX_CONNECTIONS_PER_USER")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| (crate::limits::max_connections() / 4).max(1))
-}
-
 impl System {
     pub fn new(paths: Paths) -> Arc<System> {
         Arc::new(System {
@@ -47,7 +37,8 @@ impl System {
             configs: Paths::system_configs(),
             users: Default::default(),
             conns: Default::default(),
-            per_user: per_user_connections(),
+            // `TETHER_MAX_CONNECTIONS_PER_USER`, else a quarter of the daemon's cap.
+            per_user: tether_settings::get().max_connections_per_user,
             stop: watch::channel(false).0,
         })
     }

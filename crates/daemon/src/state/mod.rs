@@ -41,7 +41,7 @@ use tokio::sync::{Mutex, watch};
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 7200;
 /// Smallest IdleTimeout a user may ask for, unless `TETHER_MIN_IDLE_TIMEOUT` (seconds) lowers it
 /// for tests.
-pub const MIN_IDLE_TIMEOUT_S: u64 = 60;
+pub const MIN_IDLE_TIMEOUT_S: u64 = tether_settings::DEFAULT_MIN_IDLE_TIMEOUT.as_secs();
 
 /// A client connection's frames, as the router reads them.
 pub(crate) type Reader = FrameReader<tokio::net::unix::OwnedReadHalf>;
@@ -163,10 +163,7 @@ impl Daemon {
     /// back from `paths`; picking running jobs up again is the caller's next step.
     pub fn new(paths: Paths, me: ClientId, system: Option<Role>, seams: Seams) -> Daemon {
         let registry = Registry::load(paths.clone());
-        let min_idle = std::env::var("TETHER_MIN_IDLE_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(MIN_IDLE_TIMEOUT_S);
+        let min_idle = tether_settings::get().min_idle_timeout.as_secs();
         let owner = match &system {
             Some(role) => role.account.name.clone(),
             None => nix::unistd::User::from_uid(nix::unistd::getuid())

@@ -15,26 +15,12 @@ pub struct Pool {
 
 /// Most spares kept per configuration (`TETHER_POOL_MAX`).
 pub(crate) fn max() -> usize {
-    // Read once: `eligible` asks on every temporary invocation.
-    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::env::var("TETHER_POOL_MAX")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(32)
-    })
+    tether_settings::get().pool_max
 }
 
 /// How long a spare is kept unused (`TETHER_POOL_IDLE`, seconds).
 pub(crate) fn idle() -> Duration {
-    static IDLE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *IDLE.get_or_init(|| {
-        let s = std::env::var("TETHER_POOL_IDLE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60u64);
-        Duration::from_secs(s.max(1))
-    })
+    tether_settings::get().pool_idle
 }
 
 impl Pool {

@@ -263,11 +263,7 @@ impl std::ops::Deref for Jobs {
 impl Jobs {
     /// The jobs kept under `paths` (`None`: in memory only).
     pub(crate) fn at(paths: Option<Paths>) -> Jobs {
-        let mut quota = std::env::var("TETHER_OUTPUT_QUOTA")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|q| *q > 0)
-            .unwrap_or(1 << 30);
+        let mut quota = tether_settings::get().output_quota;
         if paths.as_ref().is_some_and(|p| p.shared) {
             // A system daemon's view: unreceived output waits in root's memory.
             quota = quota.min(crate::limits::SYSTEM_JOB_QUOTA);
