@@ -15,8 +15,6 @@ use std::path::PathBuf;
 use tether_proto::{ExitInfo, Stream};
 use tokio::sync::watch;
 
-/// Default quota of kept output per session.
-pub const DEFAULT_QUOTA: usize = 1 << 30;
 /// Most bytes one `receive` step writes before checking for new requests.
 const BATCH: usize = 1 << 20;
 
@@ -69,11 +67,11 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// `spool` is the private file kept output spills into once its memory share is full.
     pub fn new(quota: Option<u64>, drop_oldest: bool, spool: Option<PathBuf>) -> Outbox {
+        // The session's own quota, else `TETHER_OUTPUT_QUOTA` (default 1 GiB).
         let quota = quota
             .map(|q| q as usize)
-            .or(Some(tether_settings::get().output_quota))
             .filter(|q| *q > 0)
-            .unwrap_or(DEFAULT_QUOTA);
+            .unwrap_or(tether_settings::get().output_quota);
         Outbox {
             kept: std::sync::Mutex::new(Kept {
                 chunks: Chunks::new(spool),
