@@ -404,9 +404,10 @@ fn log_check(paths: &Paths) -> Check {
             "log",
             Level::Ok,
             format!(
-                "{} ({}; rotated past 8 MiB or TETHER_LOG_MAX_BYTES; TETHER_LOG={level})",
+                "{} ({}; rotated past {}; TETHER_LOG={level})",
                 log.display(),
-                human(m.len())
+                human(m.len()),
+                human(tether_settings::get().log_max_bytes)
             ),
         ),
     }

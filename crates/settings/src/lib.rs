@@ -221,7 +221,8 @@ pub struct Settings {
     /// `TETHER_REMOTE_HOME`: `TETHER_HOME` for the daemons on other computers. Unset or empty:
     /// `None` (their own default).
     pub remote_home: Option<String>,
-    /// `TETHER_EXE`: the program run as `… daemon start` when no daemon runs. Unset: `None`
+    /// `TETHER_EXE`: the program run as `… daemon start` when no daemon runs. Unset or empty:
+    /// `None`
     /// (this executable if it is named `tether` or `tether-…`, else `tether` on PATH).
     pub exe: Option<PathBuf>,
     /// `TETHER_HOST_EXE`: the program a daemon runs as a session host. Unset: `None` (the
@@ -434,8 +435,8 @@ impl Settings {
             ssh_config: r.nonempty(SSH_CONFIG),
             remote_exe: r.nonempty(REMOTE_EXE),
             remote_home: r.nonempty(REMOTE_HOME),
-            exe: r.os(EXE).map(PathBuf::from),
-            host_exe: r.os(HOST_EXE).map(PathBuf::from),
+            exe: r.os(EXE).filter(|v| !v.is_empty()).map(PathBuf::from),
+            host_exe: r.os(HOST_EXE).filter(|v| !v.is_empty()).map(PathBuf::from),
             warnings: r.warnings,
         }
     }

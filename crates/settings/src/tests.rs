@@ -201,9 +201,13 @@ fn empty_text_and_paths_are_unset_but_empty_programs_are_kept() {
     let mut defaults = Settings::default();
     defaults.warnings.clear();
     assert_eq!(s, defaults);
-    // As before: `TETHER_EXE=` is the empty program (which then fails to start).
-    let s = with(&[("TETHER_EXE", ""), ("TETHER_LOG", "")]);
-    assert_eq!(s.exe, Some(PathBuf::new()));
+    // An empty program is no program, as for every other variable: the default is used.
+    let s = with(&[
+        ("TETHER_EXE", ""),
+        ("TETHER_HOST_EXE", ""),
+        ("TETHER_LOG", ""),
+    ]);
+    assert_eq!((s.exe.as_ref(), s.host_exe.as_ref()), (None, None));
     assert_eq!(s.log.as_deref(), Some(""));
 }
 
