@@ -303,7 +303,14 @@ impl Client {
         let stream = UnixStream::connect(paths.host_socket(iid)).await.ok()?;
         let (r, w) = stream.into_split();
         let mut writer = FrameWriter::new(w);
-        writer.feed(&hello()).await.ok()?;
+        // A host speaks the host protocol, versioned on its own (`tether_proto::host`): greet
+        // it with the oldest we speak, so that a host of an older release still answers.
+        let hello = Request::Hello {
+            version: tether_proto::host::OLDEST_HOST_PROTOCOL,
+            agent: format!("tether-client/{}", env!("CARGO_PKG_VERSION")),
+            client: None,
+        };
+        writer.feed(&hello).await.ok()?;
         match Invocation::start_on(FrameReader::new(r), writer, true, spec.clone()).await {
             Err(ClientError::Remote(e)) => Some(Err(e.into())),
             Err(_) => None,

@@ -10,6 +10,7 @@ use crate::driver;
 use crate::requests::Requests;
 use crate::session::Host;
 use std::sync::Arc;
+use tether_proto::host::HostRequest;
 use tether_proto::{ErrorInfo, ErrorKind, InvokeSpec, Request, Response, State};
 use tether_transport::{FrameReader, FrameWriter};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -65,7 +66,13 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
         }
         _ => {}
     }
-    if !tether_transport::answer_hello(first, &mut writer, "session host").await {
+    if !tether_transport::answer_hello(
+        first,
+        &mut writer,
+        &tether_transport::Speaks::session_host(),
+    )
+    .await
+    {
         return;
     }
     serve(host, reader, writer, None).await;
@@ -136,60 +143,20 @@ async fn serve_requests(
     mut acking: bool,
 ) {
     while let Some(req) = requests.rx.recv().await {
+        // What only its daemon asks, then the invocation stream of a client.
+        let req = match HostRequest::try_from(req) {
+            Ok(control) => {
+                if !from_daemon(&host, control, &mut writer).await {
+                    return;
+                }
+                continue;
+            }
+            Err(req) => req,
+        };
         let ok = match req {
-            Request::HostInfo => writer
-                .send(&Response::Sessions(vec![host.info()]))
-                .await
-                .is_ok(),
             Request::Invoke(spec) => {
                 acking = spec.acked;
                 invoke(&host, spec, &mut requests, &mut writer).await
-            }
-            Request::HostDisconnect(client) => {
-                let reply = host.check_holder(&client).map(|()| {
-                    // A running command's client is let go (it goes on); an idle session is
-                    // marked.
-                    if host.lock_inner().busy {
-                        host.detach.send_modify(|d| *d += 1);
-                    }
-                    host.set_disconnected();
-                    Response::Sessions(vec![host.info()])
-                });
-                let reply = reply.unwrap_or_else(Response::Error);
-                writer.send(&reply).await.is_ok()
-            }
-            Request::HostConnect(client) => {
-                let reply = host.check_holder(&client).map(|()| {
-                    host.set_connected(&client);
-                    Response::Sessions(vec![host.info()])
-                });
-                let reply = reply.unwrap_or_else(Response::Error);
-                writer.send(&reply).await.is_ok()
-            }
-            Request::HostClientGone(client) => {
-                host.client_gone(&client);
-                writer
-                    .send(&Response::Sessions(vec![host.info()]))
-                    .await
-                    .is_ok()
-            }
-            Request::HostPoolWatch => {
-                // The first Ok says "subscribed": every later one, "free again".
-                let mut free = host.pool_free.subscribe();
-                if writer.send(&Response::Ok).await.is_err() {
-                    return;
-                }
-                while free.changed().await.is_ok() {
-                    if writer.send(&Response::Ok).await.is_err() {
-                        return;
-                    }
-                }
-                false
-            }
-            Request::HostClose => {
-                host.finish(State::Closed, "removed".into());
-                let _ = writer.send(&Response::Ok).await;
-                false
             }
             Request::Ack(seq) => {
                 if acking {
@@ -210,6 +177,70 @@ async fn serve_requests(
         };
         if !ok {
             return;
+        }
+    }
+}
+
+/// Serves a request of the host's daemon; false when the connection is done.
+async fn from_daemon(
+    host: &Arc<Host>,
+    req: HostRequest,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) -> bool {
+    let sessions = |host: &Host| Response::Sessions(vec![host.info()]);
+    match req {
+        HostRequest::Info => writer.send(&sessions(host)).await.is_ok(),
+        HostRequest::Disconnect(client) => {
+            let reply = host.check_holder(&client).map(|()| {
+                // A running command's client is let go (it goes on); an idle session is
+                // marked.
+                if host.lock_inner().busy {
+                    host.detach.send_modify(|d| *d += 1);
+                }
+                host.set_disconnected();
+                sessions(host)
+            });
+            let reply = reply.unwrap_or_else(Response::Error);
+            writer.send(&reply).await.is_ok()
+        }
+        HostRequest::Connect(client) => {
+            let reply = host.check_holder(&client).map(|()| {
+                host.set_connected(&client);
+                sessions(host)
+            });
+            let reply = reply.unwrap_or_else(Response::Error);
+            writer.send(&reply).await.is_ok()
+        }
+        HostRequest::ClientGone(client) => {
+            host.client_gone(&client);
+            writer.send(&sessions(host)).await.is_ok()
+        }
+        HostRequest::PoolWatch => {
+            // The first Ok says "subscribed": every later one, "free again".
+            let mut free = host.pool_free.subscribe();
+            if writer.send(&Response::Ok).await.is_err() {
+                return false;
+            }
+            while free.changed().await.is_ok() {
+                if writer.send(&Response::Ok).await.is_err() {
+                    return false;
+                }
+            }
+            false
+        }
+        HostRequest::Close => {
+            host.finish(State::Closed, "removed".into());
+            let _ = writer.send(&Response::Ok).await;
+            false
+        }
+        // A hand-off comes only as a connection's first frame, with the client's connection.
+        HostRequest::Handoff { .. } | HostRequest::HandoffReceive { .. } => {
+            let msg = format!(
+                "session {}: a hand-off without the client's connection",
+                host.spec.name
+            );
+            let err = Response::Error(ErrorInfo::new(ErrorKind::Usage, msg));
+            writer.send(&err).await.is_ok()
         }
     }
 }

@@ -10,6 +10,7 @@
 //! handshake, and a payload that does not decode is reported as [`DecodeError`], never a panic.
 
 mod frame;
+pub mod host;
 mod ids;
 mod jobs;
 mod session;

@@ -237,26 +237,56 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
-/// Answers a connection's first frame, already read: a `Hello` of our protocol version gets our
-/// `Hello` (queued, not flushed, so it travels with the first reply); anything else gets a
-/// one-line error naming both versions, or nothing. Returns whether the connection may go on.
+/// The protocol versions a listener accepts in a `Hello`, and the newest it speaks (which its
+/// reply names): a daemon speaks exactly [`tether_proto::PROTOCOL_VERSION`], a session host
+/// every host protocol from [`tether_proto::host::OLDEST_HOST_PROTOCOL`] on.
+pub struct Speaks {
+    pub who: &'static str,
+    pub accepts: std::ops::RangeInclusive<u32>,
+    pub newest: u32,
+}
+
+impl Speaks {
+    pub fn daemon() -> Speaks {
+        let v = tether_proto::PROTOCOL_VERSION;
+        Speaks {
+            who: "tether daemon",
+            accepts: v..=v,
+            newest: v,
+        }
+    }
+
+    pub fn session_host() -> Speaks {
+        Speaks {
+            who: "session host",
+            accepts: tether_proto::host::host_versions(),
+            newest: tether_proto::host::HOST_PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// Answers a connection's first frame, already read: a `Hello` of a version we accept gets our
+/// `Hello` naming the newest we speak (queued, not flushed, so it travels with the first
+/// reply); anything else gets a one-line error naming both versions, or nothing. Returns
+/// whether the connection may go on.
 pub async fn answer_hello<W: AsyncWrite + Unpin>(
     first: Result<Option<tether_proto::Request>, TransportError>,
     writer: &mut FrameWriter<W>,
-    who: &str,
+    speaks: &Speaks,
 ) -> bool {
-    use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, Request, Response};
+    use tether_proto::{ErrorInfo, ErrorKind, Request, Response};
     match first {
-        Ok(Some(Request::Hello { version, .. })) if version == PROTOCOL_VERSION => {
+        Ok(Some(Request::Hello { version, .. })) if speaks.accepts.contains(&version) => {
             let hello = Response::Hello {
-                version: PROTOCOL_VERSION,
+                version: speaks.newest,
                 pid: std::process::id(),
             };
             writer.feed(&hello).await.is_ok()
         }
         Ok(Some(Request::Hello { version, .. })) => {
+            let (who, newest) = (speaks.who, speaks.newest);
             let msg = format!(
-                "this {who} speaks protocol {PROTOCOL_VERSION} (tether {}), the client speaks {version}: install the same tether version on both sides",
+                "this {who} speaks protocol {newest} (tether {}), the client speaks {version}: install the same tether version on both sides",
                 env!("CARGO_PKG_VERSION")
             );
             let err = Response::Error(ErrorInfo::new(ErrorKind::Connection, msg));
@@ -381,7 +411,7 @@ mod tests {
             agent: "x".into(),
             client: None,
         };
-        assert!(!answer_hello(Ok(Some(old)), &mut w, "tether daemon").await);
+        assert!(!answer_hello(Ok(Some(old)), &mut w, &Speaks::daemon()).await);
         match FrameReader::new(br).read::<Response>().await.unwrap() {
             Some(Response::Error(e)) => {
                 assert_eq!(e.kind, ErrorKind::Connection);
@@ -395,7 +425,44 @@ mod tests {
             agent: "x".into(),
             client: None,
         };
-        assert!(answer_hello(Ok(Some(ok)), &mut w, "tether daemon").await);
-        assert!(!answer_hello(Ok(Some(Request::Cancel)), &mut w, "tether daemon").await);
+        assert!(answer_hello(Ok(Some(ok)), &mut w, &Speaks::daemon()).await);
+        assert!(!answer_hello(Ok(Some(Request::Cancel)), &mut w, &Speaks::daemon()).await);
+    }
+
+    /// A session host greets every host protocol it still speaks, and names its newest.
+    #[tokio::test]
+    async fn a_session_host_accepts_every_host_protocol_it_speaks() {
+        use tether_proto::Response;
+        use tether_proto::host::{HOST_PROTOCOL_VERSION, OLDEST_HOST_PROTOCOL};
+        for (version, ok) in [
+            (OLDEST_HOST_PROTOCOL, true),
+            (HOST_PROTOCOL_VERSION, true),
+            (OLDEST_HOST_PROTOCOL - 1, false),
+            (HOST_PROTOCOL_VERSION + 1, false),
+        ] {
+            let (a, b) = tokio::io::duplex(4096);
+            let (_ar, aw) = tokio::io::split(a);
+            let (br, _bw) = tokio::io::split(b);
+            let mut w = FrameWriter::new(aw);
+            let hello = Request::Hello {
+                version,
+                agent: "daemon".into(),
+                client: None,
+            };
+            assert_eq!(
+                answer_hello(Ok(Some(hello)), &mut w, &Speaks::session_host()).await,
+                ok,
+                "version {version}"
+            );
+            w.flush().await.unwrap();
+            let reply = FrameReader::new(br).read::<Response>().await.unwrap();
+            match (ok, reply) {
+                (true, Some(Response::Hello { version, .. })) => {
+                    assert_eq!(version, HOST_PROTOCOL_VERSION)
+                }
+                (false, Some(Response::Error(_))) => {}
+                (_, other) => panic!("version {version}: {other:?}"),
+            }
+        }
     }
 }

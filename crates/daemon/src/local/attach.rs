@@ -6,6 +6,7 @@ use super::hosts;
 use super::sessions::{closed_error, hand_off_with};
 use crate::state::registry::{Found, RemoteHandle, as_seen_here};
 use crate::state::{Daemon, Reader, Writer};
+use tether_proto::host::HostRequest;
 use tether_proto::{
     ClientId, ErrorInfo, ErrorKind, Request, Response, SessionFilter, SessionInfo, SessionList,
     State,
@@ -40,11 +41,11 @@ fn seen_here(h: &RemoteHandle, reply: Response) -> Result<SessionInfo, ErrorInfo
     }
 }
 
-/// Sends a host-level request (`HostDisconnect`, `HostConnect`) to each named session.
+/// Sends a host-level request (disconnect, connect) to each named session.
 async fn each(
     daemon: &Daemon,
     list: SessionList,
-    host_req: Request,
+    host_req: HostRequest,
     far_req: fn(SessionList) -> Request,
 ) -> Result<Response, ErrorInfo> {
     let mut out = Vec::new();
@@ -54,7 +55,9 @@ async fn each(
                 if !matches!(info.state, State::Opened | State::Disconnected) {
                     return Err(closed_error(&info.name, info.state, info.reason.as_deref()));
                 }
-                match hosts::ask_or_refused(&daemon.paths, &info.instance_id, &host_req).await {
+                match hosts::ask_or_refused(&daemon.paths, &info.instance_id, host_req.clone())
+                    .await
+                {
                     Some(now) => out.push(now?),
                     None => {
                         let mut reg = daemon.registry.lock().await;
@@ -87,7 +90,7 @@ pub async fn disconnect(
     list: SessionList,
     client: &ClientId,
 ) -> Result<Response, ErrorInfo> {
-    let host_req = Request::HostDisconnect(client.clone());
+    let host_req = HostRequest::Disconnect(client.clone());
     each(daemon, list, host_req, Request::Disconnect).await
 }
 
@@ -110,7 +113,7 @@ pub async fn connect(
         }
         list.sessions = words;
     }
-    let host_req = Request::HostConnect(client.clone());
+    let host_req = HostRequest::Connect(client.clone());
     let reply = each(daemon, list, host_req, Request::Connect).await;
     if reply.is_err() {
         // A refused connect leaves no handle behind.
@@ -213,7 +216,7 @@ pub async fn resume(
     };
     match target {
         Ok(Target::Local(info)) => {
-            let make = |prefix| Request::HandoffReceive {
+            let make = |prefix| HostRequest::HandoffReceive {
                 prefix,
                 from: Some(from),
                 acked: true,
@@ -256,7 +259,7 @@ pub async fn receive(
                 let _ = writer.send(&Response::Error(e)).await;
                 return;
             }
-            let make = |prefix| Request::HandoffReceive {
+            let make = |prefix| HostRequest::HandoffReceive {
                 prefix,
                 from: None,
                 acked: false,

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 use tether_engine::{HostMeta, HostSpec};
-use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, Request, Response, SessionInfo};
+use tether_proto::host::HostRequest;
+use tether_proto::{ErrorInfo, ErrorKind, Request, Response, SessionInfo};
 use tether_transport::paths::Paths;
 use tether_transport::{FrameReader, FrameWriter};
 use tokio::io::AsyncBufReadExt;
@@ -114,6 +115,9 @@ pub async fn spawn_host(paths: &Paths, spec: &HostSpec) -> Result<HostMeta, Erro
 pub struct HostConn {
     pub reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
     pub writer: FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+    /// The host protocol both sides speak, once the host has answered
+    /// ([`tether_proto::host::agreed`]); until then the oldest this daemon speaks.
+    pub protocol: u32,
 }
 
 /// Connects to a host and sends `Hello` (the reply is left for the caller to read, so the first
@@ -124,7 +128,7 @@ pub async fn connect(paths: &Paths, instance_id: &str) -> std::io::Result<HostCo
     let mut writer = FrameWriter::new(w);
     writer
         .feed(&Request::Hello {
-            version: PROTOCOL_VERSION,
+            version: tether_proto::host::OLDEST_HOST_PROTOCOL,
             agent: "daemon".into(),
             client: None,
         })
@@ -133,6 +137,7 @@ pub async fn connect(paths: &Paths, instance_id: &str) -> std::io::Result<HostCo
     Ok(HostConn {
         reader: FrameReader::new(r),
         writer,
+        protocol: tether_proto::host::OLDEST_HOST_PROTOCOL,
     })
 }
 
@@ -140,7 +145,10 @@ impl HostConn {
     /// Reads the host's `Hello` reply.
     pub async fn expect_hello(&mut self) -> Result<(), ErrorInfo> {
         match self.reader.read::<Response>().await {
-            Ok(Some(Response::Hello { .. })) => Ok(()),
+            Ok(Some(Response::Hello { version, .. })) => {
+                self.protocol = tether_proto::host::agreed(version);
+                Ok(())
+            }
             Ok(Some(Response::Error(e))) => Err(e),
             _ => Err(ErrorInfo::new(
                 ErrorKind::Internal,
@@ -149,10 +157,10 @@ impl HostConn {
         }
     }
 
-    async fn call(&mut self, req: &Request) -> Result<Response, ErrorInfo> {
+    async fn call(&mut self, req: HostRequest) -> Result<Response, ErrorInfo> {
         let broken = |e: String| ErrorInfo::new(ErrorKind::Internal, e);
         self.writer
-            .send(req)
+            .send(&Request::from(req))
             .await
             .map_err(|e| broken(e.to_string()))?;
         self.expect_hello().await?;
@@ -166,12 +174,12 @@ impl HostConn {
 
 /// Live information from a host, or `None` if it does not answer (gone or hung).
 pub async fn info(paths: &Paths, instance_id: &str) -> Option<SessionInfo> {
-    ask(paths, instance_id, &Request::HostInfo).await
+    ask(paths, instance_id, HostRequest::Info).await
 }
 
 /// Sends a host a request it answers with its session's information (`HostInfo`,
 /// `HostDisconnect`, `HostConnect`); `None` if it does not answer.
-pub async fn ask(paths: &Paths, instance_id: &str, req: &Request) -> Option<SessionInfo> {
+pub async fn ask(paths: &Paths, instance_id: &str, req: HostRequest) -> Option<SessionInfo> {
     ask_or_refused(paths, instance_id, req).await?.ok()
 }
 
@@ -180,7 +188,7 @@ pub async fn ask(paths: &Paths, instance_id: &str, req: &Request) -> Option<Sess
 pub async fn ask_or_refused(
     paths: &Paths,
     instance_id: &str,
-    req: &Request,
+    req: HostRequest,
 ) -> Option<Result<SessionInfo, ErrorInfo>> {
     let fut = async {
         let mut conn = connect(paths, instance_id).await.ok()?;
@@ -202,7 +210,7 @@ pub async fn close(paths: &Paths, instance_id: &str) -> Result<(), ErrorInfo> {
         let Ok(mut conn) = connect(paths, instance_id).await else {
             return Ok(());
         };
-        match conn.call(&Request::HostClose).await {
+        match conn.call(HostRequest::Close).await {
             Ok(Response::Ok) | Err(_) => Ok(()),
             Ok(Response::Error(e)) => Err(e),
             Ok(_) => Ok(()),

@@ -22,6 +22,7 @@ use super::hosts;
 use crate::state::Daemon;
 use std::sync::Arc;
 use std::time::Duration;
+use tether_proto::host::HostRequest;
 use tether_proto::{ClientId, ErrorInfo, InvokeSpec, NewSession, Request, Response, SessionInfo};
 
 /// Whether a temporary invocation may run in a spare (see the module's doc).
@@ -83,7 +84,11 @@ async fn watch(daemon: &Arc<Daemon>, info: &SessionInfo, key: String) -> bool {
     let Ok(mut conn) = hosts::connect(&daemon.paths, &iid).await else {
         return false;
     };
-    if conn.writer.send(&Request::HostPoolWatch).await.is_err()
+    if conn
+        .writer
+        .send(&Request::from(HostRequest::PoolWatch))
+        .await
+        .is_err()
         || conn.expect_hello().await.is_err()
     {
         return false;

@@ -13,6 +13,7 @@
 
 use super::hosts;
 use crate::state::{Daemon, Reader, Writer};
+use tether_proto::host::HostRequest;
 use tether_proto::{ClientId, Request, Response, State};
 
 /// Serves one client's `Presence` channel until it ends.
@@ -48,10 +49,10 @@ pub async fn serve(daemon: &Daemon, client: ClientId, mut reader: Reader, mut wr
             .map(|m| m.info.instance_id.clone())
             .collect()
     };
-    let req = Request::HostClientGone(client);
+    let req = HostRequest::ClientGone(client);
     for iid in held {
         // The host decides: it knows its current holder and whether a command runs.
-        let _ = hosts::ask(&daemon.paths, &iid, &req).await;
+        let _ = hosts::ask(&daemon.paths, &iid, req.clone()).await;
     }
 }
 

@@ -10,6 +10,7 @@ use crate::state::registry::{Found, selected};
 use crate::state::{Daemon, Reader, Writer};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use tether_proto::host::HostRequest;
 use tether_proto::{
     ClientId, ErrorInfo, ErrorKind, InvokeSpec, NewSession, Request, Response, SessionFilter,
     SessionInfo, State,
@@ -202,7 +203,10 @@ pub(crate) async fn hand_off(
     hand_off_with(
         daemon,
         info,
-        |prefix| Request::Handoff { spec, prefix },
+        |prefix| HostRequest::Handoff {
+            spec: Box::new(spec),
+            prefix,
+        },
         reader,
         writer,
     )
@@ -214,7 +218,7 @@ pub(crate) async fn hand_off(
 pub(crate) async fn hand_off_with(
     daemon: &Daemon,
     info: &SessionInfo,
-    make: impl FnOnce(Vec<u8>) -> Request,
+    make: impl FnOnce(Vec<u8>) -> HostRequest,
     reader: Reader,
     mut writer: Writer,
 ) -> std::io::Result<bool> {
@@ -223,7 +227,8 @@ pub(crate) async fn hand_off_with(
     let client = client_r
         .reunite(writer.into_inner())
         .map_err(std::io::Error::other)?;
-    let frame = tether_proto::encode(&make(prefix)).map_err(std::io::Error::other)?;
+    let frame =
+        tether_proto::encode(&Request::from(make(prefix))).map_err(std::io::Error::other)?;
     let sent = async {
         let host = UnixStream::connect(daemon.paths.host_socket(&info.instance_id)).await?;
         tether_transport::unix::send_with_fd(&host, &frame, client.as_raw_fd()).await

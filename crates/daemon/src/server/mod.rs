@@ -135,7 +135,9 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     let _agent = forwarded
         .as_deref()
         .and_then(|a| local::agents::agent_arrived(&daemon, &client, a));
-    if !tether_transport::answer_hello(first, &mut writer, "tether daemon").await {
+    if !tether_transport::answer_hello(first, &mut writer, &tether_transport::Speaks::daemon())
+        .await
+    {
         return;
     }
     let caller = Caller { client, pin };
