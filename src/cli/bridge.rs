@@ -10,6 +10,7 @@ use super::error::{CliError, CliResult};
 use clap::Args;
 use std::os::fd::{AsFd, OwnedFd};
 use tether_client::{ErrorKind, Paths};
+use tether_proto::peer::BridgeFrame;
 use tether_transport::mux::Mux;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -27,14 +28,14 @@ pub async fn run(a: BridgeArgs) -> CliResult {
     // daemon believes no environment or directory sent through it.
     // An unpinned bridge also says which ssh agent its client forwarded (sshd's
     // `SSH_AUTH_SOCK` for this connection), so that sessions reach it (the daemon checks it).
-    let first = match &a.configuration {
-        Some(c) => tether_proto::Request::Pin(c.clone()),
-        None => tether_proto::Request::Bridged {
+    let first = tether_proto::Request::from(match &a.configuration {
+        Some(c) => BridgeFrame::Pin(c.clone()),
+        None => BridgeFrame::Bridged {
             agent: std::env::var("SSH_AUTH_SOCK")
                 .ok()
                 .filter(|s| !s.is_empty()),
         },
-    };
+    });
     let pin_frame = Some(
         tether_proto::encode(&first)
             .map_err(|e| CliError::new(ErrorKind::Internal, format!("bridge: {e}")))?,

@@ -13,6 +13,7 @@ mod frame;
 pub mod host;
 mod ids;
 mod jobs;
+pub mod peer;
 mod session;
 
 pub use frame::{

@@ -14,6 +14,7 @@
 use super::hosts;
 use crate::state::{Daemon, Reader, Writer};
 use tether_proto::host::HostRequest;
+use tether_proto::peer::PeerRequest;
 use tether_proto::{ClientId, Request, Response, State};
 
 /// Serves one client's `Presence` channel until it ends.
@@ -23,7 +24,7 @@ pub async fn serve(daemon: &Daemon, client: ClientId, mut reader: Reader, mut wr
     if writer.flush().await.is_ok() {
         loop {
             match reader.read::<Request>().await {
-                Ok(Some(Request::Goodbye)) => {
+                Ok(Some(r)) if PeerRequest::of(&r) == Some(PeerRequest::Goodbye) => {
                     goodbye = true;
                     let _ = writer.send(&Response::Ok).await;
                 }

@@ -8,6 +8,7 @@
 //! again.
 
 use std::time::Duration;
+use tether_proto::peer::PeerRequest;
 use tether_proto::{Request, Response};
 use tether_transport::FrameReader;
 use tether_transport::mux::{ChannelWriter, Mux};
@@ -35,7 +36,7 @@ impl Presence {
         let Some(mut w) = self.lock().take() else {
             return;
         };
-        let Ok(bytes) = tether_proto::encode(&Request::Goodbye) else {
+        let Ok(bytes) = tether_proto::encode(&Request::from(PeerRequest::Goodbye)) else {
             return;
         };
         let said = async {
@@ -52,7 +53,7 @@ impl Presence {
 pub async fn keep(hello: Request, mux: Mux, computer: String, presence: Presence) {
     let bytes = match (
         tether_proto::encode(&hello),
-        tether_proto::encode(&Request::Presence),
+        tether_proto::encode(&Request::from(PeerRequest::Presence)),
     ) {
         (Ok(mut h), Ok(p)) => {
             h.extend(p);

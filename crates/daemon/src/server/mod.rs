@@ -14,6 +14,7 @@ use crate::local;
 use crate::remote;
 use crate::state::{Daemon, Role, Seams};
 use std::sync::Arc;
+use tether_proto::peer::BridgeFrame;
 use tether_proto::{ErrorInfo, ErrorKind, Request, Response};
 use tether_transport::paths::Paths;
 use tether_transport::{FrameReader, FrameWriter};
@@ -103,16 +104,21 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     let mut pin = None;
     let mut bridged = false;
     let mut forwarded = None;
-    match &first {
-        Ok(Some(Request::Pin(name))) => {
-            pin = Some(name.clone());
+    match first
+        .as_ref()
+        .ok()
+        .and_then(|f| f.as_ref())
+        .and_then(BridgeFrame::of)
+    {
+        Some(BridgeFrame::Pin(name)) => {
+            pin = Some(name);
             bridged = true;
         }
-        Ok(Some(Request::Bridged { agent })) => {
+        Some(BridgeFrame::Bridged { agent }) => {
             bridged = true;
-            forwarded = agent.clone();
+            forwarded = agent;
         }
-        _ => {}
+        None => {}
     }
     if bridged {
         first = crate::limits::first_frame(&mut reader).await;
