@@ -4,6 +4,7 @@ mod attach;
 mod bridge;
 mod completions;
 mod config;
+mod copy;
 mod daemon;
 mod doctor;
 mod dur;
@@ -133,6 +134,15 @@ tether invoke 'uname -a'   # a temporary local session"
 tether job wait 1 --timeout 10m\n  tether job receive 1 --keep\n  tether job remove 1"
     )]
     Job(jobs::JobArgs),
+    /// Copy files and trees between this computer and a session (Copy-Item -ToSession).
+    #[command(
+        after_help = "Examples:\n  tether copy app.tar.gz web:/srv/\n  tether copy -rp ./site web:/srv/site\n  \
+tether copy web:/var/log/nginx/access.log .\n  tether copy --computer db1 dump.sql :/tmp/"
+    )]
+    Copy(copy::CopyArgs),
+    /// Internal: one side of a copy (run by `tether copy`, here and in the session).
+    #[command(name = "__copy", hide = true)]
+    CopySide(copy::CopySideArgs),
     /// Session configurations of this or another computer.
     #[command(
         after_help = "Examples:\n  tether config list\n  tether config show ops --computer db1"
@@ -193,6 +203,9 @@ fn run(cli: Cli) -> CliResult {
         Command::Daemon(args) => daemon::run(args),
         Command::Host => daemon::run_host(),
         Command::Leader => Ok(tether_engine::leader::run().map(|()| 0)?),
+        // A copy is two processes joined by a pipe; neither side needs a runtime here.
+        Command::Copy(a) => copy::run(a),
+        Command::CopySide(a) => copy::side(a),
         Command::Tty { what } => match tether_engine::foreground::Move::parse(&what) {
             Some(how) => Ok(tether_engine::foreground::run(how)),
             None => Err(CliError::usage(format!("__tty: unknown move {what:?}"))),
@@ -222,7 +235,12 @@ fn run(cli: Cli) -> CliResult {
                     Command::Completions(a) => completions::run(a),
                     Command::Man(a) => manpage::run(a),
                     Command::Doctor(a) => doctor::run(a).await,
-                    Command::Daemon(_) | Command::Host | Command::Leader | Command::Tty { .. } => {
+                    Command::Daemon(_)
+                    | Command::Host
+                    | Command::Leader
+                    | Command::Tty { .. }
+                    | Command::Copy(_)
+                    | Command::CopySide(_) => {
                         unreachable!("handled above")
                     }
                 }

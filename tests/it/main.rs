@@ -15,6 +15,7 @@ mod bridge;
 mod cleanup;
 mod cli_ux;
 mod configs;
+mod copy;
 mod daemon;
 mod direct;
 mod disconnect;

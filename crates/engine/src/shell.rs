@@ -67,6 +67,7 @@ impl Flavour {
     ///
     /// The two read-only variables name the per-invocation script files (see [`wrapper`]).
     /// `shell`: the shell's own path, which prompts ask about syntax (`$__tether_sh -n`).
+    /// `$__tether_x` is tether's own program, which `tether copy` runs in the session.
     pub fn prelude(self, dir: &Path, shell: &str) -> String {
         // zsh refuses monitor mode without a terminal; its commands stay in the shell's group
         // and are signalled one by one instead (see `procs`).
@@ -86,10 +87,11 @@ impl Flavour {
             _ => "__tether_ret() { \\builtin return \"$1\"; }\n",
         });
         s.push_str(&format!(
-            "readonly __tether_w={} __tether_s={} __tether_sh={} __tether_flavour={}\n",
+            "readonly __tether_w={} __tether_s={} __tether_sh={} __tether_x={} __tether_flavour={}\n",
             quote(&dir.join("w").to_string_lossy()),
             quote(&dir.join("s").to_string_lossy()),
             quote(shell),
+            quote(&crate::foreground::own_program().to_string_lossy()),
             match self {
                 Flavour::Bash => "bash",
                 Flavour::Zsh => "zsh",

@@ -1,0 +1,149 @@
+use super::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+fn temp() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "tether-copy-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stream(sources: &[&Path], recursive: bool) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let opts = SendOptions {
+        recursive,
+        label: "here",
+    };
+    let problems = send(sources, opts, &mut out).unwrap();
+    (out, problems)
+}
+
+fn receive(
+    bytes: &[u8],
+    dest: &Path,
+    sources: usize,
+    preserve: bool,
+) -> Result<Received, CopyError> {
+    Receiver {
+        dest: dest.to_path_buf(),
+        sources,
+        preserve,
+    }
+    .run(&mut &bytes[..])
+}
+
+#[test]
+fn a_tree_arrives_whole_with_modes_times_and_links() {
+    let src = temp();
+    let tree = src.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), b"alpha").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(tree.join("sub/big.bin"), &big).unwrap();
+    std::fs::set_permissions(tree.join("a.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("a.txt", tree.join("link")).unwrap();
+    let (bytes, problems) = stream(&[&tree], true);
+    assert_eq!(problems, 0);
+    let dst = temp();
+    let got = receive(&bytes, &dst, 1, true).unwrap();
+    assert_eq!((got.files, got.dirs, got.links), (2, 2, 1));
+    assert_eq!(std::fs::read(dst.join("tree/a.txt")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(dst.join("tree/sub/big.bin")).unwrap(), big);
+    let m = std::fs::metadata(dst.join("tree/a.txt")).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o640);
+    let src_m = std::fs::metadata(tree.join("a.txt")).unwrap();
+    assert_eq!(m.mtime(), src_m.mtime());
+    assert_eq!(
+        std::fs::read_link(dst.join("tree/link")).unwrap(),
+        Path::new("a.txt")
+    );
+    // Nothing temporary is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dst.join("tree"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tether-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn one_source_takes_the_destinations_name_and_many_need_a_directory() {
+    let src = temp();
+    std::fs::write(src.join("one"), b"1").unwrap();
+    std::fs::write(src.join("two"), b"2").unwrap();
+    let dst = temp();
+    let (bytes, _) = stream(&[&src.join("one")], false);
+    receive(&bytes, &dst.join("renamed"), 1, false).unwrap();
+    assert_eq!(std::fs::read(dst.join("renamed")).unwrap(), b"1");
+    let (bytes, _) = stream(&[&src.join("one"), &src.join("two")], false);
+    let err = receive(&bytes, &dst.join("nodir"), 2, false).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    receive(&bytes, &dst, 2, false).unwrap();
+    assert_eq!(std::fs::read(dst.join("two")).unwrap(), b"2");
+}
+
+#[test]
+fn missing_sources_and_directories_without_r_are_reported_and_the_rest_copied() {
+    let src = temp();
+    std::fs::write(src.join("here"), b"h").unwrap();
+    std::fs::create_dir(src.join("dir")).unwrap();
+    let (bytes, problems) = stream(
+        &[&src.join("missing"), &src.join("dir"), &src.join("here")],
+        false,
+    );
+    assert_eq!(problems, 2);
+    let dst = temp();
+    let got = receive(&bytes, &dst, 3, false).unwrap();
+    assert_eq!(got.files, 1);
+    assert_eq!(got.problems.len(), 2);
+    assert!(got.problems[0].starts_with("here: "), "{:?}", got.problems);
+    assert!(
+        got.problems[0].ends_with("missing: No such file or directory"),
+        "{:?}",
+        got.problems
+    );
+    assert!(got.problems[1].contains("use -r"), "{:?}", got.problems);
+}
+
+#[test]
+fn a_cut_stream_leaves_no_partial_file_in_place() {
+    let src = temp();
+    std::fs::write(src.join("f"), vec![7u8; 200_000]).unwrap();
+    let (bytes, _) = stream(&[&src.join("f")], false);
+    let dst = temp();
+    // Cut inside the header, inside the data, and a few bytes before the file's end.
+    for cut in [10, 5000, bytes.len() - 10] {
+        let err = receive(&bytes[..cut], &dst, 1, false).unwrap_err();
+        assert!(err.to_string().contains("ended"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(&dst).unwrap().flatten().collect();
+        assert!(names.is_empty(), "cut at {cut}: {names:?}");
+    }
+}
+
+#[test]
+fn a_hostile_stream_cannot_write_outside_the_destination() {
+    let dst = temp();
+    for path in ["../escape", "/etc/x", "a/../../b", "", "a//b", "./a"] {
+        let mut bytes = tether_proto::encode(&Frame::File {
+            path: path.into(),
+            len: 1,
+            mode: 0o644,
+            mtime: 0,
+        })
+        .unwrap();
+        bytes.extend(tether_proto::encode(&Frame::Data(vec![1])).unwrap());
+        bytes.extend(tether_proto::encode(&Frame::End).unwrap());
+        let err = receive(&bytes, &dst, 1, false).unwrap_err();
+        assert!(err.to_string().contains("unsafe path"), "{path}: {err}");
+    }
+    assert!(!dst.parent().unwrap().join("escape").exists());
+    let junk = [0u8, 0, 0, 3, 0xff, 0xff, 0xff];
+    assert!(receive(&junk, &dst, 1, false).is_err());
+}

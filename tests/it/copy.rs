@@ -1,0 +1,213 @@
+//! `tether copy` (issue 20, first part): files, trees, modes, times and links between this
+//! computer and a session, here and on another computer (sshd harness), into a temporary
+//! session with `--computer`; errors that name the side and the path; nothing partial left;
+//! a restricted configuration refuses it like any other command.
+
+use crate::common::sshd::setup;
+use crate::common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// A tree with a small file (mode 0640), a 3 MB file, an empty file, a link and a subdirectory.
+fn tree(at: &Path) {
+    std::fs::create_dir_all(at.join("sub/deeper")).unwrap();
+    std::fs::write(at.join("small.txt"), b"small\n").unwrap();
+    std::fs::set_permissions(at.join("small.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(at.join("sub/big.bin"), big).unwrap();
+    std::fs::write(at.join("sub/deeper/empty"), b"").unwrap();
+    std::os::unix::fs::symlink("small.txt", at.join("link")).unwrap();
+}
+
+/// Both trees hold the same names, contents, links, and (with `modes`) modes and mtimes.
+fn same_tree(a: &Path, b: &Path, modes: bool) {
+    for rel in ["small.txt", "sub/big.bin", "sub/deeper/empty"] {
+        assert_eq!(
+            std::fs::read(a.join(rel)).unwrap(),
+            std::fs::read(b.join(rel)).unwrap(),
+            "{rel}"
+        );
+        if modes {
+            let (ma, mb) = (
+                std::fs::metadata(a.join(rel)).unwrap(),
+                std::fs::metadata(b.join(rel)).unwrap(),
+            );
+            assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "{rel}");
+            assert_eq!(ma.mtime(), mb.mtime(), "{rel}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_link(b.join("link")).unwrap(),
+        Path::new("small.txt")
+    );
+    // No temporary name is left anywhere.
+    let mut stack = vec![b.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains(".tether-"),
+                "left behind: {}",
+                e.path().display()
+            );
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tree_goes_to_a_session_and_comes_back_with_modes_times_and_links() {
+    let home = Home::new();
+    home.new_session("w", &[]);
+    let base = home.scratch().join("copy-local");
+    let src = base.join("src");
+    tree(&src);
+    let there = base.join("there");
+    std::fs::create_dir_all(&there).unwrap();
+    let dest = format!("w:{}", there.display());
+    let out = home
+        .run(&["copy", "-rp", "--json", src.to_str().unwrap(), &dest])
+        .success();
+    let summary = out.json();
+    assert_eq!(summary["files"], 3, "{out}");
+    assert_eq!(summary["directories"], 3, "{out}");
+    assert_eq!(summary["links"], 1, "{out}");
+    same_tree(&src, &there.join("src"), true);
+    // Back, under another name (one source takes the destination's name).
+    let back = base.join("back");
+    let from = format!("w:{}", there.join("src").display());
+    home.run(&["copy", "-rp", &from, back.to_str().unwrap()])
+        .success();
+    same_tree(&src, &back, true);
+    // Relative paths are the session's: its working directory, not ours.
+    home.invoke("w", &format!("cd {}", there.display()))
+        .success();
+    let one = base.join("one.txt");
+    home.run(&["copy", "w:src/small.txt", one.to_str().unwrap()])
+        .success();
+    assert_eq!(std::fs::read(&one).unwrap(), b"small\n");
+    // The session is as it was: usable, same directory.
+    home.invoke("w", "pwd")
+        .success()
+        .stdout_is(&format!("{}\n", there.display()));
+}
+
+#[test]
+fn several_sources_need_a_directory_and_bad_paths_name_the_side() {
+    let home = Home::new();
+    home.new_session("e", &[]);
+    let base = home.scratch().join("copy-errors");
+    std::fs::create_dir_all(&base).unwrap();
+    let (a, b) = (base.join("a"), base.join("b"));
+    std::fs::write(&a, "a").unwrap();
+    std::fs::write(&b, "b").unwrap();
+    let nodir = format!("e:{}", base.join("nodir").display());
+    home.run(&["copy", a.to_str().unwrap(), b.to_str().unwrap(), &nodir])
+        .code_is(2)
+        .clear_error("not a directory", 1);
+    // A missing source is reported, by the side that could not read it; the rest is copied.
+    let into = base.join("into");
+    std::fs::create_dir_all(&into).unwrap();
+    let missing = base.join("missing");
+    let out = home.run(&[
+        "copy",
+        missing.to_str().unwrap(),
+        a.to_str().unwrap(),
+        &format!("e:{}", into.display()),
+    ]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.err().contains("this computer: ")
+            && out
+                .err()
+                .contains(&format!("{}: No such file", missing.display())),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(into.join("a")).unwrap(), b"a");
+    let out = home.run(&[
+        "copy",
+        &format!("e:{}", missing.display()),
+        into.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.err().contains("session e: "), "{out}");
+    // A destination that cannot be written: one line naming the session and the path.
+    let under_file = format!("e:{}/x", a.display());
+    let out = home.run(&["copy", b.to_str().unwrap(), &under_file]);
+    assert_ne!(out.code(), Some(0), "{out}");
+    assert!(
+        out.err().contains("session e: ") && out.err().contains("Not a directory"),
+        "{out}"
+    );
+    // A directory without -r.
+    let out = home.run(&[
+        "copy",
+        base.to_str().unwrap(),
+        &format!("e:{}", into.display()),
+    ]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.err().contains("use -r"), "{out}");
+    // Both sides local, or both in a session: usage errors.
+    home.run(&["copy", a.to_str().unwrap(), b.to_str().unwrap()])
+        .code_is(2);
+}
+
+#[test]
+fn a_restricted_configuration_refuses_a_copy() {
+    let home = Home::new();
+    home.configuration(
+        "locked",
+        "engine = \"restricted\"\npath = [\"/usr/bin\", \"/bin\"]\n[[allow]]\ncommand = \"echo\"\n",
+    );
+    home.run(&["new", "--name", "r", "--configuration", "locked"])
+        .success();
+    let src = home.scratch().join("refused.txt");
+    std::fs::write(&src, "x").unwrap();
+    let dest = home.scratch().join("never.txt");
+    let out = home.run(&[
+        "copy",
+        src.to_str().unwrap(),
+        &format!("r:{}", dest.display()),
+    ]);
+    assert_eq!(out.code(), Some(6), "{out}");
+    assert!(out.err().contains("not allowed"), "{out}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn copies_reach_sessions_and_temporary_sessions_on_another_computer() {
+    let (_sshd, remote, client) = setup();
+    let far = remote.scratch().join("far-copy");
+    std::fs::create_dir_all(&far).unwrap();
+    let src = client.scratch().join("to-far");
+    tree(&src);
+    // Into a temporary session on the computer (`:PATH`).
+    client
+        .run(&[
+            "copy",
+            "-rp",
+            "--computer",
+            "tether-test",
+            src.to_str().unwrap(),
+            &format!(":{}", far.display()),
+        ])
+        .success();
+    same_tree(&src, &far.join("to-far"), true);
+    // Back out of a session there.
+    client
+        .run(&["new", "tether-test", "--name", "rs"])
+        .success();
+    let back = client.scratch().join("from-far");
+    client
+        .run(&[
+            "copy",
+            "-r",
+            &format!("rs:{}", far.join("to-far").display()),
+            back.to_str().unwrap(),
+        ])
+        .success();
+    same_tree(&src, &back, false);
+    client.run(&["remove", "rs"]).success();
+}
