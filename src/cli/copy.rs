@@ -51,6 +51,9 @@ pub struct CopySideArgs {
     /// What errors are about ("session web", "computer db1").
     #[arg(long, default_value = "this computer")]
     label: String,
+    /// Show a progress bar on stderr (the side that runs on the user's computer).
+    #[arg(long)]
+    progress: bool,
     paths: Vec<PathBuf>,
 }
 
@@ -122,6 +125,9 @@ pub fn run(a: CopyArgs) -> CliResult {
         let far = session(s);
         let mut send = Command::new(&mine);
         send.args(["__copy", "send", "--label", "this computer"]);
+        if show_progress(a.json) {
+            send.arg("--progress");
+        }
         if a.recursive {
             send.arg("-r");
         }
@@ -170,10 +176,49 @@ pub fn run(a: CopyArgs) -> CliResult {
     let send = invoke(&mine, &far, &script);
     let mut recv = Command::new(&mine);
     recv.args(["__copy", "recv"])
-        .args(flags(a.preserve, a.json, far_paths.len(), "this computer"))
-        .arg("--")
-        .arg(dest);
+        .args(flags(a.preserve, a.json, far_paths.len(), "this computer"));
+    if show_progress(a.json) {
+        recv.arg("--progress");
+    }
+    recv.arg("--").arg(dest);
     pipe(send, &mut recv)
+}
+
+/// A progress bar for a person watching (stderr a terminal), never with `--json`.
+fn show_progress(json: bool) -> bool {
+    !json && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+/// The last line a person sees.
+fn summary(files: u64, dirs: u64, links: u64, bytes: u64) {
+    eprintln!(
+        "copied {files} files, {dirs} directories, {links} links, {}",
+        indicatif::HumanBytes(bytes)
+    );
+}
+
+/// A bar of bytes on stderr.
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new() -> Bar {
+        let pb = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        pb.set_style(style);
+        Bar(pb)
+    }
+}
+
+impl tether_copy::Progress for Bar {
+    fn total(&self, bytes: u64) {
+        self.0.set_length(bytes);
+    }
+    fn wrote(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
 }
 
 /// `tether invoke` of `script` in the far session, with this call's global flags.
@@ -226,13 +271,29 @@ pub fn side(a: CopySideArgs) -> CliResult {
     match a.side.as_str() {
         "send" => {
             let paths: Vec<&Path> = a.paths.iter().map(PathBuf::as_path).collect();
+            let bar = a.progress.then(|| {
+                let b = Bar::new();
+                b.0.set_length(tether_copy::total_bytes(&paths, a.recursive));
+                b
+            });
+            let inc = |n: u64| {
+                if let Some(b) = &bar {
+                    b.0.inc(n);
+                }
+            };
             let opts = tether_copy::SendOptions {
                 recursive: a.recursive,
                 label: &a.label,
+                total: true,
+                progress: Some(&inc),
             };
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            let problems = tether_copy::send(&paths, opts, &mut out).map_err(fail)?;
-            Ok(i32::from(problems > 0))
+            let sent = tether_copy::send(&paths, opts, &mut out).map_err(fail)?;
+            if let Some(b) = bar {
+                b.0.finish_and_clear();
+                summary(sent.files, sent.dirs, sent.links, sent.bytes);
+            }
+            Ok(i32::from(sent.problems > 0))
         }
         "recv" => {
             let [dest] = a.paths.as_slice() else {
@@ -244,7 +305,16 @@ pub fn side(a: CopySideArgs) -> CliResult {
                 preserve: a.preserve,
             };
             let mut input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
-            let got = receiver.run(&mut input).map_err(fail)?;
+            let got = match a.progress {
+                true => {
+                    let bar = Bar::new();
+                    let got = receiver.run_showing(&mut input, &bar);
+                    bar.0.finish_and_clear();
+                    got
+                }
+                false => receiver.run(&mut input),
+            }
+            .map_err(fail)?;
             for p in &got.problems {
                 eprintln!("tether: {p}");
             }
@@ -254,11 +324,8 @@ pub fn side(a: CopySideArgs) -> CliResult {
                     "bytes": got.bytes, "problems": got.problems,
                 });
                 println!("{v}");
-            } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                eprintln!(
-                    "copied {} files, {} directories, {} links, {} bytes",
-                    got.files, got.dirs, got.links, got.bytes
-                );
+            } else if a.progress {
+                summary(got.files, got.dirs, got.links, got.bytes);
             }
             Ok(i32::from(!got.problems.is_empty()))
         }

@@ -70,6 +70,7 @@ fn a_tree_goes_to_a_session_and_comes_back_with_modes_times_and_links() {
     let out = home
         .run(&["copy", "-rp", "--json", src.to_str().unwrap(), &dest])
         .success();
+    assert_eq!(out.err(), "", "quiet when not on a terminal: {out}");
     let summary = out.json();
     assert_eq!(summary["files"], 3, "{out}");
     assert_eq!(summary["directories"], 3, "{out}");
@@ -210,4 +211,50 @@ fn copies_reach_sessions_and_temporary_sessions_on_another_computer() {
         .success();
     same_tree(&src, &back, false);
     client.run(&["remove", "rs"]).success();
+}
+
+/// On a terminal the side on this computer shows a bar of bytes and ends with one summary line,
+/// pushing and pulling.
+#[test]
+fn on_a_terminal_a_copy_shows_its_progress_and_a_summary() {
+    require_program("script", "util-linux");
+    let home = Home::new();
+    home.new_session("t", &[]);
+    let base = home.scratch().join("copy-tty");
+    std::fs::create_dir_all(&base).unwrap();
+    let file = base.join("f.bin");
+    std::fs::write(&file, vec![5u8; 2 << 20]).unwrap();
+    for (from, to) in [
+        (
+            file.display().to_string(),
+            format!("t:{}", base.join("pushed").display()),
+        ),
+        (
+            format!("t:{}", file.display()),
+            base.join("pulled").display().to_string(),
+        ),
+    ] {
+        let line = format!(
+            "{} copy {} {}",
+            tether_bin().display(),
+            tether_transport::shell_quote(&from),
+            tether_transport::shell_quote(&to)
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        for (k, v) in home.command().get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        let out = run_command(c, None, std::time::Duration::from_secs(60));
+        assert_eq!(out.code(), Some(0), "{out}");
+        assert!(
+            out.out()
+                .contains("copied 1 files, 0 directories, 0 links, 2.00 MiB"),
+            "{from} -> {to}: {out}"
+        );
+    }
+    assert_eq!(std::fs::read(base.join("pushed")).unwrap().len(), 2 << 20);
+    assert_eq!(std::fs::read(base.join("pulled")).unwrap().len(), 2 << 20);
 }

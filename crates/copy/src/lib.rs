@@ -12,8 +12,8 @@
 mod recv;
 mod send;
 
-pub use recv::{Received, Receiver};
-pub use send::{SendOptions, send};
+pub use recv::{Progress, Quiet, Received, Receiver};
+pub use send::{SendOptions, Sent, send, total_bytes};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,10 +35,16 @@ pub enum Frame {
     },
     /// File data (of the last `File`).
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A hole in the last `File`: this many zero bytes, which the receiver leaves unwritten
+    /// (a sparse file stays sparse).
+    Hole(u64),
     /// A symbolic link, copied as a link.
     Link { path: String, target: String },
     /// A source the sender could not read: the receiver reports it and goes on.
     Problem(String),
+    /// First, when the sender was asked for it: how many bytes of file data follow in all
+    /// (for a progress bar).
+    Total(u64),
     /// The end of the stream.
     End,
 }

@@ -29,10 +29,29 @@ pub struct Receiver {
     pub preserve: bool,
 }
 
+/// Told of the total (once, if the sender says it) and of each chunk written.
+pub trait Progress {
+    fn total(&self, _bytes: u64) {}
+    fn wrote(&self, _bytes: u64) {}
+}
+
+/// No progress to show.
+pub struct Quiet;
+impl Progress for Quiet {}
+
 impl Receiver {
     /// Reads the stream to its end. An error in the stream (cut short, not a stream, an unsafe
     /// path) ends it: what was whole is in place, the file being written is removed.
     pub fn run(&self, input: &mut impl Read) -> Result<Received, CopyError> {
+        self.run_showing(input, &Quiet)
+    }
+
+    /// As [`Receiver::run`], telling `progress` as it goes.
+    pub fn run_showing(
+        &self,
+        input: &mut impl Read,
+        progress: &dyn Progress,
+    ) -> Result<Received, CopyError> {
         let into_dir = self.dest.is_dir();
         if !into_dir && self.sources != 1 {
             return Err(CopyError::Usage(format!(
@@ -49,7 +68,8 @@ impl Receiver {
             match read_frame(input)? {
                 Frame::End => break,
                 Frame::Problem(p) => got.problems.push(p),
-                Frame::Data(_) => {
+                Frame::Total(n) => progress.total(n),
+                Frame::Data(_) | Frame::Hole(_) => {
                     return Err(CopyError::Stream("file data without a file".into()));
                 }
                 Frame::Dir { path, mode, mtime } => {
@@ -76,7 +96,13 @@ impl Receiver {
                     } else {
                         mode & 0o777 & !umask
                     };
-                    write_file(&to, len, input, mode, self.preserve.then_some(mtime))?;
+                    write_file(
+                        &to,
+                        len,
+                        input,
+                        (mode, self.preserve.then_some(mtime)),
+                        progress,
+                    )?;
                     got.files += 1;
                     got.bytes += len;
                 }
@@ -152,8 +178,8 @@ fn write_file(
     to: &Path,
     len: u64,
     input: &mut impl Read,
-    mode: u32,
-    mtime: Option<i64>,
+    (mode, mtime): (u32, Option<i64>),
+    progress: &dyn Progress,
 ) -> Result<(), CopyError> {
     if to.is_dir() {
         return Err(CopyError::io(
@@ -172,11 +198,24 @@ fn write_file(
     let result = (|| {
         let mut left = len;
         while left > 0 {
-            let Frame::Data(d) = read_frame(input)? else {
-                return Err(CopyError::Stream(format!(
-                    "{}: the stream ended {left} bytes before the file's end",
-                    to.display()
-                )));
+            let d = match read_frame(input)? {
+                Frame::Data(d) => d,
+                Frame::Hole(n) if n <= left => {
+                    use std::io::Seek;
+                    let skip = i64::try_from(n).map_err(|_| {
+                        CopyError::Stream(format!("{}: a hole too large", to.display()))
+                    })?;
+                    f.seek(std::io::SeekFrom::Current(skip))
+                        .map_err(|e| CopyError::io(to, e))?;
+                    left -= n;
+                    continue;
+                }
+                _ => {
+                    return Err(CopyError::Stream(format!(
+                        "{}: the stream ended {left} bytes before the file's end",
+                        to.display()
+                    )));
+                }
             };
             if d.len() as u64 > left {
                 return Err(CopyError::Stream(format!(
@@ -186,8 +225,11 @@ fn write_file(
             }
             f.write_all(&d).map_err(|e| CopyError::io(to, e))?;
             left -= d.len() as u64;
+            progress.wrote(d.len() as u64);
         }
         f.flush().map_err(|e| CopyError::io(to, e))?;
+        // A hole at the end is only a length.
+        f.set_len(len).map_err(|e| CopyError::io(to, e))?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| CopyError::io(to, e))?;
         if let Some(t) = mtime {

@@ -6,27 +6,89 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// How to send.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct SendOptions<'a> {
     /// Directories and what they hold (`-r`); without it a directory is a problem.
     pub recursive: bool,
     /// Where the sender runs ("session web", "this computer"), for the problems it reports.
     pub label: &'a str,
+    /// Count the bytes first and say so ([`Frame::Total`]): the receiver can show a bar.
+    pub total: bool,
+    /// Told of each chunk of file data sent.
+    pub progress: Option<&'a dyn Fn(u64)>,
+}
+
+/// Bytes of file data under `sources` (what a copy of them sends), not following links.
+pub fn total_bytes(sources: &[&Path], recursive: bool) -> u64 {
+    fn walk(p: &Path, recursive: bool) -> u64 {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        if m.is_file() {
+            return m.len();
+        }
+        if !(m.is_dir() && recursive) {
+            return 0;
+        }
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| walk(&e.path(), recursive)).sum())
+            .unwrap_or(0)
+    }
+    sources.iter().map(|s| walk(s, recursive)).sum()
+}
+
+/// The next run of data at or after `pos` in a file with holes: where it starts and ends
+/// (`lseek` with SEEK_DATA and SEEK_HOLE). `None` where the system cannot say (the file is
+/// then read whole, its holes as zeros).
+fn data_run(f: &std::fs::File, pos: u64, len: u64) -> Option<(u64, u64)> {
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        let at = libc::off_t::try_from(pos).ok()?;
+        // SAFETY: lseek on an open descriptor we own; no memory is touched.
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: nothing but a hole from here to the end.
+            return (std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO))
+                .then_some((len, len));
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let (data, hole) = (u64::try_from(data).ok()?, u64::try_from(hole).ok()?);
+        Some((data.min(len), hole.clamp(data, len)))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+    {
+        let _ = (f, pos, len);
+        None
+    }
+}
+
+/// What a copy sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+    /// Sources (or entries under them) that could not be read.
+    pub problems: usize,
 }
 
 /// Writes `sources` to `out` as a stream ending with [`Frame::End`]. A source that cannot be
 /// read becomes a [`Frame::Problem`] (the receiver reports it), so one bad path does not stop
-/// the others; the return value is how many there were. An error writing `out` ends it.
-pub fn send(
-    sources: &[&Path],
-    opts: SendOptions,
-    out: &mut impl Write,
-) -> Result<usize, CopyError> {
+/// the others. An error writing `out` ends it.
+pub fn send(sources: &[&Path], opts: SendOptions, out: &mut impl Write) -> Result<Sent, CopyError> {
     let mut s = Sender {
         out,
-        problems: 0,
+        sent: Sent::default(),
         label: opts.label,
+        progress: opts.progress,
     };
+    if opts.total {
+        s.frame(&Frame::Total(total_bytes(sources, opts.recursive)))?;
+    }
     for src in sources {
         let name = match src.file_name().and_then(|n| n.to_str()) {
             Some(n) => n.to_string(),
@@ -50,13 +112,14 @@ pub fn send(
     s.out
         .flush()
         .map_err(|e| CopyError::Stream(format!("cannot send: {e}")))?;
-    Ok(s.problems)
+    Ok(s.sent)
 }
 
 struct Sender<'a, W: Write> {
     out: &'a mut W,
-    problems: usize,
+    sent: Sent,
     label: &'a str,
+    progress: Option<&'a dyn Fn(u64)>,
 }
 
 impl<W: Write> Sender<'_, W> {
@@ -68,7 +131,7 @@ impl<W: Write> Sender<'_, W> {
     }
 
     fn problem(&mut self, what: String) -> Result<(), CopyError> {
-        self.problems += 1;
+        self.sent.problems += 1;
         let what = format!("{}: {what}", self.label);
         self.frame(&Frame::Problem(what))
     }
@@ -91,6 +154,7 @@ impl<W: Write> Sender<'_, W> {
                     path.display()
                 ));
             };
+            self.sent.links += 1;
             return self.frame(&Frame::Link {
                 path: name.to_string(),
                 target: target.to_string(),
@@ -108,6 +172,7 @@ impl<W: Write> Sender<'_, W> {
                 Err(e) => return self.problem(format!("{}: {}", path.display(), crate::plain(&e))),
             };
             names.sort();
+            self.sent.dirs += 1;
             self.frame(&Frame::Dir {
                 path: name.to_string(),
                 mode,
@@ -126,6 +191,8 @@ impl<W: Write> Sender<'_, W> {
             Err(e) => return self.problem(format!("{}: {}", path.display(), crate::plain(&e))),
         };
         let len = meta.len();
+        self.sent.files += 1;
+        self.sent.bytes += len;
         self.frame(&Frame::File {
             path: name.to_string(),
             len,
@@ -134,25 +201,45 @@ impl<W: Write> Sender<'_, W> {
         })?;
         // Exactly `len` bytes follow, whatever happens to the file meanwhile: a file that
         // shrank is padded and reported, one that grew is cut (its size at the start counts).
-        let mut left = len;
+        // A file with fewer blocks than its size has holes: they travel as `Hole`.
+        let sparse = meta.blocks() * 512 < len;
+        let mut pos = 0u64;
         let mut buf = vec![0u8; CHUNK];
-        while left > 0 {
-            let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-            let n = match f.read(&mut buf[..want]) {
-                Ok(0) | Err(_) => {
-                    let pad = vec![0u8; want];
-                    self.frame(&Frame::Data(pad))?;
-                    left -= want as u64;
-                    if left == 0 {
+        while pos < len {
+            let (data, end) = match sparse.then(|| data_run(&f, pos, len)).flatten() {
+                Some(run) => run,
+                None => (pos, len),
+            };
+            if data > pos {
+                self.frame(&Frame::Hole(data - pos))?;
+                pos = data;
+                continue;
+            }
+            if sparse {
+                use std::io::Seek;
+                if f.seek(std::io::SeekFrom::Start(pos)).is_err() {
+                    return self.problem(format!("{}: cannot read it", path.display()));
+                }
+            }
+            let mut left = end - pos;
+            while left > 0 {
+                let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+                let n = match f.read(&mut buf[..want]) {
+                    Ok(0) | Err(_) => {
+                        // Shrank meanwhile: zeros to the announced length, then the problem.
+                        self.frame(&Frame::Hole(len - pos))?;
                         return self
                             .problem(format!("{}: changed while it was copied", path.display()));
                     }
-                    continue;
+                    Ok(n) => n,
+                };
+                self.frame(&Frame::Data(buf[..n].to_vec()))?;
+                left -= n as u64;
+                pos += n as u64;
+                if let Some(p) = self.progress {
+                    p(n as u64);
                 }
-                Ok(n) => n,
-            };
-            self.frame(&Frame::Data(buf[..n].to_vec()))?;
-            left -= n as u64;
+            }
         }
         Ok(())
     }

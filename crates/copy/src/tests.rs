@@ -20,9 +20,11 @@ fn stream(sources: &[&Path], recursive: bool) -> (Vec<u8>, usize) {
     let opts = SendOptions {
         recursive,
         label: "here",
+        total: true,
+        progress: None,
     };
-    let problems = send(sources, opts, &mut out).unwrap();
-    (out, problems)
+    let sent = send(sources, opts, &mut out).unwrap();
+    (out, sent.problems)
 }
 
 fn receive(
@@ -146,4 +148,76 @@ fn a_hostile_stream_cannot_write_outside_the_destination() {
     assert!(!dst.parent().unwrap().join("escape").exists());
     let junk = [0u8, 0, 0, 3, 0xff, 0xff, 0xff];
     assert!(receive(&junk, &dst, 1, false).is_err());
+}
+
+#[test]
+fn progress_is_told_the_total_first_and_every_byte() {
+    use std::cell::Cell;
+    let src = temp();
+    std::fs::write(src.join("x"), vec![1u8; 150_000]).unwrap();
+    std::fs::write(src.join("y"), vec![2u8; 10]).unwrap();
+    let sent = Cell::new(0u64);
+    let count = |n: u64| sent.set(sent.get() + n);
+    let mut bytes = Vec::new();
+    let opts = SendOptions {
+        recursive: true,
+        label: "here",
+        total: true,
+        progress: Some(&count),
+    };
+    send(&[&src], opts, &mut bytes).unwrap();
+    assert_eq!(sent.get(), 150_010);
+    struct Seen(Cell<u64>, Cell<u64>);
+    impl Progress for Seen {
+        fn total(&self, b: u64) {
+            assert_eq!(self.1.get(), 0, "the total comes first");
+            self.0.set(b);
+        }
+        fn wrote(&self, b: u64) {
+            self.1.set(self.1.get() + b);
+        }
+    }
+    let seen = Seen(Cell::new(0), Cell::new(0));
+    let dst = temp();
+    let r = Receiver {
+        dest: dst.clone(),
+        sources: 1,
+        preserve: false,
+    };
+    r.run_showing(&mut &bytes[..], &seen).unwrap();
+    assert_eq!((seen.0.get(), seen.1.get()), (150_010, 150_010));
+}
+
+#[test]
+fn a_sparse_file_arrives_with_its_holes() {
+    use std::io::{Seek, Write};
+    let src = temp();
+    let path = src.join("sparse");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(b"head").unwrap();
+    f.seek(std::io::SeekFrom::Start(64 << 20)).unwrap();
+    f.write_all(b"middle").unwrap();
+    f.set_len(200 << 20).unwrap();
+    drop(f);
+    let (bytes, problems) = stream(&[&path], false);
+    assert_eq!(problems, 0);
+    assert!(
+        bytes.len() < 1 << 20,
+        "holes travel as holes: {} bytes",
+        bytes.len()
+    );
+    let dst = temp();
+    receive(&bytes, &dst, 1, false).unwrap();
+    let got = dst.join("sparse");
+    let m = std::fs::metadata(&got).unwrap();
+    assert_eq!(m.len(), 200 << 20);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "written sparse: {} blocks",
+        m.blocks()
+    );
+    let data = std::fs::read(&got).unwrap();
+    assert_eq!(&data[..4], b"head");
+    assert_eq!(&data[64 << 20..(64 << 20) + 6], b"middle");
+    assert!(data[4..64 << 20].iter().all(|b| *b == 0));
 }
