@@ -122,6 +122,9 @@ pub(crate) async fn invoke(
         let msg = format!("session {name} is broken ({reason}); remove it and create a new one");
         return refuse(writer, ErrorKind::NotFound, msg).await;
     }
+    // Watched from before the session is busy: a `disconnect` that sees it busy bumps this,
+    // and the run must see that bump however early it comes.
+    let detach = host.detach.subscribe();
     // A prompt's helper (syntax check, completion) is not the user's: it leaves the idle
     // clock as it was.
     let id = {
@@ -133,7 +136,8 @@ pub(crate) async fn invoke(
         inner.next_inv += 1;
         inner.next_inv - 1
     };
-    let result = crate::invocation::run(&host, (id, note), &spec, &mut requests.rx, writer).await;
+    let result =
+        crate::invocation::run(&host, (id, note, detach), &spec, &mut requests.rx, writer).await;
     {
         let mut inner = host.lock_inner();
         inner.busy = false;

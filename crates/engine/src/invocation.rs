@@ -24,13 +24,14 @@ use tether_proto::{
 use tether_transport::FrameWriter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Returns whether the client is still there to serve another request. `note`: a notice for
-/// the client once the command has started (what taking the session back discarded).
+/// the client once the command has started (what taking the session back discarded);
+/// `detach`: the session's `disconnect` signal, watched since before it was marked busy.
 pub(crate) async fn run(
     host: &Arc<Host>,
-    (id, note): (u64, Option<String>),
+    (id, note, mut detach): (u64, Option<String>, watch::Receiver<u64>),
     spec: &InvokeSpec,
     req_rx: &mut mpsc::Receiver<Request>,
     writer: &mut FrameWriter<OwnedWriteHalf>,
@@ -169,12 +170,14 @@ pub(crate) async fn run(
     // Opened for that client's next command.
     let mut abandoned = false;
     let mut requests_open = true;
-    let mut detach = host.detach.subscribe();
     let mut remote_cancel = host.remote_cancel.subscribe();
     let mut remote_abandon = host.remote_abandon.subscribe();
     remote_abandon.borrow_and_update();
     let mut kept = host.outbox.subscribe();
-    detach.borrow_and_update();
+    // Disconnected between its admission and now (the `disconnect` saw it idle): let go too.
+    if host.lock_inner().state == tether_proto::State::Disconnected {
+        detach.mark_changed();
+    }
     remote_cancel.borrow_and_update();
     let stop = |step: Option<Step>| {
         if let Some(step) = step {
