@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# tether copy beside scp (and rsync -e ssh, when installed), measured in one run against a
+# private sshd on 127.0.0.1 with the same cipher for every tool (issue 20):
+#   a. one file of BENCH_COPY_BYTES (default 1 GiB), to the other computer
+#   b. a tree of BENCH_COPY_FILES small files (default 20,000 of 1 KiB), to the other computer
+# tether copies into a warm session (its link is up); scp and rsync pay their ssh handshake.
+# Usage: bench/copy.sh   (needs sshd, ssh, scp; run as root, or as the user to log in as)
+set -euo pipefail
+bytes=${BENCH_COPY_BYTES:-$((1024 * 1024 * 1024))}
+files=${BENCH_COPY_FILES:-20000}
+cipher=${BENCH_CIPHER:-aes128-gcm@openssh.com}
+
+for p in ssh scp ssh-keygen python3; do
+  command -v "$p" >/dev/null || { echo "$p is missing (apt-get install openssh-client python3)" >&2; exit 1; }
+done
+source "$(dirname "$0")/common.sh"   # builds, sets T and a fresh TETHER_HOME
+# shellcheck source=.ci/sshd.sh
+source .ci/sshd.sh                   # sshd_start DIR: alias tether-ci in DIR/ssh_config
+
+D=$(mktemp -d /tmp/tether-bench-copy.XXXXXX)
+export TETHER_REMOTE_HOME=$D/remote-home TETHER_REMOTE_EXE=$T TETHER_SSH_CONFIG=$D/sshd/ssh_config
+mkdir -p "$TETHER_REMOTE_HOME"
+CFG=$TETHER_SSH_CONFIG
+cleanup() {
+  set +e
+  "$T" remove --all >/dev/null 2>&1
+  "$T" daemon stop >/dev/null 2>&1
+  TETHER_HOME=$TETHER_REMOTE_HOME "$T" daemon stop >/dev/null 2>&1
+  sshd_stop
+  rm -rf "$D" "$TETHER_HOME"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+
+SSHD_EXTRA_CONFIG="Subsystem sftp internal-sftp" sshd_start "$D/sshd"   # scp speaks sftp
+echo "  Ciphers $cipher" >>"$CFG"
+
+# The data: one big file, and a tree of small ones.
+mkdir -p "$D/src/tree" "$D/dst"
+head -c "$bytes" /dev/urandom >"$D/src/big"
+python3 - "$D/src/tree" "$files" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i // 500}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i}"), "wb") as f:
+        f.write(os.urandom(1024))
+PY
+
+"$T" new tether-ci --name S --json >/dev/null
+"$T" invoke -s S true
+secs() { python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / 1e9:.2f}')" "$1" "$2"; }
+run() {   # label, command…; prints seconds
+  local t0 t1
+  rm -rf "$D/dst"; mkdir -p "$D/dst"
+  sync
+  t0=$(date +%s%N); "${@:2}" >/dev/null; t1=$(date +%s%N)
+  echo "$1 $(secs "$t0" "$t1")"
+}
+
+echo "machine: $(nproc) cores, $(uname -srm); $(ssh -V 2>&1 | cut -d, -f1); cipher $cipher"
+echo "a. one file of $bytes bytes"
+run "tether-copy" "$T" copy "$D/src/big" "S:$D/dst/"
+run "scp" scp -q -F "$CFG" "$D/src/big" "tether-ci:$D/dst/"
+if command -v rsync >/dev/null; then
+  run "rsync" rsync -a -e "ssh -F $CFG" "$D/src/big" "tether-ci:$D/dst/"
+fi
+echo "b. a tree of $files files of 1 KiB"
+run "tether-copy" "$T" copy -r "$D/src/tree" "S:$D/dst/"
+run "scp" scp -q -r -F "$CFG" "$D/src/tree" "tether-ci:$D/dst/"
+if command -v rsync >/dev/null; then
+  run "rsync" rsync -a -e "ssh -F $CFG" "$D/src/tree" "tether-ci:$D/dst/"
+fi
