@@ -51,6 +51,8 @@ pub(crate) async fn run(
         ),
     };
     let stdin_path = dir.join(format!("i.{id}"));
+    // Made when the invocation is stopped, before the shell is signalled (`shell::begin`).
+    let cancelled = dir.join(format!("x.{id}"));
     host.stdin.close();
     // A pooled invocation starts as in a new session: `$?` is 0.
     let last = match host.spec.pooled {
@@ -58,6 +60,7 @@ pub(crate) async fn run(
         false => host.lock_inner().last_status,
     };
     let mut tty_input = None;
+    let mut line_live = None;
     let tty = match &spec.tty {
         Some(t) => Some((host.terminal().await?, t)),
         None => None,
@@ -68,8 +71,16 @@ pub(crate) async fn run(
         tty.attach(&out.path).await?;
         // A terminal's Ctrl-C is SIGINT and nothing more: a REPL catches it and goes on (no
         // escalation, unlike `Cancel`).
-        let (shell, t0) = (host.shell.pid, Instant::now());
-        let (keys, input) = tty.input(Arc::new(move || interrupt(shell, since_ticks(t0))));
+        // Only while the line runs: a key read after its end must never signal the shell,
+        // which may be starting the next invocation by then.
+        let (shell, t0, mark) = (host.shell.pid, Instant::now(), cancelled.clone());
+        let live = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        line_live = Some(live.clone());
+        let (keys, input) = tty.input(Arc::new(move || {
+            if live.load(std::sync::atomic::Ordering::SeqCst) {
+                interrupt(shell, since_ticks(t0), &mark);
+            }
+        }));
         host.stdin.open(keys);
         tty_input = Some(input);
         let exe = crate::foreground::own_program();
@@ -78,7 +89,7 @@ pub(crate) async fn run(
             host.shell.flavour,
             &spec.script,
             &spec.args,
-            &tty.slave,
+            (&tty.slave, &cancelled),
             &t.term,
             last,
             exe,
@@ -96,6 +107,7 @@ pub(crate) async fn run(
                 stdin: spec.stdin.then_some(stdin_path.as_path()),
                 stdout: &out.path,
                 stderr: &err.path,
+                cancelled: &cancelled,
             },
             last,
             host.spec.pooled || spec.isolated || spec.probe,
@@ -181,7 +193,7 @@ pub(crate) async fn run(
     remote_cancel.borrow_and_update();
     let stop = |step: Option<Step>| {
         if let Some(step) = step {
-            act(host.shell.pid, step, started);
+            act(host.shell.pid, step, started, &cancelled);
         }
     };
 
@@ -277,6 +289,10 @@ pub(crate) async fn run(
         }
     }
     drop(status_rx);
+    if let Some(live) = &line_live {
+        live.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+    let _ = std::fs::remove_file(&cancelled);
     host.stdin.close();
     let mut typeahead = Vec::new();
     let mut stdin_taken = None;
@@ -369,9 +385,9 @@ pub(crate) async fn run(
 }
 
 /// Does what stopping the command takes now ([`crate::stopping`]).
-fn act(shell: i32, step: Step, started: Instant) {
+fn act(shell: i32, step: Step, started: Instant, cancelled: &std::path::Path) {
     match step {
-        Step::Interrupt => interrupt(shell, since_ticks(started)),
+        Step::Interrupt => interrupt(shell, since_ticks(started), cancelled),
         Step::KillCommand => {
             procs::signal_started_since(shell, since_ticks(started), Signal::SIGKILL);
             signal_shell(shell, Signal::SIGINT);
@@ -424,7 +440,9 @@ async fn sleep_until(at: Option<Instant>) {
 ///
 /// The shell first: its trap must be pending before the command dies, or a fast shell (zsh)
 /// has already run the next command of the line when the signal arrives.
-fn interrupt(shell: i32, since: u64) {
+fn interrupt(shell: i32, since: u64, cancelled: &std::path::Path) {
+    // A shell that has not reached the script yet finds this there and does not run it.
+    let _ = std::fs::File::create(cancelled);
     signal_shell(shell, Signal::SIGINT);
     procs::signal_started_since(shell, since, Signal::SIGINT);
 }

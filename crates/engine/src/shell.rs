@@ -115,6 +115,8 @@ pub struct InvocationPaths<'a> {
     pub stdin: Option<&'a Path>,
     pub stdout: &'a Path,
     pub stderr: &'a Path,
+    /// Made by the host when it stops the invocation ([`begin`]).
+    pub cancelled: &'a Path,
 }
 
 /// The lines written to the shell's stdin for every invocation.
@@ -125,6 +127,22 @@ pub struct InvocationPaths<'a> {
 /// `return` in user code (which leaves the first file early) and a Ctrl-C (which makes bash
 /// abandon the rest of the current line) both still reach it, with the status in `$?`.
 pub const TRIGGER: &str = ". \"$__tether_w\"\n. \"$__tether_s\"\n";
+
+/// The first lines of every invocation script. From here on a Ctrl-C abandons the script (the
+/// prelude's INT trap `return`s from it while `__tether_in` is set). One that came before the
+/// shell got here (while it was still reading the trigger, when the trap only breaks a loop)
+/// left the invocation's own `cancelled` file, made by the host before it signals: the script
+/// then ends at once, as if stopped. No function of the user's can stand in for the check:
+/// bash and zsh call `test` through `builtin`; a POSIX shell opens the file with a redirection
+/// and no command at all (zsh would run `$READNULLCMD` for that).
+pub fn begin(flavour: Flavour, cancelled: &Path) -> String {
+    let f = quote(&cancelled.to_string_lossy());
+    let exists = match flavour {
+        Flavour::Bash | Flavour::Zsh => format!("\\builtin test -e {f}"),
+        Flavour::Posix => format!("{{ <{f}; }} 2>/dev/null"),
+    };
+    format!("__tether_in=1\nif {exists}; then return 130 2>/dev/null; fi\n")
+}
 
 /// The invocation script (`w`): positional parameters, then the user's script through `eval`
 /// inside a brace group redirected to this invocation's own FIFOs (the redirections are undone
@@ -153,8 +171,7 @@ pub fn wrapper(
 ) -> String {
     let b = flavour.special();
     let mut w = String::with_capacity(script.len() + 256);
-    // Ctrl-C from here on abandons the script (the prelude's INT trap).
-    w.push_str("__tether_in=1\n");
+    w.push_str(&begin(flavour, p.cancelled));
     if subshell {
         w.push_str(&format!(
             "case $- in *e*) __tether_e=e; {b}set +e;; esac\n( case ${{__tether_e-}} in e) {b}set -e;; esac; "
@@ -200,6 +217,9 @@ pub fn wrapper(
 /// The invocation script of a line run on the session's terminal (`tether enter`): as
 /// [`wrapper`], with all three streams on the terminal's slave `tty`.
 ///
+/// It starts as every invocation script does ([`begin`]), before the lines that set up the
+/// terminal (one of which runs a program): a Ctrl-C that comes while they run abandons the line.
+///
 /// Opening the slave makes it the shell's controlling terminal the first time (the shell is a
 /// session leader without one). Monitor mode is off for the line, so the program stays in the
 /// terminal's foreground process group: the terminal's Ctrl-C reaches it (the shell survives
@@ -213,13 +233,13 @@ pub fn tty_wrapper(
     flavour: Flavour,
     script: &str,
     args: &[String],
-    tty: &Path,
+    (tty, cancelled): (&Path, &Path),
     term: &str,
     last: i32,
     exe: &Path,
 ) -> String {
     let t = quote(&tty.to_string_lossy());
-    let mut w = String::new();
+    let mut w = begin(flavour, cancelled);
     w.push_str("trap '' TSTP\n");
     w.push_str(&format!("{{ exec 9<>{t}; exec 9>&-; }} 2>/dev/null\n"));
     if flavour != Flavour::Bash {
@@ -238,6 +258,7 @@ pub fn tty_wrapper(
         stdin: Some(tty),
         stdout: tty,
         stderr: tty,
+        cancelled,
     };
     w.push_str(&wrapper(flavour, script, args, &paths, last, false));
     w
