@@ -258,3 +258,62 @@ fn on_a_terminal_a_copy_shows_its_progress_and_a_summary() {
     assert_eq!(std::fs::read(base.join("pushed")).unwrap().len(), 2 << 20);
     assert_eq!(std::fs::read(base.join("pulled")).unwrap().len(), 2 << 20);
 }
+
+/// A disconnected session takes no copy (as it takes no command) until it is connected again.
+#[test]
+fn a_disconnected_session_takes_a_copy_once_it_is_connected_again() {
+    let home = Home::new();
+    home.new_session("d", &[]);
+    let src = home.scratch().join("dc.txt");
+    std::fs::write(&src, "dc").unwrap();
+    let dest = home.scratch().join("dc-copied.txt");
+    let to = format!("d:{}", dest.display());
+    home.run(&["disconnect", "d"]).success();
+    let out = home.run(&["copy", src.to_str().unwrap(), &to]);
+    assert_ne!(out.code(), Some(0), "{out}");
+    assert!(out.err().contains("tether connect d"), "{out}");
+    assert!(!dest.exists());
+    home.run(&["connect", "d"]).success();
+    home.run(&["copy", src.to_str().unwrap(), &to]).success();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"dc");
+}
+
+/// In system mode a copy runs as the session's user: what it writes is theirs, and what they
+/// may not read stays unread.
+#[test]
+fn in_system_mode_a_copy_reads_and_writes_as_the_sessions_user() {
+    use crate::common::system::System;
+    let sys = System::new(&[]);
+    let user = sys.user("cp", &[]);
+    sys.start();
+    sys.new_session(&user, "web", &[]);
+    let src = user.home.join("mine.txt");
+    std::fs::write(&src, "mine\n").unwrap();
+    nix::unistd::chown(
+        &src,
+        Some(nix::unistd::Uid::from_raw(user.uid)),
+        Some(nix::unistd::Gid::from_raw(user.gid)),
+    )
+    .unwrap();
+    let dest = user.home.join("copied.txt");
+    let to = format!("web:{}", dest.display());
+    sys.as_user(&user, &["copy", src.to_str().unwrap(), &to])
+        .success();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"mine\n");
+    assert_eq!(std::fs::metadata(&dest).unwrap().uid(), user.uid);
+    let out = sys.as_user(
+        &user,
+        &[
+            "copy",
+            "web:/etc/shadow",
+            user.home.join("x").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.err()
+            .contains("session web: /etc/shadow: Permission denied"),
+        "{out}"
+    );
+    assert!(!user.home.join("x").exists());
+}
