@@ -139,8 +139,8 @@ pub fn run(a: CopyArgs) -> CliResult {
         }
         script.push_str(" -- ");
         script.push_str(&tether_transport::shell_quote(path));
-        let mut recv = invoke(&mine, &far, &script);
-        return pipe(send, &mut recv);
+        let recv = invoke(&mine, &far, &script);
+        return pipe(send, recv);
     }
     // There to here.
     let Some(Some((s, _))) = far_sources.first() else {
@@ -181,7 +181,7 @@ pub fn run(a: CopyArgs) -> CliResult {
         recv.arg("--progress");
     }
     recv.arg("--").arg(dest);
-    pipe(send, &mut recv)
+    pipe(send, recv)
 }
 
 /// A progress bar for a person watching (stderr a terminal), never with `--json`.
@@ -243,13 +243,18 @@ fn invoke(mine: &Path, far: &Far, script: &str) -> Command {
 }
 
 /// Runs `from | to`; the copy's status is the receiver's, or the sender's when it alone failed.
-fn pipe(mut from: Command, to: &mut Command) -> CliResult {
+/// Neither end of the pipe stays open here (a `Command` keeps the stdin it was given until it
+/// is dropped): a receiver that dies makes the sender's next write fail, so it ends too.
+fn pipe(mut from: Command, mut to: Command) -> CliResult {
     let spawn = |e: std::io::Error| CliError::new(ErrorKind::Internal, format!("copy: {e}"));
     let mut sender = from.stdout(Stdio::piped()).spawn().map_err(spawn)?;
+    drop(from);
     let Some(out) = sender.stdout.take() else {
         return Err(CliError::new(ErrorKind::Internal, "copy: no pipe"));
     };
-    let received = to.stdin(out).status().map_err(spawn);
+    let receiver = to.stdin(out).spawn().map_err(spawn);
+    drop(to);
+    let received = receiver.and_then(|mut r| r.wait().map_err(spawn));
     let sent = sender.wait().map_err(spawn)?;
     let received = received?;
     let code = |s: std::process::ExitStatus| s.code().unwrap_or(1);

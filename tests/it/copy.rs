@@ -317,3 +317,90 @@ fn in_system_mode_a_copy_reads_and_writes_as_the_sessions_user() {
     );
     assert!(!user.home.join("x").exists());
 }
+
+/// One side of a copy killed in the middle of a file, pushing (the sender here) and pulling (the
+/// receiver here): the copy ends with an error, nothing partial is ever in place, no temporary
+/// file is left, the session stays usable and the next copy works. (A killed receiver used to
+/// leave the copy waiting for good: the CLI kept the pipe between its two sides open.)
+#[test]
+fn a_copy_killed_mid_file_leaves_nothing_partial() {
+    let home = Home::new();
+    home.new_session("k", &[]);
+    let base = home.scratch().join("copy-kill");
+    let into = base.join("into");
+    std::fs::create_dir_all(&into).unwrap();
+    let src = base.join("big.bin");
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 241) as u8).collect();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&src).unwrap();
+        for _ in 0..400 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let to = format!("k:{}", into.display());
+    let mut copy = home.spawn(&["copy", src.to_str().unwrap(), &to], "killed-copy");
+    let temp_exists = || {
+        std::fs::read_dir(&into)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".tether-"))
+    };
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the file being written",
+        temp_exists,
+    );
+    // `tether __copy send`, the copy's child that reads the file here.
+    assert!(send_signal(child_of(copy.pid(), "__copy send"), "KILL"));
+    let out = copy.wait(std::time::Duration::from_secs(30));
+    assert_ne!(out.code(), Some(0), "{out}");
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the temporary file to go",
+        || !temp_exists(),
+    );
+    assert!(!into.join("big.bin").exists(), "a partial file is in place");
+    home.run(&["copy", src.to_str().unwrap(), &to]).success();
+    assert_eq!(
+        std::fs::metadata(into.join("big.bin")).unwrap().len(),
+        400 << 20
+    );
+    assert!(!temp_exists());
+    // Pulling, the receiver here killed while it writes.
+    let back = base.join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    let from = format!("k:{}", into.join("big.bin").display());
+    let mut pull = home.spawn(&["copy", &from, back.to_str().unwrap()], "killed-pull");
+    let temp_back = || {
+        std::fs::read_dir(&back)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".tether-"))
+    };
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the pulled file being written",
+        temp_back,
+    );
+    assert!(send_signal(child_of(pull.pid(), "__copy recv"), "KILL"));
+    let out = pull.wait(std::time::Duration::from_secs(30));
+    assert_ne!(out.code(), Some(0), "{out}");
+    assert!(!back.join("big.bin").exists(), "a partial file is in place");
+    home.invoke("k", "echo usable")
+        .success()
+        .stdout_is("usable\n");
+}
+
+/// The child of `parent` whose command line has `what`.
+fn child_of(parent: u32, what: &str) -> u32 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            stat_field(*p, 4).as_deref() == Some(parent.to_string().as_str())
+                && cmdline(*p).contains(what)
+        })
+        .unwrap_or_else(|| panic!("no child of {parent} runs {what}"))
+}
