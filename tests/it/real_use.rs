@@ -322,3 +322,40 @@ fn a_late_acknowledgement_of_a_look_consumes_nothing() {
     let got = home.run(&["receive", "ack"]).success();
     assert_eq!(got.out(), "kept\n", "{got}");
 }
+
+/// A CLI killed while its command still reads stdin: that stdin ends with the CLI (nobody can
+/// give it more), so the command finishes and the next invoke runs. Both ways to the host:
+/// straight to it by name, and through the daemon by id.
+#[test]
+fn after_kill_9_of_a_cli_feeding_stdin_the_command_sees_its_end() {
+    use std::io::Write;
+    let home = Home::new();
+    let created = home.new_session("c", &[]);
+    let id = created["id"].as_u64().expect("session id").to_string();
+    for (round, word) in ["c", id.as_str()].into_iter().enumerate() {
+        let flag = home.scratch().join(format!("cat{round}.started"));
+        let mut c = home.command();
+        let script = format!("touch {}; cat; echo after-cat", flag.display());
+        c.args(["invoke", "-s", word, &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut cli = c.spawn().expect("spawn tether");
+        let mut feed = cli.stdin.take().expect("stdin pipe");
+        feed.write_all(b"some input\n").expect("write stdin");
+        wait_until(Duration::from_secs(10), "cat to start", || flag.exists());
+        assert!(send_signal(cli.id(), "KILL"));
+        let _ = cli.wait();
+        // The pipe stays open on our side: only the CLI's death can end the command's input.
+        let out = home
+            .run(&["invoke", "-s", word, "--wait-timeout", "20s", "echo next"])
+            .success();
+        assert_eq!(out.out(), "next\n", "round {round} ({word}): {out}");
+        assert!(
+            out.err().contains("earlier command") && out.err().contains("status 0"),
+            "round {round} ({word}): the command left behind did not end cleanly: {out}"
+        );
+        drop(feed);
+    }
+    assert_eq!(home.state_of("c").as_deref(), Some("Opened"));
+}

@@ -32,10 +32,11 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
     let first = reader.read::<Request>().await;
     match (&first, passed) {
         (Ok(Some(Request::Handoff { spec, prefix })), Some(fd)) => {
+            let resumes = resumes(&mut reader).await;
             let Some((reader, writer)) = handed(&host, fd, prefix).await else {
                 return;
             };
-            return serve(host, reader, writer, Some(spec.clone())).await;
+            return serve(host, reader, writer, Some(spec.clone()), resumes).await;
         }
         (
             Ok(Some(Request::HandoffReceive {
@@ -52,6 +53,8 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
                 return;
             };
             let mut requests = Requests::spawn(reader);
+            // Only a relay resuming a stream takes over its stdin.
+            requests.resumes = *keep_stdin;
             let how = crate::receive::Receiving {
                 from: *from,
                 acked: *acked,
@@ -75,7 +78,18 @@ pub(crate) async fn handle(host: Arc<Host>, stream: UnixStream) {
     {
         return;
     }
-    serve(host, reader, writer, None).await;
+    serve(host, reader, writer, None, false).await;
+}
+
+/// Whether the handed client may come back with a `Resume` and go on with stdin: the
+/// `HandoffClient` frame the daemon writes after the `Handoff` (host protocol 7). A daemon
+/// before 7 sends none and closes its end, which reads as "resumes", its own meaning.
+async fn resumes<R: AsyncRead + Unpin>(daemon: &mut FrameReader<R>) -> bool {
+    let next = tokio::time::timeout(std::time::Duration::from_secs(2), daemon.read::<Request>());
+    !matches!(
+        next.await,
+        Ok(Ok(Some(Request::HandoffClient { resumes: false })))
+    )
 }
 
 type HandedReader =
@@ -118,8 +132,10 @@ async fn serve<R: AsyncRead + Unpin + Send + 'static>(
     reader: FrameReader<R>,
     mut writer: FrameWriter<OwnedWriteHalf>,
     first: Option<InvokeSpec>,
+    resumes: bool,
 ) {
     let mut requests = Requests::spawn(reader);
+    requests.resumes = resumes;
     let mut acking = false;
     if let Some(spec) = first {
         acking = spec.acked;

@@ -136,8 +136,7 @@ pub(crate) async fn invoke(
         inner.next_inv += 1;
         inner.next_inv - 1
     };
-    let result =
-        crate::invocation::run(&host, (id, note, detach), &spec, &mut requests.rx, writer).await;
+    let result = crate::invocation::run(&host, (id, note, detach), &spec, requests, writer).await;
     {
         let mut inner = host.lock_inner();
         inner.busy = false;

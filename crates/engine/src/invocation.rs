@@ -24,7 +24,7 @@ use tether_proto::{
 use tether_transport::FrameWriter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Returns whether the client is still there to serve another request. `note`: a notice for
 /// the client once the command has started (what taking the session back discarded);
@@ -33,7 +33,7 @@ pub(crate) async fn run(
     host: &Arc<Host>,
     (id, note, mut detach): (u64, Option<String>, watch::Receiver<u64>),
     spec: &InvokeSpec,
-    req_rx: &mut mpsc::Receiver<Request>,
+    requests: &mut crate::requests::Requests,
     writer: &mut FrameWriter<OwnedWriteHalf>,
 ) -> Result<bool, tether_transport::TransportError> {
     let dir = &host.shell.fifo_dir;
@@ -144,6 +144,9 @@ pub(crate) async fn run(
     // Output is numbered from 0 per invocation; in acked mode it is kept until acknowledged.
     host.outbox.reset();
     let acked = spec.acked;
+    // Only a client that may resume keeps the command's stdin open once it is gone.
+    let resumes = acked && requests.resumes;
+    let req_rx = &mut requests.rx;
     let started = Response::Started {
         invocation: id,
         session: host.spec.instance_id.clone(),
@@ -247,7 +250,7 @@ pub(crate) async fn run(
                 None => {
                     requests_open = false;
                     route.gone = true;
-                    client_left(host, acked);
+                    client_left(host, resumes);
                 }
                 Some(_) => {}
             },
@@ -257,14 +260,14 @@ pub(crate) async fn run(
                 if abandoned {
                     out.discard(n);
                 } else if !forward(&mut route, &host.outbox, &mut out, n, writer).await {
-                    client_left(host, acked);
+                    client_left(host, resumes);
                 }
             }
             n = err.read(), if abandoned || (!route.gone && !acked) || host.outbox.room() => {
                 if abandoned {
                     err.discard(n);
                 } else if !forward(&mut route, &host.outbox, &mut err, n, writer).await {
-                    client_left(host, acked);
+                    client_left(host, resumes);
                 }
             }
             _ = kept.changed(), if route.gone || acked => {}
@@ -403,10 +406,10 @@ fn signal_shell(shell: i32, signal: Signal) {
 }
 
 /// The client went away while attached (its writes failed, or its connection ended): the
-/// command goes on, Disconnected; a client that does not acknowledge (a local CLI) has no
-/// more stdin to give.
-fn client_left(host: &Host, acked: bool) {
-    if !acked {
+/// command goes on, Disconnected; a client that cannot resume (a local CLI) has no more
+/// stdin to give.
+fn client_left(host: &Host, resumes: bool) {
+    if !resumes {
         host.stdin.close();
     }
     host.dropped();

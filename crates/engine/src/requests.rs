@@ -19,6 +19,9 @@ pub(crate) struct Stop {
 pub(crate) struct Requests {
     pub rx: mpsc::Receiver<Request>,
     pub stop: watch::Receiver<Stop>,
+    /// The client may come back with a `Resume` (a relay): an acknowledged command's stdin
+    /// then outlives this connection. A local CLI's ends with it.
+    pub resumes: bool,
 }
 
 impl Requests {
@@ -38,6 +41,10 @@ impl Requests {
             }
             stop_tx.send_modify(|s| s.hung_up = true);
         });
-        Requests { rx, stop }
+        Requests {
+            rx,
+            stop,
+            resumes: false,
+        }
     }
 }

@@ -215,6 +215,7 @@ pub(crate) fn requests() -> Vec<(&'static str, Request)> {
             },
         ),
         ("Abandon", Abandon),
+        ("HandoffClient", HandoffClient { resumes: true }),
     ]
 }
 
@@ -360,6 +361,7 @@ fn request_name(r: &Request) -> &'static str {
         HostPoolWatch => "HostPoolWatch",
         Bridged { .. } => "Bridged",
         Abandon => "Abandon",
+        HandoffClient { .. } => "HandoffClient",
     }
 }
 

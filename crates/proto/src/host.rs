@@ -18,7 +18,7 @@
 use std::ops::RangeInclusive;
 
 /// The newest host protocol this release speaks.
-pub const HOST_PROTOCOL_VERSION: u32 = 6;
+pub const HOST_PROTOCOL_VERSION: u32 = 7;
 /// The oldest host protocol this release still speaks: callers greet hosts with it.
 pub const OLDEST_HOST_PROTOCOL: u32 = 6;
 
@@ -51,10 +51,15 @@ pub enum HostRequest {
     /// A pooled host: `Ok` now, then again each time it is free for another invocation.
     PoolWatch,
     /// Sent with a client's connection attached: run this invocation and talk to that client
-    /// directly (`prefix`: bytes already read from it past the `Invoke`).
+    /// directly (`prefix`: bytes already read from it past the `Invoke`). `resumes`: the client
+    /// may come back with a `Resume` (a client daemon of another computer), so the command's
+    /// stdin outlives its connection; it travels as a `HandoffClient` frame after the
+    /// `Handoff` ([`HostRequest::into_wire`]), which hosts before protocol 7 never read (they
+    /// keep stdin open for every acknowledging client, as `resumes: true`).
     Handoff {
         spec: Box<crate::InvokeSpec>,
         prefix: Vec<u8>,
+        resumes: bool,
     },
     /// Sent with a client's connection attached: serve its `receive` (or a resume from byte
     /// `from`, acknowledged with `Ack`).
@@ -78,7 +83,7 @@ impl From<HostRequest> for crate::Request {
             HostRequest::Connect(c) => R::HostConnect(c),
             HostRequest::ClientGone(c) => R::HostClientGone(c),
             HostRequest::PoolWatch => R::HostPoolWatch,
-            HostRequest::Handoff { spec, prefix } => R::Handoff {
+            HostRequest::Handoff { spec, prefix, .. } => R::Handoff {
                 spec: *spec,
                 prefix,
             },
@@ -101,6 +106,19 @@ impl From<HostRequest> for crate::Request {
     }
 }
 
+impl HostRequest {
+    /// The frames that carry this request, in order, to be written in one message: a
+    /// `Handoff` is followed by its `HandoffClient` (host protocol 7).
+    pub fn into_wire(self) -> Vec<crate::Request> {
+        match self {
+            HostRequest::Handoff { resumes, .. } => {
+                vec![self.into(), crate::Request::HandoffClient { resumes }]
+            }
+            other => vec![other.into()],
+        }
+    }
+}
+
 impl TryFrom<crate::Request> for HostRequest {
     type Error = crate::Request;
 
@@ -117,6 +135,7 @@ impl TryFrom<crate::Request> for HostRequest {
             R::Handoff { spec, prefix } => HostRequest::Handoff {
                 spec: Box::new(spec),
                 prefix,
+                resumes: true,
             },
             R::HandoffReceive {
                 prefix,
@@ -158,6 +177,7 @@ mod tests {
             HostRequest::Handoff {
                 spec: Default::default(),
                 prefix: vec![1],
+                resumes: true,
             },
             HostRequest::HandoffReceive {
                 prefix: vec![],
@@ -174,6 +194,23 @@ mod tests {
         assert_eq!(
             HostRequest::try_from(crate::Request::Cancel),
             Err(crate::Request::Cancel)
+        );
+    }
+
+    #[test]
+    fn a_handoff_carries_whether_its_client_resumes_in_a_second_frame() {
+        let h = HostRequest::Handoff {
+            spec: Default::default(),
+            prefix: vec![],
+            resumes: false,
+        };
+        let wire = h.into_wire();
+        assert_eq!(wire.len(), 2);
+        assert!(matches!(wire[0], crate::Request::Handoff { .. }));
+        assert_eq!(wire[1], crate::Request::HandoffClient { resumes: false });
+        assert_eq!(
+            HostRequest::Info.into_wire(),
+            vec![crate::Request::HostInfo]
         );
     }
 

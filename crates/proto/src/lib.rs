@@ -162,6 +162,11 @@ pub enum Request {
     /// told to end): stop the command as for `Cancel`, keep none of its output, and leave the
     /// session usable (not Disconnected) once the command has stopped.
     Abandon,
+    /// Host only, host protocol 7: written by the daemon right after a `Handoff`, in the same
+    /// message. `resumes`: the client is a client daemon of another computer, which may come
+    /// back with a `Resume` and go on with stdin; otherwise (a local CLI) the command's stdin
+    /// ends when the client's connection does. Hosts before 7 never read past the `Handoff`.
+    HandoffClient { resumes: bool },
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.

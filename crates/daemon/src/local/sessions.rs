@@ -12,8 +12,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use tether_proto::host::HostRequest;
 use tether_proto::{
-    ClientId, ErrorInfo, ErrorKind, InvokeSpec, NewSession, Request, Response, SessionFilter,
-    SessionInfo, State,
+    ClientId, ErrorInfo, ErrorKind, InvokeSpec, NewSession, Response, SessionFilter, SessionInfo,
+    State,
 };
 use tether_transport::FrameWriter;
 use tokio::net::UnixStream;
@@ -135,7 +135,10 @@ pub(crate) async fn invoke(
         }
     };
     spec.client = Some(client.clone());
-    let handed = match hand_off(daemon, &info, spec, reader, writer).await {
+    // Only a client daemon of another computer (which names itself) comes back with a
+    // `Resume`; our own CLI's stdin ends with its connection.
+    let resumes = client.id != daemon.me.id;
+    let handed = match hand_off(daemon, &info, (spec, resumes), reader, writer).await {
         Ok(handed) => handed,
         Err(e) => {
             tracing::debug!("invocation in {} could not start: {e}", info.name);
@@ -196,7 +199,7 @@ pub(crate) fn closed_error(name: &str, state: State, reason: Option<&str>) -> Er
 pub(crate) async fn hand_off(
     daemon: &Daemon,
     info: &SessionInfo,
-    spec: InvokeSpec,
+    (spec, resumes): (InvokeSpec, bool),
     reader: Reader,
     writer: Writer,
 ) -> std::io::Result<bool> {
@@ -206,6 +209,7 @@ pub(crate) async fn hand_off(
         |prefix| HostRequest::Handoff {
             spec: Box::new(spec),
             prefix,
+            resumes,
         },
         reader,
         writer,
@@ -227,8 +231,10 @@ pub(crate) async fn hand_off_with(
     let client = client_r
         .reunite(writer.into_inner())
         .map_err(std::io::Error::other)?;
-    let frame =
-        tether_proto::encode(&Request::from(make(prefix))).map_err(std::io::Error::other)?;
+    let mut frame = Vec::new();
+    for req in make(prefix).into_wire() {
+        frame.extend(tether_proto::encode(&req).map_err(std::io::Error::other)?);
+    }
     let sent = async {
         let host = UnixStream::connect(daemon.paths.host_socket(&info.instance_id)).await?;
         tether_transport::unix::send_with_fd(&host, &frame, client.as_raw_fd()).await
