@@ -339,6 +339,9 @@ pub(super) async fn stream(
             ctl.eof().await;
         });
     }
+    if !json && let Some(out) = super::stream::stdout_pipe() {
+        inv.splice_stdout(out);
+    }
     let ctl = inv.control();
     let mut interrupts = 0;
     let mut notices = Notices::default();
@@ -355,18 +358,11 @@ pub(super) async fn stream(
                         write_fd(stream, &data);
                     }
                     if stdout_closed() {
-                        // `| head` has what it wanted: stop the command and leave, as
-                        // `ssh host cmd | head` does.
-                        leave(&ctl).await;
-                        if !session.is_empty() {
-                            note(&format!(
-                                "output closed; the command in session {label} was stopped"
-                            ));
-                        }
-                        return Ok(141);
+                        return Ok(output_closed(&ctl, &session, label).await);
                     }
                     inv.delivered();
                 }
+                Event::OutputClosed => return Ok(output_closed(&ctl, &session, label).await),
                 Event::Exit(exit) => {
                     notices.clear();
                     tracing::info!(on = label, code = exit.code, elapsed = ?started.elapsed(),
@@ -395,6 +391,17 @@ pub(super) async fn stream(
             }
         }
     }
+}
+
+/// `| head` has what it wanted: stop the command and leave, as `ssh host cmd | head` does.
+async fn output_closed(ctl: &tether_client::InvocationControl, session: &str, label: &str) -> i32 {
+    leave(ctl).await;
+    if !session.is_empty() {
+        note(&format!(
+            "output closed; the command in session {label} was stopped"
+        ));
+    }
+    141
 }
 
 /// Leaves a running command for good: it is stopped and none of its output is kept. Bounded,

@@ -44,6 +44,23 @@ pub fn write_fd(stream: Stream, data: &[u8]) {
     }
 }
 
+/// A duplicate of our stdout when it is a pipe (what `splice` can move a command's output
+/// into, [`tether_client::Invocation::splice_stdout`]); `None` for a terminal, a file or
+/// while a progress bar shares the screen.
+pub fn stdout_pipe() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    if PROGRESS.get().is_some() {
+        return None;
+    }
+    let dup = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let file = std::fs::File::from(dup);
+    if !file.metadata().ok()?.file_type().is_fifo() {
+        return None;
+    }
+    Some(file.into())
+}
+
 /// One line of `--json` output.
 pub fn json_line(value: serde_json::Value) {
     let mut line = value.to_string();

@@ -31,6 +31,7 @@ mod hostile;
 mod invoke;
 mod jobs;
 mod jobs_restart;
+mod lend;
 mod library;
 mod ops;
 mod output_mode;

@@ -1,5 +1,6 @@
 //! One running command: its event stream, and a control handle for stdin and Ctrl-C.
 
+use crate::lend::{End, Lending};
 use crate::{ClientError, Paths, Reader, Writer, open, read_hello};
 use tether_proto::{ExitInfo, InvokeSpec, Request, Response, Stream};
 use tokio::sync::mpsc;
@@ -11,6 +12,9 @@ pub enum Event {
         stream: Stream,
         data: Vec<u8>,
     },
+    /// The stdout given to [`Invocation::splice_stdout`] was closed by its reader (EPIPE):
+    /// as for a write to it that failed, the caller leaves (`abandon`).
+    OutputClosed,
     /// A line for the user about the connection (reconnecting, restored).
     Notice(String),
     Exit(ExitInfo),
@@ -29,6 +33,8 @@ enum Control {
     Eof,
     Cancel,
     Resize(u16, u16),
+    /// The lent stdout FIFO is ours no more ([`crate::lend`]).
+    Returned,
     /// Sent, then the sender is told so (the caller is about to exit).
     Abandon(tokio::sync::oneshot::Sender<()>),
 }
@@ -71,13 +77,54 @@ impl InvocationControl {
 
 /// A running command.
 pub struct Invocation {
-    reader: Reader,
+    frames: Frames,
     control: InvocationControl,
     /// Invocation number within its session.
     pub id: u64,
     /// Output byte number after the last byte received (for acknowledgements).
     seq: u64,
     done: bool,
+    /// The host's own socket and the host protocol it speaks, when reached straight.
+    pub(crate) host: Option<(std::path::PathBuf, u32)>,
+    lending: Option<Lending>,
+    /// The host lent us its stdout FIFO and waits for `Returned`.
+    owes: bool,
+}
+
+/// The invocation's frames: read here, or by a task of their own while the stdout FIFO is
+/// lent (so that they can be awaited beside the splicing: reading a frame is not
+/// cancel-safe).
+enum Frames {
+    Direct(Reader),
+    Task(mpsc::Receiver<Result<Option<Response>, tether_transport::TransportError>>),
+}
+
+impl Frames {
+    async fn next(&mut self) -> Result<Option<Response>, ClientError> {
+        match self {
+            Frames::Direct(r) => Ok(r.read::<Response>().await?),
+            Frames::Task(rx) => match rx.recv().await {
+                Some(r) => Ok(r?),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Moves the reading to a task of its own.
+    fn move_to_task(&mut self) {
+        let (tx, rx) = mpsc::channel(16);
+        if let Frames::Direct(mut reader) = std::mem::replace(self, Frames::Task(rx)) {
+            tokio::spawn(async move {
+                loop {
+                    let r = reader.read::<Response>().await;
+                    let last = !matches!(r, Ok(Some(_)));
+                    if tx.send(r).await.is_err() || last {
+                        return;
+                    }
+                }
+            });
+        }
+    }
 }
 
 impl Invocation {
@@ -105,9 +152,10 @@ impl Invocation {
         if let Err(e) = writer.send(&req).await {
             return Err(crate::refusal(&mut reader, e).await);
         }
-        if hello_pending {
-            read_hello(&mut reader).await?;
-        }
+        let version = match hello_pending {
+            true => Some(read_hello(&mut reader).await?),
+            false => None,
+        };
         let (id, seq) = match reader.read::<Response>().await? {
             Some(Response::Started {
                 invocation, from, ..
@@ -120,7 +168,7 @@ impl Invocation {
         let (ack_tx, ack_rx) = tokio::sync::watch::channel(seq);
         tokio::spawn(pump_control(writer, rx, ack_rx));
         Ok(Invocation {
-            reader,
+            frames: Frames::Direct(reader),
             control: InvocationControl {
                 tx,
                 ack: std::sync::Arc::new(ack_tx),
@@ -128,7 +176,24 @@ impl Invocation {
             id,
             seq,
             done: false,
+            host: version.map(|v| (std::path::PathBuf::new(), v)),
+            lending: None,
+            owes: false,
         })
+    }
+
+    /// Offers `out` (a pipe: our stdout) for the command's stdout to be spliced into, once it
+    /// has written a megabyte in frames (`LEND_AFTER`), when the host was reached straight and
+    /// lends (host protocol 8); otherwise nothing changes. Output that goes this way comes as
+    /// no [`Event::Output`]; a closed `out` comes as [`Event::OutputClosed`].
+    pub fn splice_stdout(&mut self, out: std::os::fd::OwnedFd) {
+        if let Some((path, version)) = &self.host
+            && *version >= crate::lend::LENDING_HOSTS
+            && !path.as_os_str().is_empty()
+            && cfg!(target_os = "linux")
+        {
+            self.lending = Some(Lending::new(path.clone(), out));
+        }
     }
 
     /// A handle for stdin and cancellation, usable from another task.
@@ -138,21 +203,86 @@ impl Invocation {
 
     /// The next event; after `Exit` the stream is over.
     pub async fn next(&mut self) -> Result<Event, ClientError> {
-        match self.reader.read::<Response>().await? {
-            Some(Response::Output { stream, data }) => {
-                self.seq += data.len() as u64;
-                Ok(Event::Output { stream, data })
+        loop {
+            let frame = match &mut self.lending {
+                Some(Lending::Active(splicer)) => tokio::select! {
+                    f = self.frames.next() => f?,
+                    end = splicer.ended() => {
+                        self.lending = Some(Lending::Over);
+                        match end {
+                            End::Closed => return Ok(Event::OutputClosed),
+                            // The host reads on once it is back.
+                            End::Failed => self.give_back().await,
+                            End::Eof | End::Stopped => {}
+                        }
+                        continue;
+                    }
+                },
+                _ => self.frames.next().await?,
+            };
+            match frame {
+                Some(Response::Output { stream, data }) => {
+                    self.seq += data.len() as u64;
+                    if stream == Stream::Stdout
+                        && let Some(l) = &mut self.lending
+                    {
+                        l.counted(data.len(), self.id);
+                    }
+                    return Ok(Event::Output { stream, data });
+                }
+                Some(Response::Lent) => {
+                    let taken = match &mut self.lending {
+                        Some(l) => l.lent().await,
+                        None => false,
+                    };
+                    self.owes = true;
+                    match taken {
+                        true => self.frames.move_to_task(),
+                        false => self.give_back().await,
+                    }
+                }
+                Some(Response::Reclaim) => {
+                    let end = self.stop_splicing(true).await;
+                    self.give_back().await;
+                    if matches!(end, Some(End::Closed)) {
+                        return Ok(Event::OutputClosed);
+                    }
+                }
+                Some(Response::Exit(e)) => {
+                    self.done = true;
+                    return Ok(Event::Exit(e));
+                }
+                Some(Response::Notice(n)) => return Ok(Event::Notice(n)),
+                Some(Response::Error(e)) => {
+                    self.stop_splicing(false).await;
+                    self.give_back().await;
+                    return Err(e.into());
+                }
+                Some(other) => return Err(ClientError::Protocol(format!("{other:?}"))),
+                None => {
+                    return Err(ClientError::Lost(
+                        "the connection ended before the command's exit status arrived".into(),
+                    ));
+                }
             }
-            Some(Response::Exit(e)) => {
-                self.done = true;
-                Ok(Event::Exit(e))
+        }
+    }
+
+    /// Ends the splicing, if any (draining the FIFO first with `drain`).
+    async fn stop_splicing(&mut self, drain: bool) -> Option<End> {
+        match self.lending.replace(Lending::Over) {
+            Some(Lending::Active(mut s)) => Some(s.finish(drain).await),
+            other => {
+                self.lending = other;
+                None
             }
-            Some(Response::Notice(n)) => Ok(Event::Notice(n)),
-            Some(Response::Error(e)) => Err(e.into()),
-            Some(other) => Err(ClientError::Protocol(format!("{other:?}"))),
-            None => Err(ClientError::Lost(
-                "the connection ended before the command's exit status arrived".into(),
-            )),
+        }
+    }
+
+    /// Tells the host the FIFO is back (once).
+    async fn give_back(&mut self) {
+        if std::mem::take(&mut self.owes) {
+            let _ = self.control.tx.send(Control::Returned).await;
         }
     }
 
@@ -178,7 +308,7 @@ impl Invocation {
                     stream: Stream::Stderr,
                     data,
                 } => out.stderr.extend_from_slice(&data),
-                Event::Notice(_) => {}
+                Event::Notice(_) | Event::OutputClosed => {}
                 Event::Exit(e) => {
                     out.exit = e;
                     return Ok(out);
@@ -201,6 +331,7 @@ async fn pump_control(
                 Some(Control::Eof) => Request::StdinEof,
                 Some(Control::Cancel) => Request::Cancel,
                 Some(Control::Resize(rows, cols)) => Request::Resize { rows, cols },
+                Some(Control::Returned) => Request::Returned,
                 Some(Control::Abandon(done)) => {
                     let _ = writer.send(&Request::Abandon).await;
                     let _ = done.send(());

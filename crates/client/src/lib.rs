@@ -17,6 +17,7 @@
 
 mod invocation;
 mod jobs;
+mod lend;
 
 pub use invocation::{Event, Invocation, InvocationControl, Output};
 pub use tether_proto::{
@@ -117,9 +118,10 @@ pub(crate) async fn refusal(reader: &mut Reader, failed: TransportError) -> Clie
     }
 }
 
-async fn read_hello(reader: &mut Reader) -> Result<(), ClientError> {
+/// Reads the answer to our `Hello`: the newest protocol the peer speaks.
+async fn read_hello(reader: &mut Reader) -> Result<u32, ClientError> {
     match reader.read::<Response>().await? {
-        Some(Response::Hello { .. }) => Ok(()),
+        Some(Response::Hello { version, .. }) => Ok(version),
         Some(Response::Error(e)) => Err(e.into()),
         Some(other) => Err(ClientError::Protocol(format!("{other:?}"))),
         None => Err(ClientError::Lost("the daemon closed the connection".into())),
@@ -314,7 +316,13 @@ impl Client {
         match Invocation::start_on(FrameReader::new(r), writer, true, spec.clone()).await {
             Err(ClientError::Remote(e)) => Some(Err(e.into())),
             Err(_) => None,
-            Ok(inv) => Some(Ok(inv)),
+            Ok(mut inv) => {
+                // Straight at the host: it may lend its stdout FIFO (`Invocation::splice_stdout`).
+                if let Some((path, _)) = &mut inv.host {
+                    *path = paths.host_socket(iid);
+                }
+                Some(Ok(inv))
+            }
         }
     }
 

@@ -181,7 +181,14 @@ async fn serve_requests(
                 true
             }
             // Stdin or Ctrl-C for an invocation that has already ended.
-            Request::Stdin(_) | Request::StdinEof | Request::Cancel | Request::Abandon => true,
+            Request::Stdin(_)
+            | Request::StdinEof
+            | Request::Cancel
+            | Request::Abandon
+            | Request::Returned => true,
+            Request::Lend { invocation } => {
+                crate::lend::serve(&host, invocation, &mut writer).await
+            }
             _ => {
                 let msg = format!(
                     "session {}: request not valid for a session host",

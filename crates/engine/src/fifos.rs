@@ -123,6 +123,14 @@ impl OutFifo {
         &self.buf[..n]
     }
 
+    /// A duplicate of the read end, to lend to the client ([`crate::lend`]).
+    pub(crate) fn lendable(&self) -> Result<std::os::fd::OwnedFd, &'static str> {
+        let rx = self.rx.as_ref().ok_or("its output has ended")?;
+        std::os::fd::AsFd::as_fd(rx)
+            .try_clone_to_owned()
+            .map_err(|_| "no descriptor to spare")
+    }
+
     /// Stops reading: the command's end of the FIFO is closed for good.
     pub(crate) fn let_go(&mut self) {
         self.rx = None;

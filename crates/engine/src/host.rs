@@ -200,6 +200,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         remote_cancel: watch::channel(0).0,
         remote_abandon: watch::channel(0).0,
         pool_free: watch::channel(0).0,
+        lends: Default::default(),
     });
 
     // The shell's end is a state change: Broken, with the reason (SPEC §3.4).

@@ -189,6 +189,11 @@ pub(crate) async fn run(
     let mut remote_abandon = host.remote_abandon.subscribe();
     remote_abandon.borrow_and_update();
     let mut kept = host.outbox.subscribe();
+    // The command's stdout is lent to the client ([`crate::lend`]): the host reads it not.
+    let mut lent = false;
+    let mut lends = host.lends.rx.lock().await;
+    // Only a local client straight at the host, on pipes, may borrow it.
+    let lendable = tty.is_none() && !requests.resumes;
     // Disconnected between its admission and now (the `disconnect` saw it idle): let go too.
     if host.lock_inner().state == tether_proto::State::Disconnected {
         detach.mark_changed();
@@ -228,11 +233,13 @@ pub(crate) async fn run(
                 // Leaving for good, perhaps after we already saw its writes fail: the command
                 // is stopped, nothing is kept, and the session is its client's again.
                 Some(Request::Abandon) if !abandoned => {
+                    lent = false;
                     stop(stopping.cancel(Instant::now()));
                     (abandoned, route.gone) = (true, true);
                     forget_command(host);
                     host.set_connected(&host.client_or_me(spec.client.as_ref()));
                 }
+                Some(Request::Returned) => lent = false,
                 Some(_) if route.gone => {}
                 Some(Request::Stdin(data)) => {
                     host.stdin.feed(data).await;
@@ -244,11 +251,11 @@ pub(crate) async fn run(
                 Some(Request::Cancel) => stop(stopping.cancel(Instant::now())),
                 // The client went away without a word (killed, network lost): the command
                 // goes on and the session is Disconnected (SPEC §3.13).
-                None if route.gone => requests_open = false,
+                None if route.gone => (requests_open, lent) = (false, false),
                 // An acknowledging client (a relay) may come back and go on with stdin; a
                 // local CLI that went away has nothing more to give.
                 None => {
-                    requests_open = false;
+                    (requests_open, lent) = (false, false);
                     route.gone = true;
                     client_left(host, resumes);
                 }
@@ -256,7 +263,7 @@ pub(crate) async fn run(
             },
             // While detached, reading stops at the quota: the command blocks on its next write.
             // An abandoned command's output goes nowhere; it is read so that it never blocks.
-            n = out.read(), if abandoned || (!route.gone && !acked) || host.outbox.room() => {
+            n = out.read(), if !lent && (abandoned || (!route.gone && !acked) || host.outbox.room()) => {
                 if abandoned {
                     out.discard(n);
                 } else if !forward(&mut route, &host.outbox, &mut out, n, writer).await {
@@ -271,18 +278,38 @@ pub(crate) async fn run(
                 }
             }
             _ = kept.changed(), if route.gone || acked => {}
+            ask = lends.recv(), if !lent => if let Some(ask) = ask {
+                let fd = match lendable && !route.gone && !abandoned {
+                    true => out.lendable(),
+                    false => Err("its output cannot be lent"),
+                };
+                match crate::lend::grant(ask, id, fd, writer).await {
+                    Ok(granted) => lent = granted,
+                    Err(_) => {
+                        route.gone = true;
+                        client_left(host, resumes);
+                    }
+                }
+            },
             _ = detach.changed(), if !route.gone && !abandoned => {
                 let msg = format!(
                     "session {name} was disconnected; its command goes on: 'tether receive {name}' gets its output",
                     name = host.spec.name
                 );
                 let _ = writer.send(&Response::Error(ErrorInfo::new(ErrorKind::Lost, msg))).await;
+                if lent {
+                    // It stops at once when told; one that does not is read beside.
+                    let within = Some(Duration::from_secs(2));
+                    crate::lend::returned(host, req_rx, within).await;
+                    lent = false;
+                }
                 host.outbox.forget_sent();
                 route.gone = true;
                 host.stdin.close();
                 host.let_go();
             }
             _ = remote_abandon.changed(), if !abandoned => {
+                lent = false;
                 stop(stopping.cancel(Instant::now()));
                 (abandoned, route.gone, requests_open) = (true, true, false);
                 forget_command(host);
@@ -292,6 +319,24 @@ pub(crate) async fn run(
         }
     }
     drop(status_rx);
+    drop(lends);
+    if lent && requests_open {
+        // The client drains what the command left in the FIFO, then gives it back; the host
+        // then finds it empty (or reads what a background job added meanwhile).
+        match crate::lend::reclaim(host, writer, req_rx).await {
+            crate::lend::Returned::Back => {}
+            crate::lend::Returned::Abandoned => {
+                (abandoned, route.gone) = (true, true);
+                forget_command(host);
+            }
+            crate::lend::Returned::Gone => {
+                if !route.gone {
+                    route.gone = true;
+                    client_left(host, resumes);
+                }
+            }
+        }
+    }
     if let Some(live) = &line_live {
         live.store(false, std::sync::atomic::Ordering::SeqCst);
     }

@@ -16,6 +16,7 @@ mod holder;
 mod host;
 mod invocation;
 pub mod leader;
+mod lend;
 mod outbox;
 mod procs;
 mod receive;

@@ -84,6 +84,8 @@ pub(crate) struct Host {
     /// Bumped each time a pooled host is ready for another invocation; its daemon watches it
     /// (`HostPoolWatch`) to put the host back in its pool.
     pub pool_free: watch::Sender<u64>,
+    /// Clients' requests to borrow the running command's stdout ([`crate::lend`]).
+    pub lends: crate::lend::Lends,
 }
 
 impl Host {

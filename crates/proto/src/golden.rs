@@ -216,6 +216,8 @@ pub(crate) fn requests() -> Vec<(&'static str, Request)> {
         ),
         ("Abandon", Abandon),
         ("HandoffClient", HandoffClient { resumes: true }),
+        ("Lend", Lend { invocation: 300 }),
+        ("Returned", Returned),
     ]
 }
 
@@ -316,6 +318,8 @@ pub(crate) fn responses() -> Vec<(&'static str, Response)> {
                 text: "t".into(),
             }]),
         ),
+        ("Lent", Lent),
+        ("Reclaim", Reclaim),
     ]
 }
 
@@ -362,6 +366,8 @@ fn request_name(r: &Request) -> &'static str {
         Bridged { .. } => "Bridged",
         Abandon => "Abandon",
         HandoffClient { .. } => "HandoffClient",
+        Lend { .. } => "Lend",
+        Returned => "Returned",
     }
 }
 
@@ -381,6 +387,8 @@ fn response_name(r: &Response) -> &'static str {
         JobOutput(_) => "JobOutput",
         SessionJobData(_) => "SessionJobData",
         Configs(_) => "Configs",
+        Lent => "Lent",
+        Reclaim => "Reclaim",
     }
 }
 

@@ -167,6 +167,15 @@ pub enum Request {
     /// back with a `Resume` and go on with stdin; otherwise (a local CLI) the command's stdin
     /// ends when the client's connection does. Hosts before 7 never read past the `Handoff`.
     HandoffClient { resumes: bool },
+    /// Host only, host protocol 8, on a connection of its own: the client of invocation
+    /// `invocation` (a local CLI straight at the host) asks for the read end of the command's
+    /// stdout FIFO, to move the bytes to its own stdout with `splice` instead of through the
+    /// socket. Answered with `Ok` carrying the descriptor (SCM_RIGHTS), or an `Error`.
+    Lend { invocation: u64 },
+    /// Host protocol 8, on the invocation's connection: the client reads the lent FIFO no
+    /// more (after `Reclaim`, having drained it; after a `Lent` without a descriptor; or on
+    /// leaving).
+    Returned,
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.
@@ -265,6 +274,13 @@ pub enum Response {
     JobOutput(Vec<JobChunk>),
     SessionJobData(SessionJobData),
     Configs(Vec<ConfigInfo>),
+    /// Host protocol 8: from here on the command's stdout comes through the descriptor the
+    /// client was lent (`Request::Lend`), not in `Output` frames; every stdout byte the host
+    /// read before it came in frames before this one.
+    Lent,
+    /// Host protocol 8: the command is done; read what is left in the lent FIFO, then send
+    /// `Returned` (the `Exit` follows it).
+    Reclaim,
 }
 
 /// Parameters of `tether new`.

@@ -179,6 +179,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
     }
 
+    /// The underlying stream, for what frames cannot carry (a descriptor, `send_with_fd`);
+    /// anything queued must have been flushed first.
+    pub fn get_ref(&self) -> &W {
+        self.inner.get_ref()
+    }
+
     /// The underlying stream; anything queued must have been flushed first.
     pub fn into_inner(self) -> W {
         self.inner.into_inner()

@@ -191,6 +191,8 @@ async fn relay(
                 inv.delivered();
             }
             Ok(Event::Notice(n)) => eprint!("\r\ntether: {n}\r\n"),
+            // Never lent here: a terminal line's output is not spliced.
+            Ok(Event::OutputClosed) => {}
             Ok(Event::Exit(e)) => {
                 inv.delivered();
                 let _ = exit.send(Ok(e));

@@ -158,6 +158,8 @@ async fn one_of_many(
         };
         match ev {
             Ok(Event::Notice(n)) => note(&n),
+            // Fan-out output is prefixed line by line, never spliced.
+            Ok(Event::OutputClosed) => {}
             Ok(Event::Output { stream, data }) => {
                 if show.json {
                     json_line(serde_json::json!({"computer": computer, "session": session,

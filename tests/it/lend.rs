@@ -1,0 +1,234 @@
+//! A local CLI whose stdout is a pipe borrows the command's stdout FIFO from the host once
+//! more than 1 MiB came in frames, and splices it into its stdout (host protocol 8, issue 20).
+//! Every byte must still arrive exactly once and in order, however the CLI ends: killed,
+//! disconnected, its pipe closed, or Ctrl-C. Each test checks that the splicing thread ran,
+//! so that the lent path, not the framed one, is what passed.
+
+use crate::common::*;
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Lines `line 1` … `line N`, as `seq` would number them.
+fn lines(from: u64, to: u64) -> String {
+    (from..=to).map(|i| format!("line {i}\n")).collect()
+}
+
+/// A script printing lines 1..=`first` at once, then waiting for `flag`, then the rest
+/// up to `last`.
+fn two_parts(first: u64, last: u64, flag: &std::path::Path) -> String {
+    format!(
+        "seq -f 'line %.0f' 1 {first}; while [ ! -e {f} ]; do sleep 0.02; done; \
+         seq -f 'line %.0f' {next} {last}",
+        f = flag.display(),
+        next = first + 1
+    )
+}
+
+/// `tether invoke -s S SCRIPT` with stdout on a pipe read by a thread of ours.
+struct Piped {
+    child: Child,
+    got: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Piped {
+    fn start(home: &Home, session: &str, script: &str) -> Piped {
+        let mut c = home.command();
+        c.args(["invoke", "-s", session, script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().expect("spawn tether invoke");
+        home.note_pid(child.id());
+        let mut out = child.stdout.take().expect("stdout pipe");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Piped {
+            child,
+            got,
+            reader: Some(reader),
+        }
+    }
+
+    fn has(&self, tail: &str) -> bool {
+        let got = self.got.lock().unwrap();
+        got.ends_with(tail.as_bytes())
+    }
+
+    /// Whether the CLI runs its splicing thread now.
+    fn splicing(&self) -> bool {
+        let dir = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "tether-splice")
+            })
+        })
+    }
+
+    /// Waits for the CLI to exit and for its stdout to end; returns its status and output.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let status = wait_child(&mut self.child, Duration::from_secs(60));
+        if let Some(r) = self.reader.take() {
+            r.join().expect("reader thread");
+        }
+        let got = std::mem::take(&mut *self.got.lock().unwrap());
+        (status, String::from_utf8(got).expect("utf-8 output"))
+    }
+}
+
+fn wait_child(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tether invoke did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_large_output_is_spliced_whole_and_in_order_beside_stderr() {
+    let home = Home::new();
+    home.new_session("big", &[]);
+    let flag = home.scratch().join("go");
+    // stderr keeps coming in frames while stdout is lent.
+    let script = format!(
+        "{}; echo done >&2; seq -f 'err %.0f' 1 1000 >&2",
+        two_parts(300_000, 600_000, &flag)
+    );
+    let p = Piped::start(&home, "big", &script);
+    wait_until(Duration::from_secs(60), "the first part", || {
+        p.has("line 300000\n")
+    });
+    wait_until(Duration::from_secs(10), "the splicing thread", || {
+        p.splicing()
+    });
+    std::fs::write(&flag, "").unwrap();
+    let (status, out) = p.finish();
+    assert_eq!(status, Some(0));
+    assert!(
+        out == lines(1, 600_000),
+        "stdout differs ({} bytes)",
+        out.len()
+    );
+    // The next command of the session runs as ever, its small output in frames.
+    home.invoke("big", "echo next")
+        .success()
+        .stdout_is("next\n");
+}
+
+#[test]
+fn a_killed_cli_leaves_the_rest_for_receive_with_nothing_lost_or_repeated() {
+    let home = Home::new();
+    home.new_session("k", &[]);
+    let flag = home.scratch().join("go");
+    let p = Piped::start(&home, "k", &two_parts(300_000, 500_000, &flag));
+    wait_until(Duration::from_secs(60), "the first part", || {
+        p.has("line 300000\n")
+    });
+    wait_until(Duration::from_secs(10), "the splicing thread", || {
+        p.splicing()
+    });
+    assert!(send_signal(p.child.id(), "KILL"));
+    let (_, before) = p.finish();
+    std::fs::write(&flag, "").unwrap();
+    let rest = home.run(&["receive", "k"]).success();
+    let whole = format!("{before}{}", rest.out());
+    assert!(
+        whole == lines(1, 500_000),
+        "lost or repeated: {} bytes before the kill, {} received",
+        before.len(),
+        rest.out().len()
+    );
+}
+
+#[test]
+fn a_disconnect_while_spliced_keeps_the_rest_for_receive() {
+    let home = Home::new();
+    home.new_session("d", &[]);
+    let flag = home.scratch().join("go");
+    let p = Piped::start(&home, "d", &two_parts(300_000, 500_000, &flag));
+    wait_until(Duration::from_secs(60), "the first part", || {
+        p.has("line 300000\n")
+    });
+    wait_until(Duration::from_secs(10), "the splicing thread", || {
+        p.splicing()
+    });
+    home.run(&["disconnect", "d"]).success();
+    let (status, before) = p.finish();
+    assert_eq!(
+        status,
+        Some(255),
+        "a disconnected invoke exits 255 (SPEC: lost)"
+    );
+    std::fs::write(&flag, "").unwrap();
+    let rest = home.run(&["receive", "d"]).success();
+    let whole = format!("{before}{}", rest.out());
+    assert!(
+        whole == lines(1, 500_000),
+        "lost or repeated: {} bytes before, {} received",
+        before.len(),
+        rest.out().len()
+    );
+}
+
+#[test]
+fn ctrl_c_while_spliced_stops_the_command_and_the_session_goes_on() {
+    let home = Home::new();
+    home.new_session("c", &[]);
+    let flag = home.scratch().join("never");
+    let p = Piped::start(&home, "c", &two_parts(300_000, 400_000, &flag));
+    wait_until(Duration::from_secs(60), "the first part", || {
+        p.has("line 300000\n")
+    });
+    wait_until(Duration::from_secs(10), "the splicing thread", || {
+        p.splicing()
+    });
+    assert!(send_signal(p.child.id(), "INT"));
+    let (status, out) = p.finish();
+    assert_eq!(status, Some(130));
+    assert!(out == lines(1, 300_000), "{} bytes", out.len());
+    home.invoke("c", "echo after")
+        .success()
+        .stdout_is("after\n");
+}
+
+#[test]
+fn a_closed_pipe_while_spliced_ends_at_once_and_stops_the_command() {
+    let home = Home::new();
+    home.new_session("h", &[]);
+    // `yes` outruns the framed first MiB at once; `head` then closes the lent pipe.
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg("\"$TETHER\" invoke -s h 'yes lend-head-marker' | head -c 8000000 | wc -c")
+        .env("TETHER", tether_bin())
+        .env("TETHER_HOME", home.path());
+    let out = run_command(c, None, Duration::from_secs(60));
+    assert_eq!(out.out().trim(), "8000000", "{out}");
+    wait_until(Duration::from_secs(15), "yes to stop", || {
+        !std::fs::read_dir("/proc").is_ok_and(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .any(|pid| {
+                    cmdline(pid).contains("lend-head-marker") && !cmdline(pid).contains("invoke")
+                })
+        })
+    });
+    home.invoke("h", "echo fine").success().stdout_is("fine\n");
+}
