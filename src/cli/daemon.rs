@@ -1,4 +1,4 @@
-//! `tether daemon start|stop|status`, and the hidden session-host entry point.
+//! `tether daemon start|stop|restart|status`, and the hidden session-host entry point.
 
 use super::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
@@ -39,6 +39,14 @@ tether daemon install --unit-dir ./units --no-enable"
     /// Stop the daemon: idle sessions close, busy ones go on.
     #[command(after_help = "Example:\n  tether daemon stop && tether daemon start")]
     Stop,
+    /// Replace the running daemon by one of this tether, keeping every session: after an
+    /// upgrade. The old daemon (of any release) exits at once, leaving its sessions running,
+    /// and the new one adopts them.
+    #[command(
+        after_help = "Examples:\n  tether daemon restart   # after installing a new tether\n  \
+sudo tether --system daemon restart"
+    )]
+    Restart,
     /// Show whether the daemon runs, its pid, its sessions and its warm connections.
     #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon status --json")]
     Status {
@@ -81,6 +89,7 @@ pub fn run(a: DaemonArgs) -> CliResult {
             }
         }
         Action::Stop => stop(&paths),
+        Action::Restart => restart(&paths),
         Action::Status { json } => status(&paths, json),
     }
 }
@@ -114,6 +123,42 @@ fn stop(paths: &Paths) -> CliResult {
     }
     println!("tether daemon stopped");
     Ok(0)
+}
+
+/// `daemon restart` (see `tether_client::upgrade`): the CLI after an upgrade, or a user who
+/// changed a setting the daemon reads at start, gets a daemon of this binary without closing
+/// a session, as `daemon stop` would close the idle ones.
+fn restart(paths: &Paths) -> CliResult {
+    if paths.shared && !nix::unistd::getuid().is_root() {
+        return Err(CliError::new(
+            ErrorKind::Permission,
+            "only root restarts the system daemon",
+        ));
+    }
+    let (retired, st) = runtime()?.block_on(async {
+        let (retired, mut client) = Client::restart_daemon(paths).await?;
+        Ok::<_, CliError>((retired, client.status().await?))
+    })?;
+    match retired {
+        Some(old) => println!(
+            "tether daemon restarted: pid {old} exited, pid {} (tether {}) adopted {} session(s)",
+            st.pid, st.version, st.sessions
+        ),
+        None => println!("tether daemon was not running; started pid {}", st.pid),
+    }
+    Ok(0)
+}
+
+/// Says on stderr, in one line, that this call replaced a daemon of an earlier release (the
+/// automatic half of `daemon restart`, in `Client::connect_or_start`).
+pub fn announce_replacements() {
+    tether_client::upgrade::on_replaced(|r| {
+        eprintln!(
+            "tether: replaced the running daemon (protocol {}, tether {}) by this release's; \
+             its sessions were kept",
+            r.protocol, r.version
+        )
+    });
 }
 
 fn is_zombie(pid: u32) -> bool {

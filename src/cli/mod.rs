@@ -149,7 +149,9 @@ tether copy web:/var/log/nginx/access.log .\n  tether copy --computer db1 dump.s
     )]
     Config(config::ConfigArgs),
     /// Manage the per-user daemon that keeps sessions.
-    #[command(after_help = "Examples:\n  tether daemon status\n  tether daemon stop")]
+    #[command(
+        after_help = "Examples:\n  tether daemon status\n  tether daemon restart   # after an upgrade\n  tether daemon stop"
+    )]
     Daemon(daemon::DaemonArgs),
     /// Check this computer (and others) for what tether needs, and say what to fix.
     #[command(after_help = "Examples:\n  tether doctor\n  tether doctor --computer db1 --json")]
@@ -193,6 +195,7 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> CliResult {
     SYSTEM.store(cli.system, std::sync::atomic::Ordering::Relaxed);
+    daemon::announce_replacements();
     let _ = SSH_FLAGS.set(remote::SshFlags {
         config: cli.ssh_config.clone(),
         options: cli.ssh_option.clone(),

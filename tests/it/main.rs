@@ -9,6 +9,7 @@
 
 mod common;
 
+mod adopt;
 mod agent;
 mod awkward;
 mod bridge;

@@ -128,9 +128,38 @@ impl Frames {
 }
 
 impl Invocation {
-    pub(crate) async fn start(paths: &Paths, spec: InvokeSpec) -> Result<Invocation, ClientError> {
+    pub(crate) async fn start(
+        paths: &Paths,
+        upgrades: bool,
+        spec: InvokeSpec,
+    ) -> Result<Invocation, ClientError> {
         let (reader, writer) = open(paths).await?;
-        Invocation::start_on(reader, writer, true, spec).await
+        Invocation::start_retrying(
+            paths,
+            upgrades,
+            (reader, writer, true),
+            Request::Invoke(spec),
+        )
+        .await
+    }
+
+    /// Starts `req` on a daemon connection whose first reply may be an older daemon's refusal:
+    /// with `upgrades`, that daemon is replaced and `req` sent once more to the new one
+    /// (`crate::upgrade`).
+    pub(crate) async fn start_retrying(
+        paths: &Paths,
+        upgrades: bool,
+        (reader, writer, hello_pending): (Reader, Writer, bool),
+        req: Request,
+    ) -> Result<Invocation, ClientError> {
+        match Invocation::start_request(reader, writer, hello_pending, &req).await {
+            Err(e) if hello_pending && upgrades => {
+                let (reader, writer) = crate::upgrade::reconnect_after(paths, e).await?;
+                Invocation::start_request(reader, writer, true, &req).await
+            }
+            Err(e) if hello_pending => Err(crate::upgrade::explain(e)),
+            other => other,
+        }
     }
 
     pub(crate) async fn start_on(
@@ -139,7 +168,7 @@ impl Invocation {
         hello_pending: bool,
         spec: InvokeSpec,
     ) -> Result<Invocation, ClientError> {
-        Invocation::start_request(reader, writer, hello_pending, Request::Invoke(spec)).await
+        Invocation::start_request(reader, writer, hello_pending, &Request::Invoke(spec)).await
     }
 
     /// Sends a request whose answer is an invocation's stream (`Invoke`, `Receive`).
@@ -147,9 +176,9 @@ impl Invocation {
         mut reader: Reader,
         mut writer: Writer,
         hello_pending: bool,
-        req: Request,
+        req: &Request,
     ) -> Result<Invocation, ClientError> {
-        if let Err(e) = writer.send(&req).await {
+        if let Err(e) = writer.send(req).await {
             return Err(crate::refusal(&mut reader, e).await);
         }
         let version = match hello_pending {
@@ -365,10 +394,9 @@ pub(crate) async fn run_on(
     spec: &InvokeSpec,
 ) -> Result<(Output, (Reader, Writer)), RunError> {
     let before = RunError::BeforeStart;
-    writer
-        .send(&Request::Invoke(spec.clone()))
-        .await
-        .map_err(|e| before(e.into()))?;
+    if let Err(e) = writer.send(&Request::Invoke(spec.clone())).await {
+        return Err(before(crate::refusal(&mut reader, e).await));
+    }
     if hello_pending {
         read_hello(&mut reader).await.map_err(before)?;
     }

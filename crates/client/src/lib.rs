@@ -18,6 +18,7 @@
 mod invocation;
 mod jobs;
 mod lend;
+pub mod upgrade;
 
 pub use invocation::{Event, Invocation, InvocationControl, Output};
 pub use tether_proto::{
@@ -30,7 +31,7 @@ pub use tether_transport::paths::Paths;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tether_proto::{PROTOCOL_VERSION, Request, Response};
 use tether_transport::{FrameReader, FrameWriter, TransportError};
 use tokio::net::UnixStream;
@@ -84,6 +85,9 @@ pub struct Client {
     /// The daemon's `Hello` reply has not been read yet: it is read with the first response, so
     /// connecting costs no round trip of its own.
     hello_pending: bool,
+    /// An older daemon that refuses this client is replaced by this release's (see
+    /// [`upgrade`]): set by [`Client::connect_or_start`] for the user's own daemon.
+    upgrades: bool,
 }
 
 /// Opens a connection and sends `Hello` without waiting for the reply (it is read before the
@@ -99,7 +103,7 @@ async fn open(paths: &Paths) -> Result<(Reader, Writer), ClientError> {
     Ok((FrameReader::new(r), writer))
 }
 
-fn hello() -> Request {
+pub(crate) fn hello() -> Request {
     Request::Hello {
         version: PROTOCOL_VERSION,
         agent: format!("tether-client/{}", env!("CARGO_PKG_VERSION")),
@@ -137,6 +141,7 @@ impl Client {
             reader,
             writer,
             hello_pending: true,
+            upgrades: false,
             pool: Default::default(),
         })
     }
@@ -145,10 +150,15 @@ impl Client {
     /// `tether daemon start` (the program in `TETHER_EXE`, else the current executable if it is
     /// tether, else `tether` on PATH), which detaches it from this process.
     ///
+    /// A daemon of an earlier release that refuses this client (its protocol is older) is
+    /// retired and replaced by this release's, which adopts its sessions ([`upgrade`]); the
+    /// request that met it is sent again, once. A newer daemon's refusal is a clear error.
+    ///
     /// The system daemon ([`Paths::system`]) is never started here: only root starts it.
     pub async fn connect_or_start(paths: &Paths) -> Result<Client, ClientError> {
+        let upgrades = !paths.shared;
         match Client::connect(paths).await {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok(Client { upgrades, ..c }),
             Err(ClientError::Connect { path, err }) if paths.shared => {
                 return Err(ClientError::Start(format!(
                     "the system daemon is not running at {} ({err}); root starts it with \
@@ -159,40 +169,33 @@ impl Client {
             Err(ClientError::Connect { .. }) => {}
             Err(e) => return Err(e),
         }
-        let exe = tether_exe();
-        let status = tokio::process::Command::new(&exe)
-            .args(["daemon", "start", "--quiet"])
-            .env(tether_settings::vars::HOME, &paths.home)
-            .stdin(std::process::Stdio::null())
-            .status()
-            .await
-            .map_err(|e| ClientError::Start(format!("{}: {e}", exe.display())))?;
-        if !status.success() {
-            return Err(ClientError::Start(format!(
-                "'{} daemon start' failed",
-                exe.display()
-            )));
-        }
+        upgrade::start(paths).await?;
         // Another starter may have won the race; its daemon is coming up.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match Client::connect(paths).await {
-                Ok(c) => return Ok(c),
-                Err(e @ ClientError::Connect { .. }) if Instant::now() > deadline => return Err(e),
-                Err(ClientError::Connect { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let c = upgrade::connect_started(paths).await?;
+        Ok(Client { upgrades, ..c })
     }
 
     pub fn paths(&self) -> &Paths {
         &self.paths
     }
 
+    /// Sends a request and reads its reply. The first reply on a connection may be an older
+    /// daemon's refusal: see [`Client::connect_or_start`].
     async fn call(&mut self, req: Request) -> Result<Response, ClientError> {
-        if let Err(e) = self.writer.send(&req).await {
+        let first = self.hello_pending;
+        match self.call_once(&req).await {
+            Err(e) if first && self.upgrades => {
+                let (reader, writer) = upgrade::reconnect_after(&self.paths, e).await?;
+                (self.reader, self.writer, self.hello_pending) = (reader, writer, true);
+                self.call_once(&req).await
+            }
+            Err(e) if first => Err(upgrade::explain(e)),
+            other => other,
+        }
+    }
+
+    async fn call_once(&mut self, req: &Request) -> Result<Response, ClientError> {
+        if let Err(e) = self.writer.send(req).await {
             return Err(refusal(&mut self.reader, e).await);
         }
         if std::mem::take(&mut self.hello_pending) {
@@ -261,19 +264,22 @@ impl Client {
             remote: None,
             keep,
         };
-        Invocation::start_request(
-            self.reader,
-            self.writer,
-            self.hello_pending,
-            Request::Receive(list),
-        )
-        .await
+        let Client {
+            paths,
+            reader,
+            writer,
+            hello_pending,
+            upgrades,
+            ..
+        } = self;
+        let conn = (reader, writer, hello_pending);
+        Invocation::start_retrying(&paths, upgrades, conn, Request::Receive(list)).await
     }
 
     /// Starts an invocation on its own connection. The stream of events ends with
     /// [`Event::Exit`]; errors such as "not found" or "busy" come back as `Err`.
     pub async fn invoke(&self, spec: InvokeSpec) -> Result<Invocation, ClientError> {
-        Invocation::start(&self.paths, spec).await
+        Invocation::start(&self.paths, self.upgrades, spec).await
     }
 
     /// Starts an invocation in a local session straight at its host, without a daemon
@@ -329,7 +335,16 @@ impl Client {
     /// Like [`Client::invoke`], but runs the invocation on this client's own connection, saving
     /// a connection set-up; the client is used up. The CLI uses this for one target.
     pub async fn into_invocation(self, spec: InvokeSpec) -> Result<Invocation, ClientError> {
-        Invocation::start_on(self.reader, self.writer, self.hello_pending, spec).await
+        let Client {
+            paths,
+            reader,
+            writer,
+            hello_pending,
+            upgrades,
+            ..
+        } = self;
+        let conn = (reader, writer, hello_pending);
+        Invocation::start_retrying(&paths, upgrades, conn, Request::Invoke(spec)).await
     }
 
     /// Runs a command to completion and collects its output (no stdin).
@@ -354,7 +369,14 @@ impl Client {
             }
         }
         let conn = open(&self.paths).await?;
-        match invocation::run_on(conn, true, &spec).await {
+        let ran = match invocation::run_on(conn, true, &spec).await {
+            Err(invocation::RunError::BeforeStart(e)) if self.upgrades => {
+                let conn = upgrade::reconnect_after(&self.paths, e).await?;
+                invocation::run_on(conn, true, &spec).await
+            }
+            other => other,
+        };
+        match ran {
             Ok((out, conn)) => {
                 self.pool_lock().insert(key, conn);
                 Ok(out)

@@ -13,6 +13,7 @@ pub mod mux;
 pub mod paths;
 pub mod ssh;
 pub mod unix;
+pub mod upgrade;
 
 use serde::{Serialize, de::DeserializeOwned};
 use tether_proto::{DecodeError, FRAME_HEADER_LEN, decode, encode, frame_len};
@@ -290,11 +291,7 @@ pub async fn answer_hello<W: AsyncWrite + Unpin>(
             writer.feed(&hello).await.is_ok()
         }
         Ok(Some(Request::Hello { version, .. })) => {
-            let (who, newest) = (speaks.who, speaks.newest);
-            let msg = format!(
-                "this {who} speaks protocol {newest} (tether {}), the client speaks {version}: install the same tether version on both sides",
-                env!("CARGO_PKG_VERSION")
-            );
+            let msg = upgrade::refusal_line(speaks.who, speaks.newest, version);
             let err = Response::Error(ErrorInfo::new(ErrorKind::Connection, msg));
             let _ = writer.send(&err).await;
             false

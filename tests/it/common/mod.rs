@@ -14,6 +14,7 @@
 
 pub mod mux;
 pub mod netns;
+pub mod previous;
 mod procs;
 pub mod rng;
 mod run;
@@ -154,7 +155,12 @@ impl Home {
 
     /// `tether` with this home's environment.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(tether_bin());
+        self.command_with(&tether_bin())
+    }
+
+    /// Another tether program (another release's) with this home's environment.
+    pub fn command_with(&self, program: &Path) -> Command {
+        let mut c = Command::new(program);
         c.env_remove("TETHER_MIN_IDLE_TIMEOUT");
         c.env("TETHER_HOME", &self.home);
         for (k, v) in &self.env {

@@ -1,7 +1,8 @@
 //! The accept loop shared by the per-user daemon and the system daemon: serve connections
-//! until told to stop, the socket file is removed, or SIGTERM arrives. What happens on each of
-//! those differs (a per-user daemon closes its client on SIGTERM, the system daemon leaves
-//! sessions alone), so the caller decides from [`Ended`].
+//! until told to stop, the socket file is removed, SIGTERM or the retire signal arrives. What
+//! happens on each of those differs (a per-user daemon closes its client on SIGTERM, the system
+//! daemon leaves sessions alone, nobody touches a session when retiring), so the caller decides
+//! from [`Ended`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +17,11 @@ pub(crate) enum Ended {
     Gone,
     /// SIGTERM (logout, or a service manager).
     Terminated,
+    /// The retire signal (`tether daemon restart`, or a newer client that met us): exit at
+    /// once and leave every session as it is, for the next daemon to adopt. The signal's
+    /// default action terminates, so a daemon older than this handling dies of it instead,
+    /// which adoption survives just as well.
+    Retired,
 }
 
 /// Hands each accepted connection to `admit` until the loop ends, and says why it ended.
@@ -29,6 +35,15 @@ pub(crate) async fn until_stopped(
         Ok(t) => t,
         Err(e) => {
             tracing::error!("cannot watch SIGTERM: {e}");
+            return Ended::Stopped;
+        }
+    };
+    let mut retire = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+        tether_transport::upgrade::RETIRE_SIGNAL as libc::c_int,
+    )) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot watch the retire signal: {e}");
             return Ended::Stopped;
         }
     };
@@ -51,6 +66,10 @@ pub(crate) async fn until_stopped(
             _ = term.recv() => {
                 tracing::info!("SIGTERM: stopping");
                 return Ended::Terminated;
+            }
+            _ = retire.recv() => {
+                tracing::info!("retire signal: leaving every session to the next daemon");
+                return Ended::Retired;
             }
         }
     }

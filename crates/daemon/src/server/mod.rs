@@ -62,9 +62,14 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
         },
     )
     .await;
-    // Logout (or any SIGTERM) closes the client as `daemon stop` does (SPEC §3.14).
-    if ended == accept::Ended::Terminated {
-        local::closing::stop(&daemon).await;
+    match ended {
+        // Logout (or any SIGTERM) closes the client as `daemon stop` does (SPEC §3.14).
+        accept::Ended::Terminated => local::closing::stop(&daemon).await,
+        // Replaced by another release's daemon: every session stays as it is, for that one to
+        // adopt. Links say goodbye, so far daemons keep this client's sessions its own rather
+        // than making them Disconnected.
+        accept::Ended::Retired => daemon.links.close_all().await,
+        accept::Ended::Stopped | accept::Ended::Gone => {}
     }
 }
 
