@@ -319,25 +319,14 @@ pub(super) async fn stream(
     drop(waiting);
     tracing::info!(on = label, elapsed = ?started.elapsed(), "command started");
     if forward_stdin {
-        let ctl = inv.control();
-        tokio::spawn(async move {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-            std::thread::spawn(move || {
-                let mut stdin = std::io::stdin().lock();
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n) = stdin.read(&mut buf) {
-                    if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            });
-            while let Some(chunk) = rx.recv().await {
-                if !ctl.stdin(chunk).await {
-                    return;
-                }
+        use std::os::fd::AsFd;
+        match std::io::stdin().as_fd().try_clone_to_owned() {
+            Ok(input) => inv.forward_stdin(input),
+            // No descriptor to spare: the command reads end-of-file.
+            Err(_) => {
+                inv.control().eof().await;
             }
-            ctl.eof().await;
-        });
+        }
     }
     if !json && let Some(out) = super::stream::stdout_pipe() {
         inv.splice_stdout(out);

@@ -232,3 +232,107 @@ fn a_closed_pipe_while_spliced_ends_at_once_and_stops_the_command() {
     });
     home.invoke("h", "echo fine").success().stdout_is("fine\n");
 }
+
+/// The CLI holds a write end of the command's stdin FIFO (`…/i.<n>`): its stdin is spliced.
+fn holds_stdin_fifo(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|rd| {
+        rd.flatten().any(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| {
+                l.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("i.") && n[2..].parse::<u64>().is_ok())
+            })
+        })
+    })
+}
+
+/// Starts `invoke -s S SCRIPT` with `input` written to its stdin (a pipe) by a thread.
+fn with_input(home: &Home, session: &str, script: &str, input: Vec<u8>) -> Child {
+    use std::io::Write;
+    let mut c = home.command();
+    c.args(["invoke", "-s", session, script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().expect("spawn tether invoke");
+    home.note_pid(child.id());
+    let mut pipe = child.stdin.take().expect("stdin pipe");
+    std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    child
+}
+
+/// The command reads 2 MiB, then stops reading until `go` exists, then reads the rest.
+fn paused_reader(
+    home: &Home,
+    out: &std::path::Path,
+) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let (wait, go) = (home.scratch().join("W"), home.scratch().join("G"));
+    let script = format!(
+        "{{ dd bs=65536 count=32 iflag=fullblock status=none; touch {w}; \
+         while [ ! -e {g} ]; do sleep 0.02; done; cat; }} > {o}",
+        w = wait.display(),
+        g = go.display(),
+        o = out.display()
+    );
+    (script, wait, go)
+}
+
+#[test]
+fn a_large_stdin_is_spliced_into_the_command_whole_and_in_order() {
+    let home = Home::new();
+    home.new_session("in", &[]);
+    let out = home.scratch().join("got.bin");
+    let (script, wait, go) = paused_reader(&home, &out);
+    let input = crate::common::rng::Rng(0x5eed_1e4d).bytes(8 << 20);
+    let mut child = with_input(&home, "in", &script, input.clone());
+    wait_until(Duration::from_secs(60), "the first 2 MiB read", || {
+        wait.exists()
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the CLI to hold the stdin FIFO",
+        || holds_stdin_fifo(child.id()),
+    );
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(wait_child(&mut child, Duration::from_secs(60)), Some(0));
+    let got = std::fs::read(&out).unwrap();
+    assert!(
+        got == input,
+        "stdin differs: {} of {} bytes",
+        got.len(),
+        input.len()
+    );
+}
+
+#[test]
+fn a_cli_killed_while_its_stdin_is_spliced_ends_the_commands_input() {
+    let home = Home::new();
+    home.new_session("ik", &[]);
+    let out = home.scratch().join("got.bin");
+    let (script, wait, go) = paused_reader(&home, &out);
+    let mut child = with_input(&home, "ik", &script, vec![b'x'; 8 << 20]);
+    wait_until(Duration::from_secs(60), "the first 2 MiB read", || {
+        wait.exists()
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the CLI to hold the stdin FIFO",
+        || holds_stdin_fifo(child.id()),
+    );
+    assert!(send_signal(child.id(), "KILL"));
+    let _ = child.wait();
+    std::fs::write(&go, "").unwrap();
+    // Our pipe into the dead CLI stays open; only the CLI's end can end the command's input.
+    let next = home
+        .run(&["invoke", "-s", "ik", "--wait-timeout", "30s", "echo next"])
+        .success();
+    assert_eq!(next.out(), "next\n", "{next}");
+    let got = std::fs::read(&out).unwrap();
+    assert!(
+        got.len() >= 2 << 20 && got.iter().all(|b| *b == b'x'),
+        "{} bytes",
+        got.len()
+    );
+}

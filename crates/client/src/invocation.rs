@@ -28,7 +28,7 @@ pub struct Output {
     pub exit: ExitInfo,
 }
 
-enum Control {
+pub(crate) enum Control {
     Stdin(Vec<u8>),
     Eof,
     Cancel,
@@ -209,6 +209,22 @@ impl Invocation {
             lending: None,
             owes: false,
         })
+    }
+
+    /// Forwards `input` (our stdin) to the command as its stdin, then ends it, on a thread of
+    /// its own. Straight at a host that lends it (host protocol 9), once a megabyte went in
+    /// frames, the rest of a pipe or a file is spliced into the command's stdin FIFO instead.
+    pub fn forward_stdin(&self, input: std::os::fd::OwnedFd) {
+        let lend = match &self.host {
+            Some((path, v)) if *v >= crate::lend::LENDING_STDIN && !path.as_os_str().is_empty() => {
+                Some((path.clone(), self.id))
+            }
+            _ => None,
+        };
+        let tx = self.control.tx.clone();
+        let _ = std::thread::Builder::new()
+            .name("tether-stdin".into())
+            .spawn(move || crate::lend::forward(input, &tx, lend));
     }
 
     /// Offers `out` (a pipe: our stdout) for the command's stdout to be spliced into, once it

@@ -189,6 +189,9 @@ async fn serve_requests(
             Request::Lend { invocation } => {
                 crate::lend::serve(&host, invocation, &mut writer).await
             }
+            Request::LendStdin { invocation, after } => {
+                crate::lend::serve_stdin(&host, invocation, after, &mut writer).await
+            }
             _ => {
                 let msg = format!(
                     "session {}: request not valid for a session host",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tether_proto::{OUTPUT_CHUNK, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// How much already-buffered output we read after the status record, per stream. A background
 /// job that floods its inherited stdout must not keep an invocation from ending.
@@ -221,25 +221,50 @@ pub(crate) fn linger(mut f: OutFifo) {
 /// that comes back after a broken connection goes on feeding it (SPEC §3.13).
 #[derive(Default)]
 pub(crate) struct StdinFeed {
-    feed: std::sync::Mutex<Option<(mpsc::Sender<Vec<u8>>, u64)>>,
+    feed: std::sync::Mutex<Option<Feed>>,
+}
+
+/// The open stdin of the running command.
+struct Feed {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes fed so far.
+    received: u64,
+    /// For stdin on a FIFO: the invocation, the FIFO, and the bytes written into it so far
+    /// (what a client that borrows it must wait for, [`crate::lend`]).
+    fifo: Option<(u64, PathBuf, watch::Receiver<u64>)>,
 }
 
 impl StdinFeed {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(mpsc::Sender<Vec<u8>>, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Feed>> {
         self.feed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Opens stdin fed by `tx` (a terminal's keys).
     pub fn open(&self, tx: mpsc::Sender<Vec<u8>>) {
-        *self.lock() = Some((tx, 0));
+        *self.lock() = Some(Feed {
+            tx,
+            received: 0,
+            fifo: None,
+        });
+    }
+
+    /// Opens stdin fed into invocation `id`'s FIFO ([`spawn_stdin_writer`]).
+    pub fn open_fifo(&self, id: u64, path: PathBuf) {
+        let (tx, written) = spawn_stdin_writer(path.clone());
+        *self.lock() = Some(Feed {
+            tx,
+            received: 0,
+            fifo: Some((id, path, written)),
+        });
     }
 
     /// Passes `data` on (waiting while the command does not read) and counts it.
     pub async fn feed(&self, data: Vec<u8>) {
         let tx = {
             let mut g = self.lock();
-            let Some((tx, n)) = g.as_mut() else { return };
-            *n += data.len() as u64;
-            tx.clone()
+            let Some(f) = g.as_mut() else { return };
+            f.received += data.len() as u64;
+            f.tx.clone()
         };
         let _ = tx.send(data).await;
     }
@@ -251,15 +276,23 @@ impl StdinFeed {
 
     /// Bytes fed so far, while stdin is open.
     pub fn received(&self) -> Option<u64> {
-        self.lock().as_ref().map(|(_, n)| *n)
+        self.lock().as_ref().map(|f| f.received)
+    }
+
+    /// Invocation `id`'s open stdin FIFO and the count of bytes written into it, if any.
+    pub fn fifo_of(&self, id: u64) -> Option<(PathBuf, watch::Receiver<u64>)> {
+        let g = self.lock();
+        let (fid, path, written) = g.as_ref()?.fifo.as_ref()?;
+        (*fid == id).then(|| (path.clone(), written.clone()))
     }
 }
 
 /// Feeds the command's stdin FIFO. The write end is opened in blocking mode on the blocking
 /// pool: that open completes exactly when the shell opens the read end, so end-of-file (closing
 /// it) can never happen before the shell is there to see it.
-pub(crate) fn spawn_stdin_writer(path: PathBuf) -> mpsc::Sender<Vec<u8>> {
+fn spawn_stdin_writer(path: PathBuf) -> (mpsc::Sender<Vec<u8>>, watch::Receiver<u64>) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+    let (written_tx, written) = watch::channel(0u64);
     tokio::spawn(async move {
         let opened = tokio::task::spawn_blocking(move || {
             let file = std::fs::OpenOptions::new().write(true).open(&path)?;
@@ -280,9 +313,10 @@ pub(crate) fn spawn_stdin_writer(path: PathBuf) -> mpsc::Sender<Vec<u8>> {
                 while rx.recv().await.is_some() {}
                 return;
             }
+            written_tx.send_modify(|n| *n += data.len() as u64);
         }
     });
-    tx
+    (tx, written)
 }
 
 #[cfg(test)]

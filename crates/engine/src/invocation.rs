@@ -9,7 +9,7 @@
 //! never seen by the next one.
 
 use crate::deliver::{Route, drain, forward};
-use crate::fifos::{OutFifo, linger, mkfifo, spawn_stdin_writer};
+use crate::fifos::{OutFifo, linger, mkfifo};
 use crate::procs;
 use crate::session::Host;
 use crate::shell::{self, InvocationPaths};
@@ -97,7 +97,7 @@ pub(crate) async fn run(
     } else {
         if spec.stdin {
             mkfifo(&stdin_path)?;
-            host.stdin.open(spawn_stdin_writer(stdin_path.clone()));
+            host.stdin.open_fifo(id, stdin_path.clone());
         }
         shell::wrapper(
             host.shell.flavour,

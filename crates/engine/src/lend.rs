@@ -12,6 +12,7 @@
 
 use crate::session::Host;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 use tether_proto::{ErrorInfo, ErrorKind, Request, Response};
 use tether_transport::FrameWriter;
@@ -69,6 +70,52 @@ pub(crate) async fn serve(
             return writer.send(&err).await.is_ok();
         }
     };
+    send_fd(writer, fd).await
+}
+
+/// Serves `LendStdin` on a connection of its own: once the `after` bytes the client sent in
+/// frames are in the FIFO, a write end of it travels with the `Ok` frame; the client splices
+/// the rest of its stdin into it. The host's own write end stays open until the client's
+/// `StdinEof` (or its leaving), so the command sees end-of-file only then.
+pub(crate) async fn serve_stdin(
+    host: &Host,
+    invocation: u64,
+    after: u64,
+    writer: &mut FrameWriter<OwnedWriteHalf>,
+) -> bool {
+    let refused = |why: &str| {
+        let msg = format!("session {}: {why}", host.spec.name);
+        Response::Error(ErrorInfo::new(ErrorKind::Usage, msg))
+    };
+    let Some((path, mut written)) = host.stdin.fifo_of(invocation) else {
+        let err = refused("its command's stdin cannot be lent now");
+        return writer.send(&err).await.is_ok();
+    };
+    // Ends early when stdin closes (the writer task ends and drops the sender).
+    let caught_up = written.wait_for(|n| *n >= after).await.is_ok();
+    if !caught_up {
+        return writer
+            .send(&refused("its command's stdin has ended"))
+            .await
+            .is_ok();
+    }
+    // A write end of our own to give: the command has the read end open (it read `after`
+    // bytes), so a non-blocking open succeeds; it fails if the command closed it since.
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path);
+    let Ok(file) = opened else {
+        return writer
+            .send(&refused("its command no longer reads stdin"))
+            .await
+            .is_ok();
+    };
+    send_fd(writer, OwnedFd::from(file)).await
+}
+
+/// Sends `Ok` with `fd` attached, after whatever is queued.
+async fn send_fd(writer: &mut FrameWriter<OwnedWriteHalf>, fd: OwnedFd) -> bool {
     if writer.flush().await.is_err() {
         return false;
     }
@@ -76,12 +123,11 @@ pub(crate) async fn serve(
         return false;
     };
     let stream: &tokio::net::UnixStream = writer.get_ref().as_ref();
-    let sent =
-        tether_transport::unix::send_with_fd(stream, &frame, std::os::fd::AsRawFd::as_raw_fd(&fd))
-            .await;
-    // Our copy of the descriptor closes here; the client's lives on.
-    drop(fd);
-    sent.is_ok()
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // Our copy of the descriptor closes when `fd` drops; the client's lives on.
+    tether_transport::unix::send_with_fd(stream, &frame, raw)
+        .await
+        .is_ok()
 }
 
 /// Answers one request to borrow invocation `id`'s stdout: `fd` is a duplicate of the FIFO's

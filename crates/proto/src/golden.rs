@@ -218,6 +218,13 @@ pub(crate) fn requests() -> Vec<(&'static str, Request)> {
         ("HandoffClient", HandoffClient { resumes: true }),
         ("Lend", Lend { invocation: 300 }),
         ("Returned", Returned),
+        (
+            "LendStdin",
+            LendStdin {
+                invocation: 300,
+                after: 1 << 20,
+            },
+        ),
     ]
 }
 
@@ -368,6 +375,7 @@ fn request_name(r: &Request) -> &'static str {
         HandoffClient { .. } => "HandoffClient",
         Lend { .. } => "Lend",
         Returned => "Returned",
+        LendStdin { .. } => "LendStdin",
     }
 }
 

@@ -18,7 +18,7 @@
 use std::ops::RangeInclusive;
 
 /// The newest host protocol this release speaks.
-pub const HOST_PROTOCOL_VERSION: u32 = 8;
+pub const HOST_PROTOCOL_VERSION: u32 = 9;
 /// The oldest host protocol this release still speaks: callers greet hosts with it.
 pub const OLDEST_HOST_PROTOCOL: u32 = 6;
 

@@ -176,6 +176,12 @@ pub enum Request {
     /// more (after `Reclaim`, having drained it; after a `Lent` without a descriptor; or on
     /// leaving).
     Returned,
+    /// Host only, host protocol 9, on a connection of its own: the client of invocation
+    /// `invocation`, having sent `after` bytes of stdin in frames and nothing since, asks for a
+    /// write end of the command's stdin FIFO, to splice the rest of its stdin into it. The
+    /// host answers once those bytes are in the FIFO: `Ok` carrying the descriptor, or an
+    /// `Error` (then stdin goes on in frames). The client's `StdinEof` still ends stdin.
+    LendStdin { invocation: u64, after: u64 },
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.

@@ -1,8 +1,10 @@
 //! The previous release's `tether`, built from git, for the adoption tests (`adopt.rs`): a
 //! daemon of this build must adopt the sessions that the previous one's daemon started.
 //!
-//! The commit is `TETHER_ADOPT_FROM` if set, else the newest commit before `HEAD` that changed
-//! the code (`git rev-list -1 HEAD~1 -- crates src Cargo.toml Cargo.lock`). Its tree is
+//! The commit is `TETHER_ADOPT_FROM` if set, else the last commit of the previous host
+//! protocol: the parent of the newest commit that changed `HOST_PROTOCOL_VERSION`
+//! (`crates/proto/src/host.rs`), so that hosts of an older protocol are what this build must
+//! adopt. Its tree is
 //! extracted with `git archive` into `<target>/previous/src-<hash>` and built there with
 //! `cargo build --locked --bin tether` and a target directory of its own shared by every such
 //! build (`<target>/previous/target`, so the next commit's build is incremental). The binary
@@ -54,7 +56,7 @@ fn needs_history(why: &str) -> ! {
     )
 }
 
-/// The commit to build: `TETHER_ADOPT_FROM`, else the newest earlier commit that changed code.
+/// The commit to build: `TETHER_ADOPT_FROM`, else the last commit of the previous host protocol.
 fn base_commit(repo: &Path) -> String {
     if git(repo, &["rev-parse", "--is-shallow-repository"]).as_deref() == Ok("true") {
         needs_history(&format!("{} is a shallow clone", repo.display()));
@@ -62,19 +64,21 @@ fn base_commit(repo: &Path) -> String {
     let wanted = match std::env::var("TETHER_ADOPT_FROM") {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
         _ => {
+            // The last commit that spoke the host protocol before ours: the parent of the
+            // newest commit that changed its version.
             let args = [
-                "rev-list",
+                "log",
                 "-1",
-                "HEAD~1",
+                "--format=%H",
+                "-G",
+                "pub const HOST_PROTOCOL_VERSION",
+                "HEAD",
                 "--",
-                "crates",
-                "src",
-                "Cargo.toml",
-                "Cargo.lock",
+                "crates/proto/src/host.rs",
             ];
             match git(repo, &args) {
-                Ok(c) if !c.is_empty() => c,
-                Ok(_) => needs_history("no commit before HEAD changed the code"),
+                Ok(c) if !c.is_empty() => format!("{c}~1"),
+                Ok(_) => needs_history("no commit changed the host protocol's version"),
                 Err(e) => needs_history(&e),
             }
         }
