@@ -14,6 +14,7 @@ for p in ssh scp ssh-keygen python3; do
   command -v "$p" >/dev/null || { echo "$p is missing (apt-get install openssh-client python3)" >&2; exit 1; }
 done
 source "$(dirname "$0")/common.sh"   # builds, sets T and a fresh TETHER_HOME
+T=${CARGO_TARGET_DIR:-$PWD/target}/release/tether   # where cargo built it
 # shellcheck source=.ci/sshd.sh
 source .ci/sshd.sh                   # sshd_start DIR: alias tether-ci in DIR/ssh_config
 

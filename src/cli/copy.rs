@@ -1,17 +1,18 @@
 //! `tether copy` (Copy-Item -ToSession/-FromSession): files and trees between this computer
-//! and a session, over the session's own connection (issue 20, first part).
+//! and a session, over the session's own connection (issue 20).
 //!
-//! A copy is two processes of tether's own binary joined by a pipe: `tether __copy send`
-//! writes the stream ([`tether_copy`]) and `tether __copy recv` writes what it names, each file
-//! under a temporary name first. One of them runs here; the other runs in the session's shell,
-//! as the session's user, through an ordinary `tether invoke` (so a copy reaches whatever
-//! `invoke` reaches, and reconnects as it does). The shell finds tether's program in
-//! `$__tether_x`, set by the session host.
+//! A copy has two sides: one sends the stream ([`tether_copy`]), the other writes what it
+//! names, each file under a temporary name first, and answers (which partial files it has, so
+//! a copy run again after an interruption resumes; what it wrote). The side on this computer
+//! runs in this process; the other runs in the session's shell, as the session's user, as
+//! `tether __copy send|recv` through an ordinary `tether invoke` whose stdin and stdout carry
+//! the two directions (so a copy reaches whatever `invoke` reaches, and reconnects as it does).
+//! The shell finds tether's program in `$__tether_x`, set by the session host.
 
 use super::error::{CliError, CliResult};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use tether_client::ErrorKind;
 
 #[derive(Args, Debug)]
@@ -34,8 +35,8 @@ pub struct CopyArgs {
     json: bool,
 }
 
-/// The hidden side of a copy: `tether __copy send [-r] PATH...` or
-/// `tether __copy recv [-p] [--json] --sources N --label L DEST`.
+/// The far side of a copy: `tether __copy send [-r] --label L PATH...` or
+/// `tether __copy recv [-p] --sources N --label L DEST`.
 #[derive(Args, Debug)]
 pub struct CopySideArgs {
     /// `send` or `recv`.
@@ -44,16 +45,11 @@ pub struct CopySideArgs {
     recursive: bool,
     #[arg(short = 'p')]
     preserve: bool,
-    #[arg(long)]
-    json: bool,
     #[arg(long, default_value_t = 1)]
     sources: usize,
     /// What errors are about ("session web", "computer db1").
     #[arg(long, default_value = "this computer")]
     label: String,
-    /// Show a progress bar on stderr (the side that runs on the user's computer).
-    #[arg(long)]
-    progress: bool,
     paths: Vec<PathBuf>,
 }
 
@@ -99,22 +95,6 @@ pub fn run(a: CopyArgs) -> CliResult {
     };
     let mine = std::env::current_exe()
         .map_err(|e| CliError::new(ErrorKind::Internal, format!("copy: {e}")))?;
-    let flags = |preserve: bool, json: bool, n: usize, label: &str| {
-        let mut v = Vec::new();
-        if preserve {
-            v.push("-p".to_string());
-        }
-        if json {
-            v.push("--json".into());
-        }
-        v.extend([
-            "--sources".into(),
-            n.to_string(),
-            "--label".into(),
-            label.into(),
-        ]);
-        v
-    };
     if let Some((s, path)) = far_dest {
         // Here to there.
         if far_sources.iter().any(Option::is_some) {
@@ -123,24 +103,24 @@ pub fn run(a: CopyArgs) -> CliResult {
             ));
         }
         let far = session(s);
-        let mut send = Command::new(&mine);
-        send.args(["__copy", "send", "--label", "this computer"]);
-        if show_progress(a.json) {
-            send.arg("--progress");
-        }
-        if a.recursive {
-            send.arg("-r");
-        }
-        send.arg("--").args(sources);
         let mut script = String::from("\"$__tether_x\" __copy recv");
-        for f in flags(a.preserve, a.json, sources.len(), &far.label) {
+        let mut flags = vec![
+            "--sources".to_string(),
+            sources.len().to_string(),
+            "--label".into(),
+            far.label.clone(),
+        ];
+        if a.preserve {
+            flags.push("-p".into());
+        }
+        for f in flags {
             script.push(' ');
             script.push_str(&tether_transport::shell_quote(&f));
         }
         script.push_str(" -- ");
         script.push_str(&tether_transport::shell_quote(path));
-        let recv = invoke(&mine, &far, &script);
-        return pipe(send, recv);
+        let paths: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
+        return push(&paths, &a, invoke(&mine, &far, &script)?);
     }
     // There to here.
     let Some(Some((s, _))) = far_sources.first() else {
@@ -173,15 +153,138 @@ pub fn run(a: CopyArgs) -> CliResult {
         script.push(' ');
         script.push_str(&tether_transport::shell_quote(p));
     }
-    let send = invoke(&mine, &far, &script);
-    let mut recv = Command::new(&mine);
-    recv.args(["__copy", "recv"])
-        .args(flags(a.preserve, a.json, far_paths.len(), "this computer"));
-    if show_progress(a.json) {
-        recv.arg("--progress");
+    let receiver = tether_copy::Receiver {
+        dest: PathBuf::from(dest),
+        sources: far_paths.len(),
+        preserve: a.preserve,
+        label: HERE.into(),
+    };
+    // A destination that cannot be is said before the far side starts.
+    if let Err(e) = receiver.check() {
+        return local_error(e, 0);
     }
-    recv.arg("--").arg(dest);
-    pipe(send, recv)
+    pull(&receiver, &a, invoke(&mine, &far, &script)?)
+}
+
+/// What the side on this computer calls itself in errors.
+const HERE: &str = "this computer";
+
+/// Sends `paths` to the far receiver `child`, and prints what it wrote.
+fn push(paths: &[PathBuf], a: &CopyArgs, mut child: Child) -> CliResult {
+    let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(CliError::new(ErrorKind::Internal, "copy: no pipe"));
+    };
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let bar = show_progress(a.json).then(|| {
+        let b = Bar::new();
+        b.0.set_length(tether_copy::total_bytes(&refs, a.recursive));
+        b
+    });
+    let inc = |n: u64| {
+        if let Some(b) = &bar {
+            b.0.inc(n);
+        }
+    };
+    let opts = tether_copy::SendOptions {
+        recursive: a.recursive,
+        label: HERE,
+        total: true,
+        progress: Some(&inc),
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, to);
+    let mut replies = std::io::BufReader::new(from);
+    let sent = tether_copy::send(&refs, opts, Some(&mut replies), &mut out);
+    // Our ends close here: the far side sees the end of its stdin whatever happened.
+    drop((out, replies));
+    if let Some(b) = &bar {
+        b.0.finish_and_clear();
+    }
+    let far = wait(&mut child)?;
+    let sent = match sent {
+        Ok(sent) => sent,
+        Err(e) => return local_error(e, far),
+    };
+    let got = sent.received.unwrap_or_else(|| tether_copy::Received {
+        files: sent.files,
+        dirs: sent.dirs,
+        links: sent.links,
+        bytes: sent.bytes,
+        resumed: sent.resumed,
+        problems: Vec::new(),
+    });
+    report(&got, a.json, bar.is_some());
+    Ok(match far {
+        0 => i32::from(sent.problems > 0 || !got.problems.is_empty()),
+        code => code,
+    })
+}
+
+/// Receives from the far sender `child` into `receiver`'s destination, and prints what it wrote.
+fn pull(receiver: &tether_copy::Receiver, a: &CopyArgs, mut child: Child) -> CliResult {
+    let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(CliError::new(ErrorKind::Internal, "copy: no pipe"));
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 20, from);
+    let mut replies = to;
+    let got = match show_progress(a.json) {
+        true => {
+            let bar = Bar::new();
+            let got = receiver.run_showing(&mut input, Some(&mut replies), &bar);
+            bar.0.finish_and_clear();
+            got
+        }
+        false => receiver.run(&mut input, Some(&mut replies)),
+    };
+    drop((input, replies));
+    let far = wait(&mut child)?;
+    let got = match got {
+        Ok(got) => got,
+        Err(e) => return local_error(e, far),
+    };
+    for p in &got.problems {
+        eprintln!("tether: {p}");
+    }
+    report(&got, a.json, show_progress(a.json));
+    Ok(match far {
+        0 => i32::from(!got.problems.is_empty()),
+        code => code,
+    })
+}
+
+/// The far side's exit status.
+fn wait(child: &mut Child) -> Result<i32, CliError> {
+    let status = child
+        .wait()
+        .map_err(|e| CliError::new(ErrorKind::Internal, format!("copy: {e}")))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// This side's error. When the far side went away it said why itself (or `invoke` did), and
+/// its status is the copy's.
+fn local_error(e: tether_copy::CopyError, far: i32) -> CliResult {
+    use tether_copy::CopyError;
+    let kind = match e {
+        CopyError::Usage(_) => ErrorKind::Usage,
+        _ => ErrorKind::Internal,
+    };
+    if matches!(e, CopyError::Closed(_)) && far != 0 {
+        return Ok(far);
+    }
+    Err(CliError::new(kind, format!("{HERE}: {e}")))
+}
+
+/// The summary: JSON, or one line for a person watching.
+fn report(got: &tether_copy::Received, json: bool, watching: bool) {
+    if json {
+        let v = serde_json::json!({
+            "files": got.files, "directories": got.dirs, "links": got.links,
+            "bytes": got.bytes, "sent": got.bytes - got.resumed, "resumed": got.resumed,
+            "problems": got.problems,
+        });
+        println!("{v}");
+    } else if watching {
+        summary(got);
+    }
 }
 
 /// A progress bar for a person watching (stderr a terminal), never with `--json`.
@@ -190,10 +293,17 @@ fn show_progress(json: bool) -> bool {
 }
 
 /// The last line a person sees.
-fn summary(files: u64, dirs: u64, links: u64, bytes: u64) {
+fn summary(got: &tether_copy::Received) {
+    let resumed = match got.resumed {
+        0 => String::new(),
+        n => format!(" ({} of it resumed)", indicatif::HumanBytes(n)),
+    };
     eprintln!(
-        "copied {files} files, {dirs} directories, {links} links, {}",
-        indicatif::HumanBytes(bytes)
+        "copied {} files, {} directories, {} links, {}{resumed}",
+        got.files,
+        got.dirs,
+        got.links,
+        indicatif::HumanBytes(got.bytes)
     );
 }
 
@@ -221,8 +331,11 @@ impl tether_copy::Progress for Bar {
     }
 }
 
-/// `tether invoke` of `script` in the far session, with this call's global flags.
-fn invoke(mine: &Path, far: &Far, script: &str) -> Command {
+/// Starts `tether invoke` of `script` in the far session, with this call's global flags, its
+/// stdin and stdout ours to use. If this process dies (killed, or Ctrl-C), the invoke is told
+/// by SIGTERM, which stops the far side and leaves the session usable: the copy ends, and a
+/// rerun resumes it.
+fn invoke(mine: &Path, far: &Far, script: &str) -> Result<Child, CliError> {
     let mut c = Command::new(mine);
     if super::system_mode() {
         c.arg("--system");
@@ -239,66 +352,59 @@ fn invoke(mine: &Path, far: &Far, script: &str) -> Command {
             .arg(format!("{}ms", t.as_millis()));
     }
     c.arg("invoke").args(&far.target).arg("--").arg(script);
-    c
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id();
+        // SAFETY: prctl, getppid and raise are async-signal-safe; nothing is allocated.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Died before the line above: no signal will come.
+                if libc::getppid() as u32 != parent {
+                    libc::raise(libc::SIGTERM);
+                }
+                Ok(())
+            });
+        }
+    }
+    c.spawn()
+        .map_err(|e| CliError::new(ErrorKind::Internal, format!("copy: {e}")))
 }
 
-/// Runs `from | to`; the copy's status is the receiver's, or the sender's when it alone failed.
-/// Neither end of the pipe stays open here (a `Command` keeps the stdin it was given until it
-/// is dropped): a receiver that dies makes the sender's next write fail, so it ends too.
-fn pipe(mut from: Command, mut to: Command) -> CliResult {
-    let spawn = |e: std::io::Error| CliError::new(ErrorKind::Internal, format!("copy: {e}"));
-    let mut sender = from.stdout(Stdio::piped()).spawn().map_err(spawn)?;
-    drop(from);
-    let Some(out) = sender.stdout.take() else {
-        return Err(CliError::new(ErrorKind::Internal, "copy: no pipe"));
-    };
-    let receiver = to.stdin(out).spawn().map_err(spawn);
-    drop(to);
-    let received = receiver.and_then(|mut r| r.wait().map_err(spawn));
-    let sent = sender.wait().map_err(spawn)?;
-    let received = received?;
-    let code = |s: std::process::ExitStatus| s.code().unwrap_or(1);
-    Ok(match (code(received), code(sent)) {
-        (0, s) => s,
-        (r, _) => r,
-    })
-}
-
-/// The hidden sides, run by the two ends of a copy.
+/// The far side of a copy, run in the session's shell: the stream and the answers go through
+/// its stdin and stdout.
 pub fn side(a: CopySideArgs) -> CliResult {
-    let fail = |e: tether_copy::CopyError| {
-        let kind = match e {
-            tether_copy::CopyError::Usage(_) => ErrorKind::Usage,
-            _ => ErrorKind::Internal,
-        };
-        CliError::new(kind, format!("{}: {e}", a.label))
+    let fail = |e: tether_copy::CopyError| match e {
+        // The side on the user's computer went away: it (or its `invoke`) says why, and
+        // nobody may be reading our stderr any more.
+        tether_copy::CopyError::Closed(_) => Ok(1),
+        tether_copy::CopyError::Usage(_) => {
+            Err(CliError::new(ErrorKind::Usage, format!("{}: {e}", a.label)))
+        }
+        _ => Err(CliError::new(
+            ErrorKind::Internal,
+            format!("{}: {e}", a.label),
+        )),
     };
+    let mut stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     match a.side.as_str() {
         "send" => {
             let paths: Vec<&Path> = a.paths.iter().map(PathBuf::as_path).collect();
-            let bar = a.progress.then(|| {
-                let b = Bar::new();
-                b.0.set_length(tether_copy::total_bytes(&paths, a.recursive));
-                b
-            });
-            let inc = |n: u64| {
-                if let Some(b) = &bar {
-                    b.0.inc(n);
-                }
-            };
             let opts = tether_copy::SendOptions {
                 recursive: a.recursive,
                 label: &a.label,
                 total: true,
-                progress: Some(&inc),
+                progress: None,
             };
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            let sent = tether_copy::send(&paths, opts, &mut out).map_err(fail)?;
-            if let Some(b) = bar {
-                b.0.finish_and_clear();
-                summary(sent.files, sent.dirs, sent.links, sent.bytes);
+            match tether_copy::send(&paths, opts, Some(&mut stdin), &mut stdout) {
+                Ok(sent) => Ok(i32::from(sent.problems > 0)),
+                Err(e) => fail(e),
             }
-            Ok(i32::from(sent.problems > 0))
         }
         "recv" => {
             let [dest] = a.paths.as_slice() else {
@@ -308,29 +414,14 @@ pub fn side(a: CopySideArgs) -> CliResult {
                 dest: dest.clone(),
                 sources: a.sources,
                 preserve: a.preserve,
+                label: a.label.clone(),
             };
-            let mut input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
-            let got = match a.progress {
-                true => {
-                    let bar = Bar::new();
-                    let got = receiver.run_showing(&mut input, &bar);
-                    bar.0.finish_and_clear();
-                    got
-                }
-                false => receiver.run(&mut input),
-            }
-            .map_err(fail)?;
+            let got = match receiver.run(&mut stdin, Some(&mut stdout)) {
+                Ok(got) => got,
+                Err(e) => return fail(e),
+            };
             for p in &got.problems {
                 eprintln!("tether: {p}");
-            }
-            if a.json {
-                let v = serde_json::json!({
-                    "files": got.files, "directories": got.dirs, "links": got.links,
-                    "bytes": got.bytes, "problems": got.problems,
-                });
-                println!("{v}");
-            } else if a.progress {
-                summary(got.files, got.dirs, got.links, got.bytes);
             }
             Ok(i32::from(!got.problems.is_empty()))
         }

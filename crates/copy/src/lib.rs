@@ -3,15 +3,21 @@
 //! The sending side walks its paths and writes a stream of frames ([`Frame`], in tether's own
 //! framing: a length, then postcard) to stdout; the receiving side reads it from stdin and
 //! writes each file under a temporary name beside its destination, renaming it into place only
-//! once it is whole, so no partly written file is ever in place. Both sides are tether's own
+//! once it is whole, so no partly written file is ever in place. The receiver answers on its
+//! own stdout ([`Reply`]), read by the sender on its stdin: first which partial files an
+//! interrupted copy left (so the sender sends only what is missing, see [`partial`]), last what
+//! it wrote. Both sides are tether's own
 //! binary (`tether __copy send|recv`): one runs locally, the other in the session's shell, as
 //! the session's user, through an ordinary invocation, so a copy goes wherever `invoke` goes
 //! (local and remote sessions, temporary ones, system mode) over the session's own
 //! connection, and a restricted configuration refuses it as it refuses any other command.
 
+pub mod partial;
 mod recv;
+mod recv_file;
 mod send;
 
+pub use partial::Partial;
 pub use recv::{Progress, Quiet, Received, Receiver};
 pub use send::{SendOptions, Sent, send, total_bytes};
 
@@ -26,12 +32,16 @@ pub enum Frame {
     /// A directory, created before its entries. `path` is relative (its first part is the
     /// name of a source), `/`-separated, never `..`, never absolute.
     Dir { path: String, mode: u32, mtime: i64 },
-    /// A regular file of `len` bytes, which follow as `Data` frames.
+    /// A regular file of `len` bytes, of which those from `from` on follow as `Data` and
+    /// `Hole` frames. `from` is 0, or the length of the receiver's partial file (as it said in
+    /// [`Reply::Partials`]) whose hash matched the source's first `from` bytes: then a `Sum`
+    /// of the whole file follows the data, and the receiver renames nothing that differs.
     File {
         path: String,
         len: u64,
         mode: u32,
         mtime: i64,
+        from: u64,
     },
     /// File data (of the last `File`).
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
@@ -47,6 +57,22 @@ pub enum Frame {
     Total(u64),
     /// The end of the stream.
     End,
+    /// First: the names the sources go by in this stream (the first part of every path), so
+    /// the receiver can look for partial files under them and answer [`Reply::Partials`]
+    /// before anything else is sent. `recursive`: whether directories are copied (and so
+    /// looked in).
+    Names { names: Vec<String>, recursive: bool },
+    /// SHA-256 of the whole file, after the data of a resumed `File` (one with `from > 0`).
+    Sum([u8; 32]),
+}
+
+/// What the receiver says to the sender (on its stdout, the sender's stdin).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// The answer to [`Frame::Names`]: the partial files it has, by stream path.
+    Partials(Vec<Partial>),
+    /// After [`Frame::End`]: what it wrote (the side on the user's computer prints it).
+    Done(Received),
 }
 
 /// What went wrong, naming the path.
@@ -61,6 +87,9 @@ pub enum CopyError {
     Stream(String),
     #[error("{0}")]
     Usage(String),
+    /// The other side went away (its own error, if any, says why).
+    #[error("the other side of the copy ended: {0}")]
+    Closed(String),
 }
 
 impl CopyError {
@@ -79,6 +108,34 @@ pub(crate) fn plain(e: &std::io::Error) -> String {
         Some((head, _)) => head.to_string(),
         None => text,
     }
+}
+
+/// Writes one frame (tether's framing: a length, then postcard).
+pub(crate) fn write_frame<T: Serialize>(
+    out: &mut (impl std::io::Write + ?Sized),
+    f: &T,
+) -> Result<(), CopyError> {
+    let bytes = tether_proto::encode(f).map_err(|e| CopyError::Stream(e.to_string()))?;
+    out.write_all(&bytes)
+        .map_err(|e| CopyError::Closed(format!("cannot send: {}", plain(&e))))
+}
+
+/// Reads one frame, bounded by the framing's own limit (a peer cannot make us allocate more).
+/// The end of the input, or an error reading it, is `on_cut`'s error.
+pub(crate) fn read_frame<T: serde::de::DeserializeOwned>(
+    input: &mut (impl std::io::Read + ?Sized),
+    on_cut: fn(String) -> CopyError,
+) -> Result<T, CopyError> {
+    let mut header = [0u8; tether_proto::FRAME_HEADER_LEN];
+    input
+        .read_exact(&mut header)
+        .map_err(|e| on_cut(plain(&e)))?;
+    let len = tether_proto::frame_len(header).map_err(|e| CopyError::Stream(e.to_string()))?;
+    let mut payload = vec![0u8; len];
+    input
+        .read_exact(&mut payload)
+        .map_err(|e| on_cut(plain(&e)))?;
+    tether_proto::decode(&payload).map_err(|e| CopyError::Stream(format!("not a copy stream: {e}")))
 }
 
 /// A relative path from the stream, checked: no empty, `.` or `..` part, not absolute. A
@@ -101,3 +158,5 @@ pub(crate) fn checked(path: &str) -> Result<std::path::PathBuf, CopyError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_resume;

@@ -1,18 +1,28 @@
 //! The receiving side: reads the stream and writes what it names under its destination, each
-//! file under a temporary name first.
+//! file under a temporary name first ([`crate::recv_file`]). A destination that cannot be
+//! written (a directory not writable, a full disk) is this entry's problem, reported with its
+//! path; the copy goes on with the next.
 
-use crate::{CopyError, Frame, checked};
+use crate::partial::{self, Found};
+use crate::recv_file::{self, Incoming, cut, temp_beside};
+use crate::{CopyError, Frame, Reply, checked, read_frame, write_frame};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// What a copy wrote.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
 pub struct Received {
     pub files: u64,
     pub dirs: u64,
     pub links: u64,
+    /// Bytes of the files in place (holes count).
     pub bytes: u64,
+    /// Of those, bytes that were already there in partial files of an earlier copy, and were
+    /// not sent again.
+    pub resumed: u64,
     /// Sources the sender could not read, and entries that could not be written.
     pub problems: Vec<String>,
 }
@@ -27,9 +37,12 @@ pub struct Receiver {
     /// Keep modes (with set-id bits) and modification times (`-p`); otherwise files get the
     /// sender's permission bits less this side's umask, as `cp` does.
     pub preserve: bool,
+    /// Where the receiver runs ("session web", "this computer"), for the problems it reports.
+    pub label: String,
 }
 
-/// Told of the total (once, if the sender says it) and of each chunk written.
+/// Told of the total (once, if the sender says it) and of each chunk written (a resumed file's
+/// partial data counts as written when the file starts).
 pub trait Progress {
     fn total(&self, _bytes: u64) {}
     fn wrote(&self, _bytes: u64) {}
@@ -40,36 +53,72 @@ pub struct Quiet;
 impl Progress for Quiet {}
 
 impl Receiver {
-    /// Reads the stream to its end. An error in the stream (cut short, not a stream, an unsafe
-    /// path) ends it: what was whole is in place, the file being written is removed.
-    pub fn run(&self, input: &mut impl Read) -> Result<Received, CopyError> {
-        self.run_showing(input, &Quiet)
+    /// Reads the stream to its end, answering on `replies` (when the sender listens). An error
+    /// in the stream (cut short, not a stream, an unsafe path) ends it: what was whole is in
+    /// place, and the file being written is removed, or kept as a partial file for the next
+    /// run when the stream was cut.
+    pub fn run(
+        &self,
+        input: &mut impl Read,
+        replies: Option<&mut dyn Write>,
+    ) -> Result<Received, CopyError> {
+        self.run_showing(input, replies, &Quiet)
     }
 
     /// As [`Receiver::run`], telling `progress` as it goes.
     pub fn run_showing(
         &self,
         input: &mut impl Read,
+        mut replies: Option<&mut dyn Write>,
         progress: &dyn Progress,
     ) -> Result<Received, CopyError> {
-        let into_dir = self.dest.is_dir();
-        if !into_dir && self.sources != 1 {
-            return Err(CopyError::Usage(format!(
-                "{}: not a directory (needed for {} sources)",
-                self.dest.display(),
-                self.sources
-            )));
-        }
+        let into_dir = self.check()?;
         let umask = current_umask();
+        let mode_of = |mode: u32| match self.preserve {
+            true => mode & 0o7777,
+            false => mode & 0o777 & !umask,
+        };
         let mut got = Received::default();
+        // Partial files of an earlier copy that this one may finish, by stream path.
+        let mut found: HashMap<String, Found> = HashMap::new();
+        // Directories that could not be made: what goes in them is dropped, unreported.
+        let mut failed: Vec<PathBuf> = Vec::new();
         // Directories get their modes and times once everything inside them is written.
         let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
         loop {
-            match read_frame(input)? {
+            let frame = read_frame(input, cut)?;
+            if let Frame::File { path, .. } | Frame::Dir { path, .. } | Frame::Link { path, .. } =
+                &frame
+            {
+                let to = self.target(path, into_dir)?;
+                if failed.iter().any(|d| to.starts_with(d)) {
+                    if let Frame::File { len, from, .. } = frame {
+                        let skip = Incoming {
+                            to: &to,
+                            len,
+                            from,
+                            mode: 0,
+                            mtime: None,
+                            found: None,
+                            discard: true,
+                        };
+                        let _ = recv_file::receive(input, skip, progress)?;
+                    }
+                    continue;
+                }
+            }
+            match frame {
                 Frame::End => break,
+                Frame::Names { names, recursive } => {
+                    found = partial::scan(&names, recursive, |p| self.target(p, into_dir));
+                    if let Some(r) = replies.as_deref_mut() {
+                        write_frame(r, &Reply::Partials(partial::offers(&found)))?;
+                        r.flush().map_err(|e| CopyError::Closed(crate::plain(&e)))?;
+                    }
+                }
                 Frame::Problem(p) => got.problems.push(p),
                 Frame::Total(n) => progress.total(n),
-                Frame::Data(_) | Frame::Hole(_) => {
+                Frame::Data(_) | Frame::Hole(_) | Frame::Sum(_) => {
                     return Err(CopyError::Stream("file data without a file".into()));
                 }
                 Frame::Dir { path, mode, mtime } => {
@@ -78,7 +127,9 @@ impl Receiver {
                         Ok(()) => {}
                         Err(_) if to.is_dir() => {}
                         Err(e) => {
-                            return Err(CopyError::io(&to, e));
+                            self.problem(&mut got, &to, &e);
+                            failed.push(to);
+                            continue;
                         }
                     }
                     got.dirs += 1;
@@ -89,47 +140,92 @@ impl Receiver {
                     len,
                     mode,
                     mtime,
+                    from,
                 } => {
                     let to = self.target(&path, into_dir)?;
-                    let mode = if self.preserve {
-                        mode & 0o7777
-                    } else {
-                        mode & 0o777 & !umask
-                    };
-                    write_file(
-                        &to,
+                    let file = Incoming {
+                        to: &to,
                         len,
-                        input,
-                        (mode, self.preserve.then_some(mtime)),
-                        progress,
-                    )?;
-                    got.files += 1;
-                    got.bytes += len;
+                        from,
+                        mode: mode_of(mode),
+                        mtime: self.preserve.then_some(mtime),
+                        found: found.remove(&path),
+                        discard: false,
+                    };
+                    match recv_file::receive(input, file, progress)? {
+                        Ok(()) => {
+                            got.files += 1;
+                            got.bytes += len;
+                            got.resumed += from;
+                        }
+                        Err(p) => got.problems.push(format!("{}: {p}", self.label)),
+                    }
                 }
                 Frame::Link { path, target } => {
                     let to = self.target(&path, into_dir)?;
                     let tmp = temp_beside(&to);
-                    std::os::unix::fs::symlink(&target, &tmp).map_err(|e| CopyError::io(&to, e))?;
-                    if let Err(e) = std::fs::rename(&tmp, &to) {
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(CopyError::io(&to, e));
+                    let made = std::os::unix::fs::symlink(&target, &tmp)
+                        .and_then(|()| std::fs::rename(&tmp, &to));
+                    match made {
+                        Ok(()) => got.links += 1,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&tmp);
+                            self.problem(&mut got, &to, &e);
+                        }
                     }
-                    got.links += 1;
                 }
             }
         }
+        // Partial files whose sources this copy no longer has.
+        for (_, f) in found.drain() {
+            partial::forget(f);
+        }
         for (dir, mode, mtime) in dirs.into_iter().rev() {
-            let mode = if self.preserve {
-                mode & 0o7777
-            } else {
-                mode & 0o777 & !umask
-            };
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode_of(mode)));
             if self.preserve {
                 set_mtime(&dir, mtime);
             }
         }
+        if let Some(r) = replies {
+            // The sender may be gone already (an older one does not wait): nothing is lost.
+            let _ = write_frame(r, &Reply::Done(got.clone())).map(|()| r.flush());
+        }
         Ok(got)
+    }
+
+    /// Whether the destination is a directory that receives the sources by their names, or
+    /// an error when it cannot be the destination of this copy (checked before anything is
+    /// sent, so that the sending side need not start).
+    pub fn check(&self) -> Result<bool, CopyError> {
+        let into_dir = self.dest.is_dir();
+        // A destination that is not there: named, as `cp` names it (a directory was meant if
+        // several sources go there, or it ends with a slash).
+        let wants_dir =
+            self.sources != 1 || self.dest.as_os_str().as_encoded_bytes().ends_with(b"/");
+        if !into_dir && wants_dir {
+            if !self.dest.exists() {
+                let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
+                return Err(CopyError::io(&self.dest, missing));
+            }
+            return Err(CopyError::Usage(match self.sources {
+                1 => format!("{}: not a directory", self.dest.display()),
+                n => format!(
+                    "{}: not a directory (needed for {n} sources)",
+                    self.dest.display()
+                ),
+            }));
+        }
+        Ok(into_dir)
+    }
+
+    /// Records that `to` could not be written.
+    fn problem(&self, got: &mut Received, to: &Path, e: &std::io::Error) {
+        got.problems.push(format!(
+            "{}: {}: {}",
+            self.label,
+            to.display(),
+            crate::plain(e)
+        ));
     }
 
     /// Where an entry of the stream goes.
@@ -149,102 +245,8 @@ impl Receiver {
     }
 }
 
-/// Reads one frame, bounded by the framing's own limit.
-fn read_frame(input: &mut impl Read) -> Result<Frame, CopyError> {
-    let cut = |e: std::io::Error| CopyError::Stream(format!("the copy stream ended early: {e}"));
-    let mut header = [0u8; tether_proto::FRAME_HEADER_LEN];
-    input.read_exact(&mut header).map_err(cut)?;
-    let len = tether_proto::frame_len(header).map_err(|e| CopyError::Stream(e.to_string()))?;
-    let mut payload = vec![0u8; len];
-    input.read_exact(&mut payload).map_err(cut)?;
-    tether_proto::decode(&payload).map_err(|e| CopyError::Stream(format!("not a copy stream: {e}")))
-}
-
-/// A name beside `to` that nothing else uses: `.NAME.tether-PID-N`.
-fn temp_beside(to: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let name = to
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    to.with_file_name(format!(".{name}.tether-{}-{n}", std::process::id()))
-}
-
-/// Writes `len` bytes of `Data` frames to a temporary file beside `to`, then renames it into
-/// place. The temporary file is removed if anything fails.
-fn write_file(
-    to: &Path,
-    len: u64,
-    input: &mut impl Read,
-    (mode, mtime): (u32, Option<i64>),
-    progress: &dyn Progress,
-) -> Result<(), CopyError> {
-    if to.is_dir() {
-        return Err(CopyError::io(
-            to,
-            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
-        ));
-    }
-    let tmp = temp_beside(to);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(|e| CopyError::io(to, e))?;
-    let result = (|| {
-        let mut left = len;
-        while left > 0 {
-            let d = match read_frame(input)? {
-                Frame::Data(d) => d,
-                Frame::Hole(n) if n <= left => {
-                    use std::io::Seek;
-                    let skip = i64::try_from(n).map_err(|_| {
-                        CopyError::Stream(format!("{}: a hole too large", to.display()))
-                    })?;
-                    f.seek(std::io::SeekFrom::Current(skip))
-                        .map_err(|e| CopyError::io(to, e))?;
-                    left -= n;
-                    continue;
-                }
-                _ => {
-                    return Err(CopyError::Stream(format!(
-                        "{}: the stream ended {left} bytes before the file's end",
-                        to.display()
-                    )));
-                }
-            };
-            if d.len() as u64 > left {
-                return Err(CopyError::Stream(format!(
-                    "{}: more data than the file's length",
-                    to.display()
-                )));
-            }
-            f.write_all(&d).map_err(|e| CopyError::io(to, e))?;
-            left -= d.len() as u64;
-            progress.wrote(d.len() as u64);
-        }
-        f.flush().map_err(|e| CopyError::io(to, e))?;
-        // A hole at the end is only a length.
-        f.set_len(len).map_err(|e| CopyError::io(to, e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| CopyError::io(to, e))?;
-        if let Some(t) = mtime {
-            set_mtime(&tmp, t);
-        }
-        std::fs::rename(&tmp, to).map_err(|e| CopyError::io(to, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Sets a path's modification (and access) time to `secs`, not following a link.
-fn set_mtime(path: &Path, secs: i64) {
+pub(crate) fn set_mtime(path: &Path, secs: i64) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return;

@@ -1,7 +1,10 @@
 //! The sending side: walks the sources and writes the stream.
 
-use crate::{CHUNK, CopyError, Frame};
-use std::io::{Read, Write};
+use crate::partial::{self, Partial};
+use crate::{CHUNK, CopyError, Frame, Received, Reply, read_frame, write_frame};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -66,53 +69,107 @@ fn data_run(f: &std::fs::File, pos: u64, len: u64) -> Option<(u64, u64)> {
 }
 
 /// What a copy sent.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub files: u64,
     pub dirs: u64,
     pub links: u64,
+    /// Bytes of the files (holes count).
     pub bytes: u64,
+    /// Of those, bytes the receiver had from an earlier copy, not sent again.
+    pub resumed: u64,
     /// Sources (or entries under them) that could not be read.
     pub problems: usize,
+    /// What the receiver says it wrote, when it was asked.
+    pub received: Option<Received>,
 }
+
+/// Most bytes of names in [`Frame::Names`] (well under a frame's limit): sources past it are
+/// copied whole, never resumed.
+const NAMES_MAX: usize = 4 << 20;
 
 /// Writes `sources` to `out` as a stream ending with [`Frame::End`]. A source that cannot be
 /// read becomes a [`Frame::Problem`] (the receiver reports it), so one bad path does not stop
-/// the others. An error writing `out` ends it.
-pub fn send(sources: &[&Path], opts: SendOptions, out: &mut impl Write) -> Result<Sent, CopyError> {
+/// the others. An error writing `out` ends it. With `replies` (the receiver's answers), it
+/// first asks which partial files the receiver has and sends only what they lack, and at the
+/// end reads what the receiver wrote.
+pub fn send(
+    sources: &[&Path],
+    opts: SendOptions,
+    mut replies: Option<&mut dyn Read>,
+    out: &mut impl Write,
+) -> Result<Sent, CopyError> {
     let mut s = Sender {
         out,
         sent: Sent::default(),
         label: opts.label,
         progress: opts.progress,
+        offers: HashMap::new(),
     };
-    if opts.total {
-        s.frame(&Frame::Total(total_bytes(sources, opts.recursive)))?;
-    }
+    let mut named = Vec::new();
     for src in sources {
         let name = match src.file_name().and_then(|n| n.to_str()) {
-            Some(n) => n.to_string(),
-            None => match std::fs::canonicalize(src)
+            Some(n) => Some(n.to_string()),
+            None => std::fs::canonicalize(src)
                 .ok()
-                .and_then(|p| p.file_name()?.to_str().map(str::to_string))
-            {
-                Some(n) => n,
-                None => {
-                    s.problem(format!(
-                        "{}: cannot copy this path as a whole",
-                        src.display()
-                    ))?;
-                    continue;
-                }
-            },
+                .and_then(|p| p.file_name()?.to_str().map(str::to_string)),
         };
-        s.entry(src, &name, opts)?;
+        named.push((*src, name));
+    }
+    if let Some(r) = replies.as_deref_mut() {
+        let mut size = 0;
+        let names = named
+            .iter()
+            .filter_map(|(_, n)| n.clone())
+            .take_while(|n| {
+                size += n.len() + 8;
+                size < NAMES_MAX
+            })
+            .collect();
+        s.frame(&Frame::Names {
+            names,
+            recursive: opts.recursive,
+        })?;
+        s.flush()?;
+        // The receiver looks while we count.
+        let total = opts.total.then(|| total_bytes(sources, opts.recursive));
+        let Reply::Partials(offers) = read_frame(r, closed)? else {
+            return Err(CopyError::Stream(
+                "the receiver answered out of turn".into(),
+            ));
+        };
+        s.offers = offers.into_iter().map(|p| (p.path.clone(), p)).collect();
+        if let Some(t) = total {
+            s.frame(&Frame::Total(t))?;
+        }
+    } else if opts.total {
+        s.frame(&Frame::Total(total_bytes(sources, opts.recursive)))?;
+    }
+    for (src, name) in named {
+        match name {
+            Some(name) => s.entry(src, &name, opts)?,
+            None => s.problem(format!(
+                "{}: cannot copy this path as a whole",
+                src.display()
+            ))?,
+        }
     }
     s.frame(&Frame::End)?;
-    s.out
-        .flush()
-        .map_err(|e| CopyError::Stream(format!("cannot send: {e}")))?;
+    s.flush()?;
+    if let Some(r) = replies {
+        let Reply::Done(got) = read_frame(r, closed)? else {
+            return Err(CopyError::Stream(
+                "the receiver answered out of turn".into(),
+            ));
+        };
+        s.sent.received = Some(got);
+    }
     Ok(s.sent)
+}
+
+/// The receiver's answers ended.
+fn closed(e: String) -> CopyError {
+    CopyError::Closed(format!("no answer from the receiving side: {e}"))
 }
 
 struct Sender<'a, W: Write> {
@@ -120,14 +177,19 @@ struct Sender<'a, W: Write> {
     sent: Sent,
     label: &'a str,
     progress: Option<&'a dyn Fn(u64)>,
+    /// The receiver's partial files, by stream path.
+    offers: HashMap<String, Partial>,
 }
 
 impl<W: Write> Sender<'_, W> {
     fn frame(&mut self, f: &Frame) -> Result<(), CopyError> {
-        let bytes = tether_proto::encode(f).map_err(|e| CopyError::Stream(e.to_string()))?;
+        write_frame(self.out, f)
+    }
+
+    fn flush(&mut self) -> Result<(), CopyError> {
         self.out
-            .write_all(&bytes)
-            .map_err(|e| CopyError::Stream(format!("cannot send: {e}")))
+            .flush()
+            .map_err(|e| CopyError::Closed(format!("cannot send: {}", crate::plain(&e))))
     }
 
     fn problem(&mut self, what: String) -> Result<(), CopyError> {
@@ -191,55 +253,107 @@ impl<W: Write> Sender<'_, W> {
             Err(e) => return self.problem(format!("{}: {}", path.display(), crate::plain(&e))),
         };
         let len = meta.len();
+        // The receiver's partial file is worth finishing only if it holds what this file
+        // starts with: its hash says so.
+        let mut hasher = None;
+        let mut from = 0;
+        if let Some(offer) = self.offers.remove(name)
+            && offer.have > 0
+            && offer.have <= len
+            && let Some(h) = partial::hash_prefix(&mut f, offer.have)
+            && <[u8; 32]>::from(h.clone().finalize()) == offer.sha256
+        {
+            hasher = Some(h);
+            from = offer.have;
+        }
+        if f.seek(SeekFrom::Start(from)).is_err() {
+            return self.problem(format!("{}: cannot read it", path.display()));
+        }
         self.sent.files += 1;
         self.sent.bytes += len;
+        self.sent.resumed += from;
         self.frame(&Frame::File {
             path: name.to_string(),
             len,
             mode,
             mtime,
+            from,
         })?;
-        // Exactly `len` bytes follow, whatever happens to the file meanwhile: a file that
-        // shrank is padded and reported, one that grew is cut (its size at the start counts).
-        // A file with fewer blocks than its size has holes: they travel as `Hole`.
+        if let Some(p) = self.progress {
+            p(from);
+        }
+        let shrank = self.data(&mut f, &meta, from, hasher.as_mut())?;
+        if let Some(h) = hasher {
+            self.frame(&Frame::Sum(h.finalize().into()))?;
+        }
+        if shrank {
+            return self.problem(format!("{}: changed while it was copied", path.display()));
+        }
+        Ok(())
+    }
+
+    /// Sends the file's bytes from `pos` on, hashing them into `hasher` (a resumed file).
+    /// Exactly the announced length follows, whatever happens to the file meanwhile: a file
+    /// that shrank is padded (and `true` says so), one that grew is cut (its size at the start
+    /// counts). A file with fewer blocks than its size has holes: they travel as `Hole`.
+    fn data(
+        &mut self,
+        f: &mut std::fs::File,
+        meta: &std::fs::Metadata,
+        mut pos: u64,
+        mut hasher: Option<&mut Sha256>,
+    ) -> Result<bool, CopyError> {
+        let len = meta.len();
         let sparse = meta.blocks() * 512 < len;
-        let mut pos = 0u64;
         let mut buf = vec![0u8; CHUNK];
         while pos < len {
-            let (data, end) = match sparse.then(|| data_run(&f, pos, len)).flatten() {
+            let (data, end) = match sparse.then(|| data_run(f, pos, len)).flatten() {
                 Some(run) => run,
                 None => (pos, len),
             };
             if data > pos {
                 self.frame(&Frame::Hole(data - pos))?;
+                if let Some(h) = hasher.as_deref_mut() {
+                    partial::hash_zeros(h, data - pos);
+                }
                 pos = data;
                 continue;
             }
-            if sparse {
-                use std::io::Seek;
-                if f.seek(std::io::SeekFrom::Start(pos)).is_err() {
-                    return self.problem(format!("{}: cannot read it", path.display()));
-                }
+            if sparse && f.seek(SeekFrom::Start(pos)).is_err() {
+                // Unreadable from here: zeros to the announced length.
+                self.pad(pos, len, hasher)?;
+                return Ok(true);
             }
             let mut left = end - pos;
             while left > 0 {
                 let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
                 let n = match f.read(&mut buf[..want]) {
                     Ok(0) | Err(_) => {
-                        // Shrank meanwhile: zeros to the announced length, then the problem.
-                        self.frame(&Frame::Hole(len - pos))?;
-                        return self
-                            .problem(format!("{}: changed while it was copied", path.display()));
+                        // Shrank meanwhile: zeros to the announced length.
+                        self.pad(pos, len, hasher)?;
+                        return Ok(true);
                     }
                     Ok(n) => n,
                 };
                 self.frame(&Frame::Data(buf[..n].to_vec()))?;
+                if let Some(h) = hasher.as_deref_mut() {
+                    h.update(&buf[..n]);
+                }
                 left -= n as u64;
                 pos += n as u64;
                 if let Some(p) = self.progress {
                     p(n as u64);
                 }
             }
+        }
+        Ok(false)
+    }
+
+    /// Zeros from `pos` to `len`, as a hole.
+    fn pad(&mut self, pos: u64, len: u64, hasher: Option<&mut Sha256>) -> Result<(), CopyError> {
+        self.frame(&Frame::Hole(len - pos))?;
+        if let Some(h) = hasher {
+            partial::hash_zeros(h, len - pos);
         }
         Ok(())
     }

@@ -2,7 +2,7 @@ use super::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-fn temp() -> std::path::PathBuf {
+pub(crate) fn temp() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let d = std::env::temp_dir().join(format!(
@@ -15,7 +15,7 @@ fn temp() -> std::path::PathBuf {
     d
 }
 
-fn stream(sources: &[&Path], recursive: bool) -> (Vec<u8>, usize) {
+pub(crate) fn stream(sources: &[&Path], recursive: bool) -> (Vec<u8>, usize) {
     let mut out = Vec::new();
     let opts = SendOptions {
         recursive,
@@ -23,11 +23,11 @@ fn stream(sources: &[&Path], recursive: bool) -> (Vec<u8>, usize) {
         total: true,
         progress: None,
     };
-    let sent = send(sources, opts, &mut out).unwrap();
+    let sent = send(sources, opts, None, &mut out).unwrap();
     (out, sent.problems)
 }
 
-fn receive(
+pub(crate) fn receive(
     bytes: &[u8],
     dest: &Path,
     sources: usize,
@@ -37,8 +37,9 @@ fn receive(
         dest: dest.to_path_buf(),
         sources,
         preserve,
+        label: "there".into(),
     }
-    .run(&mut &bytes[..])
+    .run(&mut &bytes[..], None)
 }
 
 #[test]
@@ -86,7 +87,22 @@ fn one_source_takes_the_destinations_name_and_many_need_a_directory() {
     assert_eq!(std::fs::read(dst.join("renamed")).unwrap(), b"1");
     let (bytes, _) = stream(&[&src.join("one"), &src.join("two")], false);
     let err = receive(&bytes, &dst.join("nodir"), 2, false).unwrap_err();
-    assert!(err.to_string().contains("not a directory"), "{err}");
+    let want = format!("{}: No such file or directory", dst.join("nodir").display());
+    assert_eq!(err.to_string(), want);
+    let err = receive(&bytes, &dst.join("renamed"), 2, false).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("renamed: not a directory (needed for 2 sources)"),
+        "{err}"
+    );
+    // A destination with a trailing slash is meant as a directory, even for one source.
+    let (one, _) = stream(&[&src.join("one")], false);
+    let slash = format!("{}/", dst.join("nodir").display());
+    let err = receive(&one, Path::new(&slash), 1, false).unwrap_err();
+    assert!(
+        err.to_string().ends_with("No such file or directory"),
+        "{err}"
+    );
     receive(&bytes, &dst, 2, false).unwrap();
     assert_eq!(std::fs::read(dst.join("two")).unwrap(), b"2");
 }
@@ -117,16 +133,29 @@ fn missing_sources_and_directories_without_r_are_reported_and_the_rest_copied() 
 #[test]
 fn a_cut_stream_leaves_no_partial_file_in_place() {
     let src = temp();
-    std::fs::write(src.join("f"), vec![7u8; 200_000]).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 199) as u8).collect();
+    std::fs::write(src.join("f"), &data).unwrap();
     let (bytes, _) = stream(&[&src.join("f")], false);
     let dst = temp();
-    // Cut inside the header, inside the data, and a few bytes before the file's end.
+    // Cut inside the header, inside the data, and a few bytes before the file's end: nothing
+    // is in place; what arrived is kept only under the partial name, and is the file's start.
     for cut in [10, 5000, bytes.len() - 10] {
         let err = receive(&bytes[..cut], &dst, 1, false).unwrap_err();
         assert!(err.to_string().contains("ended"), "{err}");
-        let names: Vec<_> = std::fs::read_dir(&dst).unwrap().flatten().collect();
-        assert!(names.is_empty(), "cut at {cut}: {names:?}");
+        let names: Vec<String> = std::fs::read_dir(&dst)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.is_empty() || names == [".f.tether-part"],
+            "cut at {cut}: {names:?}"
+        );
+        if let Ok(part) = std::fs::read(dst.join(".f.tether-part")) {
+            assert!(!part.is_empty() && data.starts_with(&part), "cut at {cut}");
+        }
     }
+    assert!(!dst.join("f").exists());
 }
 
 #[test]
@@ -138,6 +167,7 @@ fn a_hostile_stream_cannot_write_outside_the_destination() {
             len: 1,
             mode: 0o644,
             mtime: 0,
+            from: 0,
         })
         .unwrap();
         bytes.extend(tether_proto::encode(&Frame::Data(vec![1])).unwrap());
@@ -165,7 +195,7 @@ fn progress_is_told_the_total_first_and_every_byte() {
         total: true,
         progress: Some(&count),
     };
-    send(&[&src], opts, &mut bytes).unwrap();
+    send(&[&src], opts, None, &mut bytes).unwrap();
     assert_eq!(sent.get(), 150_010);
     struct Seen(Cell<u64>, Cell<u64>);
     impl Progress for Seen {
@@ -183,8 +213,9 @@ fn progress_is_told_the_total_first_and_every_byte() {
         dest: dst.clone(),
         sources: 1,
         preserve: false,
+        label: "there".into(),
     };
-    r.run_showing(&mut &bytes[..], &seen).unwrap();
+    r.run_showing(&mut &bytes[..], None, &seen).unwrap();
     assert_eq!((seen.0.get(), seen.1.get()), (150_010, 150_010));
 }
 
