@@ -9,7 +9,6 @@
 //! with the refusal line of an old release, so that retiring it signals that process.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use crate::common::previous::previous_tether;
 use crate::common::*;
 use serde_json::Value;
-use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, Request, Response};
+use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, Response};
 
 const SIGUSR2: i32 = 12;
 
@@ -189,10 +188,39 @@ fn restart_replaces_a_daemon_of_this_release_and_touches_no_session() {
 // A daemon of another protocol, played by this test binary
 // ---------------------------------------------------------------------------------------------
 
-const FAKE_HOME: &str = "TETHER_TEST_FAKE_DAEMON_HOME";
-const FAKE_PROTOCOL: &str = "TETHER_TEST_FAKE_DAEMON_PROTOCOL";
+/// The fake daemon: a small python3 program (a process of its own, which the retire signal
+/// may kill) that answers each connection's first frame as a daemon of another protocol
+/// (tether 0.0.9) does, with the line such daemons have written since the first release, and
+/// catches no signal.
+const FAKE_DAEMON: &str = r#"
+import os, socket, sys
+home, frame = sys.argv[1], bytes.fromhex(sys.argv[2])
+def exact(c, n):
+    b = b""
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d:
+            raise EOFError
+        b += d
+    return b
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(home, "daemon.sock"))
+s.listen(16)
+with open(os.path.join(home, "daemon.pid.partial"), "w") as f:
+    f.write("%d\n" % os.getpid())
+os.rename(os.path.join(home, "daemon.pid.partial"), os.path.join(home, "daemon.pid"))
+while True:
+    c, _ = s.accept()
+    try:
+        n = int.from_bytes(exact(c, 4), "big")
+        exact(c, min(n, 1 << 20))
+        c.sendall(frame)
+    except Exception:
+        pass
+    c.close()
+"#;
 
-/// The fake daemon's process: `fake_daemon_of_another_release` in a run of its own.
+/// The fake daemon's process.
 struct Fake {
     child: Child,
     pid: u32,
@@ -206,16 +234,25 @@ impl Fake {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .unwrap();
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "adopt::fake_daemon_of_another_release"])
-            .args(["--ignored", "--nocapture", "--test-threads", "1"])
-            .env(FAKE_HOME, home.path())
-            .env(FAKE_PROTOCOL, protocol.to_string())
+        let line = format!(
+            "this tether daemon speaks protocol {protocol} (tether 0.0.9), the client speaks \
+             {PROTOCOL_VERSION}: install the same tether version on both sides"
+        );
+        let refusal = Response::Error(ErrorInfo::new(ErrorKind::Connection, line));
+        let frame: String = tether_proto::encode(&refusal)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let child = Command::new("python3")
+            .args(["-c", FAKE_DAEMON])
+            .arg(home.path())
+            .arg(frame)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot run python3 (package python3): {e}"));
         let pid = child.id();
         wait_until(WAIT, "the fake daemon to listen", || {
             read_pid(&home.pid_file()) == Some(pid)
@@ -238,46 +275,6 @@ impl Drop for Fake {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Not a test: the fake daemon, run by [`Fake::start`] in a process of its own (it does
-/// nothing without its environment). It answers each connection's `Hello` as a daemon of
-/// protocol `TETHER_TEST_FAKE_DAEMON_PROTOCOL` (tether 0.0.9) does, with the line such
-/// daemons have written since the first release, and catches no signal.
-#[test]
-#[ignore = "a helper process of the tests of this module"]
-fn fake_daemon_of_another_release() {
-    let (Some(home), Some(protocol)) =
-        (std::env::var_os(FAKE_HOME), std::env::var_os(FAKE_PROTOCOL))
-    else {
-        return;
-    };
-    let home = PathBuf::from(home);
-    let protocol = protocol.to_string_lossy().into_owned();
-    let listener = std::os::unix::net::UnixListener::bind(home.join("daemon.sock")).unwrap();
-    let partial = home.join("daemon.pid.partial");
-    fs::write(&partial, format!("{}\n", std::process::id())).unwrap();
-    fs::rename(&partial, home.join("daemon.pid")).unwrap();
-    for stream in listener.incoming() {
-        let Ok(mut s) = stream else { continue };
-        let mut len = [0u8; 4];
-        if s.read_exact(&mut len).is_err() {
-            continue;
-        }
-        let mut frame = vec![0u8; (u32::from_be_bytes(len) as usize).min(1 << 20)];
-        if s.read_exact(&mut frame).is_err() {
-            continue;
-        }
-        let Ok(Request::Hello { version, .. }) = tether_proto::decode::<Request>(&frame) else {
-            continue;
-        };
-        let line = format!(
-            "this tether daemon speaks protocol {protocol} (tether 0.0.9), the client speaks \
-             {version}: install the same tether version on both sides"
-        );
-        let refusal = Response::Error(ErrorInfo::new(ErrorKind::Connection, line));
-        let _ = s.write_all(&tether_proto::encode(&refusal).unwrap());
     }
 }
 
