@@ -32,6 +32,7 @@ mod invoke;
 mod jobs;
 mod jobs_restart;
 mod library;
+mod native;
 mod ops;
 mod output_mode;
 mod ownership;

@@ -130,9 +130,11 @@ fn sizes_take_k_m_g_only_where_they_did() {
 
 #[test]
 fn an_unknown_transport_is_the_default_with_a_warning() {
-    let s = only_warning("TETHER_TRANSPORT", "russh");
-    assert_eq!(s.transport, tether_proto::Transport::Ssh);
+    // (only_warning also checks that every setting kept its default.)
+    only_warning("TETHER_TRANSPORT", "russh");
     assert_eq!(with(&[]).transport, tether_proto::Transport::Ssh);
+    let s = with(&[("TETHER_TRANSPORT", " SSH ")]);
+    assert_eq!(s.transport, tether_proto::Transport::Ssh);
 }
 
 #[test]

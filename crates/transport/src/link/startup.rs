@@ -4,10 +4,10 @@
 
 use super::{MAX_CHATTER, MUX_VERSION, NEED_BINARY, OwnBinary, PREAMBLE};
 use crate::farside::{Failure, err};
-use std::time::Duration;
-use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
+use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 
@@ -80,11 +80,7 @@ pub(crate) async fn first_line<R: AsyncRead + Unpin>(
     };
     match tokio::time::timeout(limit, read).await {
         Ok(Some(r)) => r,
-        Ok(None) => Err(Stop::Other(err(
-            ErrorKind::Connection,
-            c,
-            far.why().await,
-        ))),
+        Ok(None) => Err(Stop::Other(err(ErrorKind::Connection, c, far.why().await))),
         Err(_) => Err(Stop::Other(err(
             ErrorKind::Connection,
             c,

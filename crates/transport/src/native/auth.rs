@@ -53,7 +53,11 @@ pub async fn login(
     agent: Option<&Path>,
 ) -> Result<(), ErrorInfo> {
     let mut notes: Vec<String> = Vec::new();
-    let file_keys: Vec<PublicKey> = cfg.identity_files.iter().filter_map(|f| public_of(f)).collect();
+    let file_keys: Vec<PublicKey> = cfg
+        .identity_files
+        .iter()
+        .filter_map(|f| public_of(f))
+        .collect();
     let rsa_hash = h.best_supported_rsa_hash().await.ok().flatten().flatten();
     if let Some(path) = agent {
         match AgentClient::connect_uds(path).await {
@@ -65,13 +69,17 @@ pub async fn login(
                     let AgentIdentity::PublicKey { key, .. } = id else {
                         continue;
                     };
-                    if cfg.identities_only && !file_keys.iter().any(|k| k.key_data() == key.key_data())
+                    if cfg.identities_only
+                        && !file_keys.iter().any(|k| k.key_data() == key.key_data())
                     {
                         continue;
                     }
                     tried += 1;
                     let hash = key.algorithm().is_rsa().then_some(rsa_hash).flatten();
-                    match h.authenticate_publickey_with(&cfg.user, key, hash, &mut client).await {
+                    match h
+                        .authenticate_publickey_with(&cfg.user, key, hash, &mut client)
+                        .await
+                    {
                         Ok(AuthResult::Success) => return Ok(()),
                         Ok(AuthResult::Failure { .. }) => {}
                         Err(e) => tracing::debug!("{c}: agent key: {e}"),
@@ -90,7 +98,10 @@ pub async fn login(
         let key = match russh::keys::decode_secret_key(&text, None) {
             Ok(k) => k,
             Err(russh::keys::Error::KeyIsEncrypted) => {
-                notes.push(format!("{} needs a passphrase (add it to the agent)", file.display()));
+                notes.push(format!(
+                    "{} needs a passphrase (add it to the agent)",
+                    file.display()
+                ));
                 continue;
             }
             Err(e) => {

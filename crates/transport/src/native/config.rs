@@ -80,15 +80,28 @@ pub async fn resolve(rt: &RemoteTarget) -> Result<Resolved, ErrorInfo> {
     };
     let (status, text, why) = tokio::time::timeout(Duration::from_secs(10), read)
         .await
-        .map_err(|_| err(ErrorKind::Connection, c, "ssh -G did not answer within 10 s"))?;
+        .map_err(|_| {
+            err(
+                ErrorKind::Connection,
+                c,
+                "ssh -G did not answer within 10 s",
+            )
+        })?;
     let ok = status.as_ref().is_ok_and(|s| s.success());
     if !ok {
         let why = String::from_utf8_lossy(&why);
-        let last = why.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = why
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         return Err(err(
             ErrorKind::Usage,
             c,
-            format!("ssh -G could not read the ssh configuration: {}", last.trim()),
+            format!(
+                "ssh -G could not read the ssh configuration: {}",
+                last.trim()
+            ),
         ));
     }
     let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -208,10 +221,16 @@ mod tests {
     #[test]
     fn the_options_that_matter_are_read() {
         let r = parse("web", G, Some(Path::new("/home/a"))).unwrap();
-        assert_eq!((r.hostname.as_str(), r.port, r.user.as_str()), ("10.0.0.5", 2222, "alice"));
+        assert_eq!(
+            (r.hostname.as_str(), r.port, r.user.as_str()),
+            ("10.0.0.5", 2222, "alice")
+        );
         assert_eq!(
             r.identity_files,
-            [PathBuf::from("/home/a/.ssh/id_ed25519"), PathBuf::from("/k/two")]
+            [
+                PathBuf::from("/home/a/.ssh/id_ed25519"),
+                PathBuf::from("/k/two")
+            ]
         );
         assert!(r.identities_only && r.forward_agent);
         assert_eq!(r.known_hosts[0], PathBuf::from("/home/a/.ssh/known_hosts"));

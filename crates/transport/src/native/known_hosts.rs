@@ -158,7 +158,9 @@ fn hashed_matches(hashed: &str, name: &str) -> bool {
     let Ok(mac) = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&salt) else {
         return false;
     };
-    mac.chain_update(name.as_bytes()).verify_slice(&hash).is_ok()
+    mac.chain_update(name.as_bytes())
+        .verify_slice(&hash)
+        .is_ok()
 }
 
 /// ssh's pattern match: `*` any run, `?` any one character (iterative, so no pattern can make
@@ -244,7 +246,10 @@ mod tests {
         assert_eq!(check(&files, "WEB1", &key(ED)), Known::Match);
         assert_eq!(
             check(&files, &lookup_name("db", 2222), &key(ED)),
-            Known::Changed { file: p.clone(), line: 3 }
+            Known::Changed {
+                file: p.clone(),
+                line: 3
+            }
         );
         assert_eq!(check(&files, "db", &key(ED)), Known::Unknown);
         assert_eq!(
@@ -285,7 +290,7 @@ mod tests {
         let d = tempdir::Dir::new();
         let p = d.0.join("known_hosts");
         learn(&p, "[h]:2200", &key(ED)).unwrap();
-        assert_eq!(check(&[p.clone()], "[h]:2200", &key(ED)), Known::Match);
+        assert_eq!(check(std::slice::from_ref(&p), "[h]:2200", &key(ED)), Known::Match);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -81,7 +81,11 @@ impl Client {
                             file.display()
                         ))
                     })?;
-                    tracing::info!("{}: added host key {fp} to {}", self.computer, file.display());
+                    tracing::info!(
+                        "{}: added host key {fp} to {}",
+                        self.computer,
+                        file.display()
+                    );
                     Ok(true)
                 }
                 _ => Err(NativeError::Refused(format!(
@@ -176,8 +180,14 @@ fn ssh_error(c: &str, e: NativeError) -> ErrorInfo {
 pub async fn connect(
     rt: &RemoteTarget,
     command: &str,
-) -> Result<(Connection, stream::Out, impl tokio::io::AsyncWrite + Unpin + Send + 'static), ErrorInfo>
-{
+) -> Result<
+    (
+        Connection,
+        stream::Out,
+        impl tokio::io::AsyncWrite + Unpin + Send + 'static,
+    ),
+    ErrorInfo,
+> {
     let c = rt.computer.as_str();
     let cfg = config::resolve(rt).await?;
     let tcp = tokio::net::TcpStream::connect((cfg.hostname.as_str(), cfg.port))

@@ -74,14 +74,12 @@ pub fn start(mut read: russh::ChannelReadHalf, computer: String) -> (Out, Ending
                         tx = None;
                     }
                 }
-                ChannelMsg::ExtendedData { data, .. } => {
-                    stderr_lines(&mut line, &data, |l| {
-                        tracing::info!("{computer}: {l}");
-                        if !l.trim().is_empty() {
-                            end.lock().last_stderr = l.to_string();
-                        }
-                    })
-                }
+                ChannelMsg::ExtendedData { data, .. } => stderr_lines(&mut line, &data, |l| {
+                    tracing::info!("{computer}: {l}");
+                    if !l.trim().is_empty() {
+                        end.lock().last_stderr = l.to_string();
+                    }
+                }),
                 ChannelMsg::ExitStatus { exit_status } => end.lock().status = Some(exit_status),
                 ChannelMsg::ExitSignal { signal_name, .. } => {
                     end.lock().signal = Some(format!("{signal_name:?}"))
@@ -156,7 +154,9 @@ mod tests {
         stderr_lines(&mut line, b"o\n", |l| seen.push(l.to_string()));
         assert_eq!(seen, ["one", "two"]);
         seen.clear();
-        stderr_lines(&mut line, &vec![b'x'; 10_000], |l| seen.push(l.len().to_string()));
+        stderr_lines(&mut line, &vec![b'x'; 10_000], |l| {
+            seen.push(l.len().to_string())
+        });
         assert_eq!(seen, ["4096", "4096"]);
         assert_eq!(line.len(), 10_000 - 2 * 4096);
     }
