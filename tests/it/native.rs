@@ -41,7 +41,7 @@ fn a_native_link_creates_a_session_and_invokes_in_it() {
     // State persists, and stdout, stderr and the status come back apart.
     client.invoke("n", "x=41; cd /tmp").success();
     let out = client
-        .invoke("n", "echo $((x+1)) $PWD; echo oops >&2; exit 7")
+        .invoke("n", "echo $((x+1)) $PWD; echo oops >&2; (exit 7)")
         .code_is(7);
     assert_eq!(out.out(), "42 /tmp\n", "{out}");
     assert_eq!(out.err(), "oops\n", "{out}");
