@@ -105,6 +105,7 @@ def kids(p):
     return out
 seen, todo = set(), [int(sys.argv[1])]
 pss = rss = cpu = 0
+own = field(int(sys.argv[1]), "Pss")
 while todo:
     p = todo.pop()
     if p in seen:
@@ -112,7 +113,7 @@ while todo:
     seen.add(p)
     pss += field(p, "Pss"); rss += field(p, "Rss"); cpu += ticks(p)
     todo += kids(p)
-print(pss, rss, cpu, len(seen))
+print(pss, rss, cpu, len(seen), own)
 PY
 }
 
@@ -167,6 +168,7 @@ measure_links() {
   R[$tr.$n.cpu_idle]=$((idle_after[2] - after[2]))
   R[$tr.$n.machine_mb]=$(((avail0 - $(mem_avail_kb)) / 1024))
   R[$tr.$n.far_pss]=${far[0]}
+  R[$tr.$n.own]=$(((after[4] - base[4]) / (got > 0 ? got : 1)))
   per_link=$(((after[0] - base[0]) / (got > 0 ? got : 1)))
   say "$tr, $n: $got links, client PSS $((after[0] / 1024)) MB ($per_link kB per link), far side (sshd, bridges) $((far[0] / 1024)) MB, ${R[$tr.$n.warm_ms]} ms"
   # Both sides' PSS per link (the far daemon and its spare hosts aside) sizes the next count.
@@ -215,14 +217,14 @@ fi
 {
   echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, $(uname -r); load after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
-  echo "| transport | links | client PSS per link | client RSS total | processes | CPU to open, per link | idle CPU per link per minute | warm-up time | far side PSS per link (not counted) |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| transport | links | client PSS per link | of which the daemon's own | client RSS, summed | processes | CPU to open, per link | idle CPU per link per minute | warm-up time | far side PSS per link (not counted) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for tr in $transports; do
     for n in $counts; do
-      if [ -n "${R[$tr.$n.skipped]:-}" ]; then echo "| $tr | $n | skipped: not enough memory | | | | | | |"; continue; fi
+      if [ -n "${R[$tr.$n.skipped]:-}" ]; then echo "| $tr | $n | skipped: not enough memory | | | | | | | |"; continue; fi
       got=${R[$tr.$n.links]}
       [ "$got" -gt 0 ] || got=1
-      echo "| $tr | ${R[$tr.$n.links]} of $n | $(((R[$tr.$n.pss] - R[$tr.$n.base_pss]) / got)) kB | $((R[$tr.$n.rss] / 1024)) MB | ${R[$tr.$n.procs]} | $((R[$tr.$n.cpu_open] * 1000 / got / 100)).$(printf %02d $((R[$tr.$n.cpu_open] * 1000 / got % 100))) ms | $((R[$tr.$n.cpu_idle] * 10 * 60 * 1000 / idle_s / got)) µs | $((R[$tr.$n.warm_ms] / 1000)).$(printf %02d $((R[$tr.$n.warm_ms] % 1000 / 10))) s | $((R[$tr.$n.far_pss] / got)) kB |"
+      echo "| $tr | ${R[$tr.$n.links]} of $n | $(((R[$tr.$n.pss] - R[$tr.$n.base_pss]) / got)) kB | ${R[$tr.$n.own]} kB | $((R[$tr.$n.rss] / 1024)) MB | ${R[$tr.$n.procs]} | $((R[$tr.$n.cpu_open] * 1000 / got / 100)).$(printf %02d $((R[$tr.$n.cpu_open] * 1000 / got % 100))) ms | $((R[$tr.$n.cpu_idle] * 10 * 60 * 1000 / idle_s / got)) µs | $((R[$tr.$n.warm_ms] / 1000)).$(printf %02d $((R[$tr.$n.warm_ms] % 1000 / 10))) s | $((R[$tr.$n.far_pss] / got)) kB |"
     done
   done
   if [ "$cold" -gt 0 ]; then

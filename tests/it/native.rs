@@ -261,3 +261,43 @@ fn a_proxy_in_the_ssh_config_is_refused_clearly() {
     let out = client.run(&["invoke", "--computer", "tether-1", "echo via-ssh"]);
     out.success().stdout_is("via-ssh\n");
 }
+
+/// An alias that names no key file logs in with the agent of the CLI call only, and with
+/// `ForwardAgent` the far command reaches that agent through the native connection.
+#[test]
+fn the_agent_logs_in_and_is_forwarded_over_a_native_link() {
+    use crate::agent::{Agent, run_with};
+    let (sshd, _remote, client) = setup();
+    let dir = temp_dir();
+    let cfg = dir.path().join("ssh_config");
+    let text = std::fs::read_to_string(sshd.config()).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "Host tether-agent\n  HostName 127.0.0.1\n  Port {port}\n  IdentitiesOnly no\n  \
+             ForwardAgent yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  \
+             BatchMode yes\n{text}",
+            port = sshd.port
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let args = native(&[
+        "--ssh-config",
+        cfg,
+        "invoke",
+        "--computer",
+        "tether-agent",
+        "ssh-add -l >/dev/null && echo agent-reached",
+    ]);
+    // No agent: refused, in one line naming the computer and what was tried.
+    let out = run_with(&client, None, &args).code_is(5);
+    assert_eq!(out.err_lines().len(), 1, "{out}");
+    assert!(out.err().contains("tether-agent"), "{out}");
+    assert!(out.err().contains("Permission denied"), "{out}");
+    // With the agent: logged in, and the far command reaches it.
+    let agent = Agent::start(&sshd.client_key());
+    run_with(&client, Some(&agent.sock), &args)
+        .success()
+        .stdout_is("agent-reached\n");
+}

@@ -290,7 +290,10 @@ mod tests {
         let d = tempdir::Dir::new();
         let p = d.0.join("known_hosts");
         learn(&p, "[h]:2200", &key(ED)).unwrap();
-        assert_eq!(check(std::slice::from_ref(&p), "[h]:2200", &key(ED)), Known::Match);
+        assert_eq!(
+            check(std::slice::from_ref(&p), "[h]:2200", &key(ED)),
+            Known::Match
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -5,8 +5,8 @@
 //! It behaves as `ssh` with `BatchMode` would, from the same configuration: `ssh -G` resolves
 //! the user's options ([`config`]); the host key is checked against the known_hosts files that
 //! names, as `StrictHostKeyChecking` says ([`known_hosts`]); the agent and unencrypted identity
-//! files log in ([`auth`]). It then runs the same far-side command the ssh transport runs, on
-//! one exec channel, and the mux runs over that channel's bytes ([`stream`]) exactly as over
+//! files log in (`auth`). It then runs the same far-side command the ssh transport runs, on
+//! one exec channel, and the mux runs over that channel's bytes (`stream`) exactly as over
 //! an ssh child's stdin and stdout. What it cannot do (ProxyJump, ProxyCommand, host
 //! certificates, passphrase prompts) it refuses in one line naming the computer.
 
