@@ -301,3 +301,44 @@ fn the_agent_logs_in_and_is_forwarded_over_a_native_link() {
         .success()
         .stdout_is("agent-reached\n");
 }
+
+/// The path to the computer goes silent for longer than the keepalives (no FIN, no RST): the
+/// native client notices by its keepalives, as ssh does, retries, and the stream resumes with
+/// every line once when the path is back.
+#[test]
+fn a_silent_native_connection_is_noticed_by_keepalives_and_resumed() {
+    let ns = crate::common::netns::Netns::create();
+    let sshd = Sshd::start_at(Some(&ns.name), &ns.inner);
+    let remote = Home::new();
+    let client = sshd.client_for(&remote);
+    let fast = [
+        "--transport",
+        "native",
+        "--ssh-option",
+        "ServerAliveInterval=1",
+        "--ssh-option",
+        "ServerAliveCountMax=2",
+        "--connect-timeout",
+        "2s",
+    ];
+    let mut new = fast.to_vec();
+    new.extend(["new", "tether-test", "--name", "k"]);
+    client.run(&new).success();
+    remote.note_session(&remote.session("k"));
+    let cli = client.spawn(&["invoke", "-s", "k", &numbered(800)], "native-netns");
+    let lines =
+        |bg: &Background| std::fs::read_to_string(&bg.stdout_path).map_or(0, |s| s.lines().count());
+    wait_until(WAIT, "output streams", || lines(&cli) >= 50);
+    ns.link(false);
+    wait_until(Duration::from_secs(30), "the client notices", || {
+        std::fs::read_to_string(&cli.stderr_path).is_ok_and(|e| e.contains("reconnecting"))
+    });
+    ns.link(true);
+    let mut cli = cli;
+    let out = cli.wait(Duration::from_secs(90)).code_is(5);
+    let want: String = (1..=800).map(|i| format!("line {i}\n")).collect();
+    assert!(out.out() == want, "lines lost or repeated:\n{out}");
+    assert!(out.err().contains("restored"), "{out}");
+    drop(client);
+    drop(sshd);
+}
