@@ -3,19 +3,22 @@
 #   1. memory and CPU per warm link at each count N (default 200 1000 2000): N aliases a1..aN
 #      of one private sshd, warmed with `tether invoke --computer a1,…,aN true`; then the client
 #      daemon's PSS plus that of every process under it (the ssh children of the ssh transport),
-#      per link, against the daemon alone before; CPU (utime+stime of the same processes) to
-#      open the links and while they sit idle (keepalives);
+#      per link, against the daemon alone before; CPU (utime+stime of the same processes, and
+#      of those that ended meanwhile, such as `ssh -G`) to open the links and while they sit
+#      idle (keepalives);
 #   2. cold fan-out of `true` to FLEET_COLD aliases (default 500), throttle 32, beside
 #      `xargs -P 32 ssh` in the same run (and beside xargs with the classical key exchange a
 #      native client negotiates with this OpenSSH, so the kex's share is visible).
 # Far-side costs (sshd and a bridge per link) are not counted; total memory is watched and a
 # count whose estimate does not fit MemAvailable is skipped, saying so.
 # Usage: bench/fleet.sh [COUNT...]   (run as root, or as the user who logs in; needs sshd, ssh)
+#   `bench/fleet.sh -` measures only the cold fan-out.
 # Environment: FLEET_TRANSPORTS (default "ssh"; "ssh native" measures both), FLEET_COLD (500; 0
 #   skips the fan-out), FLEET_WARM_THROTTLE (64), FLEET_IDLE_S (30: the idle CPU window),
 #   FLEET_OUT (where the results table goes; default a temp file, printed at the end).
 set -euo pipefail
 counts=${*:-200 1000 2000}
+[ "$counts" = - ] && counts=
 transports=${FLEET_TRANSPORTS:-ssh}
 cold=${FLEET_COLD:-500}
 warm_throttle=${FLEET_WARM_THROTTLE:-64}
@@ -89,10 +92,11 @@ def field(p, name):
     except OSError:
         pass
     return 0
-def ticks(p):
+def ticks(p, reaped=False):
+    # utime + stime; for the root also cutime + cstime: children that ended (ssh -G) count.
     try:
         f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-        return int(f[11]) + int(f[12])
+        return int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if reaped else 0)
     except (OSError, IndexError, ValueError):
         return 0
 def kids(p):
@@ -111,7 +115,7 @@ while todo:
     if p in seen:
         continue
     seen.add(p)
-    pss += field(p, "Pss"); rss += field(p, "Rss"); cpu += ticks(p)
+    pss += field(p, "Pss"); rss += field(p, "Rss"); cpu += ticks(p, p == int(sys.argv[1]))
     todo += kids(p)
 print(pss, rss, cpu, len(seen), own)
 PY
@@ -217,8 +221,8 @@ fi
 {
   echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, $(uname -r); load after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
-  echo "| transport | links | client PSS per link | of which the daemon's own | client RSS, summed | processes | CPU to open, per link | idle CPU per link per minute | warm-up time | far side PSS per link (not counted) |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  [ -n "$counts" ] && echo "| transport | links | client PSS per link | of which the daemon's own | client RSS, summed | processes | CPU to open, per link | idle CPU per link per minute | warm-up time | far side PSS per link (not counted) |"
+  [ -n "$counts" ] && echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for tr in $transports; do
     for n in $counts; do
       if [ -n "${R[$tr.$n.skipped]:-}" ]; then echo "| $tr | $n | skipped: not enough memory | | | | | | | |"; continue; fi
