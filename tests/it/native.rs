@@ -342,3 +342,38 @@ fn a_silent_native_connection_is_noticed_by_keepalives_and_resumed() {
     drop(client);
     drop(sshd);
 }
+
+/// A computer without tether gets this binary over the native channel, as over ssh, checked
+/// by its hash; the copy is what runs there.
+#[test]
+fn a_native_link_copies_tether_to_a_computer_without_it() {
+    let (sshd, remote, _) = setup();
+    let client = Home::new()
+        .env("TETHER_SSH_CONFIG", sshd.config().to_str().unwrap())
+        .env("TETHER_REMOTE_EXE", "tether-not-installed-here")
+        .env("TETHER_REMOTE_HOME", remote.path().to_str().unwrap());
+    client
+        .run(&native(&[
+            "invoke",
+            "--computer",
+            "tether-test",
+            "echo copied",
+        ]))
+        .success()
+        .stdout_is("copied\n");
+    let copies: Vec<_> = std::fs::read_dir(remote.path().join("bin"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(copies.len(), 1, "one copy and no leftovers: {copies:?}");
+    assert!(
+        std::fs::read(&copies[0]).unwrap() == std::fs::read(tether_bin()).unwrap(),
+        "the copy differs from this tether"
+    );
+    let daemon = remote.running_daemon_pid();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{daemon}/exe")).unwrap(),
+        copies[0]
+    );
+}
