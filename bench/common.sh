@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck disable=SC2086
 if [ -n "${BENCH_EXTRA_TARGETS:-}" ]; then cargo build --release --quiet ${BENCH_EXTRA_TARGETS}; fi
 cargo build --release --quiet --bin tether
-T=$PWD/target/release/tether
+T=${CARGO_TARGET_DIR:-$PWD/target}/release/tether
 TETHER_HOME=$(mktemp -d /tmp/tether-bench.XXXXXX)
 export TETHER_HOME
 trap '"$T" remove --all >/dev/null 2>&1; "$T" daemon stop >/dev/null 2>&1; rm -rf "$TETHER_HOME"' EXIT

@@ -51,6 +51,11 @@ pub struct Cli {
     /// How long reaching another computer may take before it counts as unreachable.
     #[arg(long, global = true, value_name = "DUR", value_parser = dur::parse)]
     connect_timeout: Option<std::time::Duration>,
+    /// What carries links to other computers: the system's ssh (default; one process per
+    /// computer) or native (an SSH client inside the daemon, for big fleets; env
+    /// TETHER_TRANSPORT).
+    #[arg(long, global = true, value_name = "ssh|native", value_parser = parse_transport)]
+    transport: Option<tether_proto::Transport>,
     /// Use the system daemon (one root daemon for every user) instead of your own.
     #[arg(long, global = true, env = tether_settings::vars::SYSTEM, value_parser = clap::builder::FalseyValueParser::new())]
     system: bool,
@@ -70,6 +75,14 @@ pub fn daemon_paths() -> std::io::Result<Paths> {
         Ok(Paths::system())
     } else {
         Paths::from_env()
+    }
+}
+
+fn parse_transport(s: &str) -> Result<tether_proto::Transport, String> {
+    match s {
+        "ssh" => Ok(tether_proto::Transport::Ssh),
+        "native" => Ok(tether_proto::Transport::Native),
+        _ => Err("expected ssh or native".into()),
     }
 }
 
@@ -200,6 +213,7 @@ fn run(cli: Cli) -> CliResult {
         config: cli.ssh_config.clone(),
         options: cli.ssh_option.clone(),
         connect_timeout: cli.connect_timeout,
+        transport: cli.transport,
     });
     match cli.command {
         // These two fork or block before any runtime exists.

@@ -16,6 +16,8 @@ pub struct SshFlags {
     pub config: Option<std::path::PathBuf>,
     pub options: Vec<String>,
     pub connect_timeout: Option<Duration>,
+    /// `--transport`; `None`: `TETHER_TRANSPORT`, else ssh.
+    pub transport: Option<tether_proto::Transport>,
 }
 
 /// True for the names that mean this computer, reached without ssh.
@@ -58,7 +60,7 @@ pub fn split_words(
 }
 
 /// Describes `computer` for the daemon, from the flags and `TETHER_SSH`, `TETHER_SSH_CONFIG`,
-/// `TETHER_REMOTE_EXE` and `TETHER_REMOTE_HOME`. A name or option that could inject ssh
+/// `TETHER_REMOTE_EXE`, `TETHER_REMOTE_HOME` and `TETHER_TRANSPORT`. A name or option that could inject ssh
 /// options is refused here, before anything runs.
 pub fn target(computer: &str, flags: &SshFlags) -> Result<RemoteTarget, CliError> {
     let text = |p: &std::path::Path| p.to_string_lossy().into_owned();
@@ -85,6 +87,7 @@ pub fn target(computer: &str, flags: &SshFlags) -> Result<RemoteTarget, CliError
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or(s)
         }),
+        transport: flags.transport.unwrap_or(settings.transport),
     };
     tether_transport::link::settings(&rt).map_err(|e| CliError::usage(e.message))?;
     Ok(rt)

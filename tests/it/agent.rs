@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A running `ssh-agent` (our child, in the foreground) holding `key`; killed on drop.
-struct Agent {
+pub(crate) struct Agent {
     child: std::process::Child,
-    sock: PathBuf,
+    pub(crate) sock: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Agent {
-    fn start(key: &Path) -> Agent {
+    pub(crate) fn start(key: &Path) -> Agent {
         require_program("ssh-agent", "openssh-client");
         let dir = temp_dir();
         let sock = dir.path().join("agent.sock");
@@ -61,7 +61,7 @@ impl Drop for Agent {
 }
 
 /// `tether ARGS…` for `home` with exactly this `SSH_AUTH_SOCK` (none with `None`).
-fn run_with(home: &Home, agent: Option<&Path>, args: &[&str]) -> Out {
+pub(crate) fn run_with(home: &Home, agent: Option<&Path>, args: &[&str]) -> Out {
     let mut c = home.command();
     c.env_remove("SSH_AUTH_SOCK");
     if let Some(a) = agent {

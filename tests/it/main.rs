@@ -34,6 +34,7 @@ mod jobs;
 mod jobs_restart;
 mod lend;
 mod library;
+mod native;
 mod ops;
 mod output_mode;
 mod ownership;

@@ -20,6 +20,7 @@ fn client() -> ClientId {
 fn remote() -> RemoteTarget {
     RemoteTarget {
         computer: "db1".into(),
+        transport: Transport::Native,
         ..Default::default()
     }
 }

@@ -30,7 +30,7 @@ pub use session::{Availability, SessionInfo, State};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. Peers with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest output chunk a host sends in one frame; keeps frames far below [`MAX_FRAME_LEN`].
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -405,6 +405,32 @@ pub struct RemoteTarget {
     /// same: a warm link needs no agent again.
     #[serde(default)]
     pub ssh_auth_sock: Option<String>,
+    /// How the client daemon reaches the computer (`--transport`, `TETHER_TRANSPORT`). Part of
+    /// what makes two links the same: a native and an ssh link to one computer are two links.
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// What carries a link to another computer.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// The system's `ssh` program, one process per computer: it honours everything in the
+    /// user's ssh configuration (the default).
+    #[default]
+    Ssh,
+    /// An SSH client inside the client daemon (no process per computer), configured from
+    /// `ssh -G`: for big fleets, where an ssh process per computer costs too much memory.
+    Native,
+}
+
+impl Transport {
+    /// The word users type (`--transport ssh|native`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ssh => "ssh",
+            Transport::Native => "native",
+        }
+    }
 }
 
 /// How an invocation ended.

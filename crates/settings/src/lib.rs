@@ -74,6 +74,8 @@ pub mod vars {
     pub const SSH: &str = "TETHER_SSH";
     /// An ssh configuration file.
     pub const SSH_CONFIG: &str = "TETHER_SSH_CONFIG";
+    /// What carries links to other computers: `ssh` or `native`.
+    pub const TRANSPORT: &str = "TETHER_TRANSPORT";
     /// The tether command on other computers.
     pub const REMOTE_EXE: &str = "TETHER_REMOTE_EXE";
     /// `TETHER_HOME` for the daemons on other computers.
@@ -110,6 +112,7 @@ pub mod vars {
         SHELL,
         SSH,
         SSH_CONFIG,
+        TRANSPORT,
         REMOTE_EXE,
         REMOTE_HOME,
         EXE,
@@ -215,6 +218,10 @@ pub struct Settings {
     /// `TETHER_SSH_CONFIG`: an ssh configuration file, as `--ssh-config` (which wins). Unset or
     /// empty: `None`.
     pub ssh_config: Option<String>,
+    /// `TETHER_TRANSPORT`: what carries links to other computers, as `--transport` (which
+    /// wins): `ssh` (default: the system's ssh program, one process per computer) or `native`
+    /// (an SSH client inside the daemon, for big fleets).
+    pub transport: tether_proto::Transport,
     /// `TETHER_REMOTE_EXE`: the tether command on other computers. Unset or empty: `None`
     /// (`tether`, else the copy tether puts there).
     pub remote_exe: Option<String>,
@@ -433,6 +440,15 @@ impl Settings {
             shell: r.nonempty(SHELL),
             ssh: r.nonempty(SSH),
             ssh_config: r.nonempty(SSH_CONFIG),
+            transport: r
+                .parsed(TRANSPORT, "ssh or native", |s| {
+                    match s.trim().to_ascii_lowercase().as_str() {
+                        "ssh" => Some(tether_proto::Transport::Ssh),
+                        "native" => Some(tether_proto::Transport::Native),
+                        _ => None,
+                    }
+                })
+                .unwrap_or_default(),
             remote_exe: r.nonempty(REMOTE_EXE),
             remote_home: r.nonempty(REMOTE_HOME),
             exe: r.os(EXE).filter(|v| !v.is_empty()).map(PathBuf::from),

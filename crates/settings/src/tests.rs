@@ -74,6 +74,7 @@ fn every_variable_is_read() {
         ("TETHER_SHELL", "/bin/dash"),
         ("TETHER_SSH", "myssh"),
         ("TETHER_SSH_CONFIG", "/c"),
+        ("TETHER_TRANSPORT", "Native"),
         ("TETHER_REMOTE_EXE", "/opt/tether"),
         ("TETHER_REMOTE_HOME", "/far"),
         ("TETHER_EXE", "/x/tether"),
@@ -103,6 +104,7 @@ fn every_variable_is_read() {
     assert_eq!(s.shell.as_deref(), Some("/bin/dash"));
     assert_eq!(s.ssh.as_deref(), Some("myssh"));
     assert_eq!(s.ssh_config.as_deref(), Some("/c"));
+    assert_eq!(s.transport, tether_proto::Transport::Native);
     assert_eq!(s.remote_exe.as_deref(), Some("/opt/tether"));
     assert_eq!(s.remote_home.as_deref(), Some("/far"));
     assert_eq!(s.exe, Some(PathBuf::from("/x/tether")));
@@ -124,6 +126,15 @@ fn sizes_take_k_m_g_only_where_they_did() {
     only_warning("TETHER_OUTPUT_MEMORY", "1M");
     only_warning("TETHER_LOG_MAX_BYTES", "0");
     only_warning("TETHER_LOG_MAX_BYTES", "lots");
+}
+
+#[test]
+fn an_unknown_transport_is_the_default_with_a_warning() {
+    // (only_warning also checks that every setting kept its default.)
+    only_warning("TETHER_TRANSPORT", "russh");
+    assert_eq!(with(&[]).transport, tether_proto::Transport::Ssh);
+    let s = with(&[("TETHER_TRANSPORT", " SSH ")]);
+    assert_eq!(s.transport, tether_proto::Transport::Ssh);
 }
 
 #[test]

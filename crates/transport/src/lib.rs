@@ -10,6 +10,7 @@ mod farside;
 pub mod identity;
 pub mod link;
 pub mod mux;
+pub mod native;
 pub mod paths;
 pub mod ssh;
 pub mod unix;

@@ -17,13 +17,14 @@ use crate::shell_quote;
 use crate::ssh::{DEFAULT_CONNECT_TIMEOUT, SshSettings, Target};
 use std::path::PathBuf;
 use std::time::Duration;
-use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, RemoteTarget};
+use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION, RemoteTarget, Transport};
 use tokio::io::BufReader;
 use tokio::process::Child;
 
 mod startup;
 pub use startup::check_preamble;
-use startup::{Stop, check_platform, each_line, first_line, send_binary};
+pub(crate) use startup::{Ended, STDERR_LINE_MAX, each_line};
+use startup::{Stop, check_platform, first_line, send_binary};
 
 /// Version of the link framing itself ([`crate::mux`]).
 pub const MUX_VERSION: u32 = 1;
@@ -76,13 +77,21 @@ impl OwnBinary {
     }
 }
 
-/// A live link: the mux, and the ssh process under it (killed when this is dropped).
+/// A live link: the mux, and what carries it (an ssh process, killed when this is dropped, or
+/// the native transport's connection, closed when this is dropped).
 pub struct Link {
     pub mux: Mux,
+    /// The ssh process's pid; 0 for the native transport (no process of its own).
     pub pid: u32,
     /// The far side's tether version.
     pub version: String,
-    _child: Child,
+    _carrier: Carrier,
+}
+
+/// Held only to be dropped with the link.
+enum Carrier {
+    Ssh(#[allow(dead_code)] Child),
+    Native(#[allow(dead_code)] crate::native::Connection),
 }
 
 /// The ssh settings a [`RemoteTarget`] carries, validated.
@@ -118,12 +127,11 @@ pub fn ssh_command(
     Ok((program, cmd))
 }
 
-/// Opens the ssh connection, bootstraps tether if needed and checks versions.
-pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorInfo> {
-    let c = rt.computer.as_str();
-    let (_, ssh) = settings(rt)?;
+/// The far-side command: `sh -c SCRIPT tether EXE HASH SIZE HOME`, each word quoted for the
+/// remote shell (ssh joins them with spaces, as the native transport does).
+pub(crate) fn bootstrap_words(rt: &RemoteTarget, own: &OwnBinary) -> Vec<String> {
     let exe = rt.remote_exe.as_deref().unwrap_or("tether");
-    let words = vec![
+    vec![
         "sh".to_string(),
         "-c".into(),
         shell_quote(SCRIPT),
@@ -132,8 +140,86 @@ pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
         own.sha256.clone(),
         own.size.to_string(),
         shell_quote(rt.remote_home.as_deref().unwrap_or("")),
-    ];
-    let (program, mut cmd) = ssh_command(rt, &words)?;
+    ]
+}
+
+/// Opens the connection (ssh, or the native transport, as `rt.transport` says), bootstraps
+/// tether if needed and checks versions.
+pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorInfo> {
+    match rt.transport {
+        Transport::Ssh => connect_ssh(rt, own).await,
+        Transport::Native => connect_native(rt, own).await,
+    }
+}
+
+/// The native transport: the mux over one SSH channel of the daemon's own connection.
+async fn connect_native(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorInfo> {
+    let (_, ssh) = settings(rt)?;
+    let limit = ssh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let command = bootstrap_words(rt, own).join(" ");
+    let (mut conn, out, mut input) =
+        tokio::time::timeout(limit, crate::native::connect(rt, &command))
+            .await
+            .map_err(|_| {
+                err(
+                    ErrorKind::Connection,
+                    &rt.computer,
+                    format!("no answer within {}s (--connect-timeout)", limit.as_secs()),
+                )
+            })??;
+    // Small buffers: a warm link's memory is what a fleet multiplies (BENCHMARKS.md).
+    let mut out = BufReader::with_capacity(crate::native::BUFFER, out);
+    let version = handshake(rt, own, &mut out, &mut input, &mut conn, limit, |e| e).await?;
+    let (mux, _) = Mux::start_sized(out, input, crate::native::BUFFER);
+    Ok(Link {
+        mux,
+        pid: 0,
+        version,
+        _carrier: Carrier::Native(conn),
+    })
+}
+
+/// Reads the far side's first line, sends this binary when it asks for one, and checks the
+/// preamble: the same for every transport. `hint` adds to an error that ends the first try.
+async fn handshake<R, W>(
+    rt: &RemoteTarget,
+    own: &OwnBinary,
+    out: &mut BufReader<R>,
+    input: &mut W,
+    far: &mut dyn Ended,
+    limit: Duration,
+    hint: impl FnOnce(ErrorInfo) -> ErrorInfo,
+) -> Result<String, ErrorInfo>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let c = rt.computer.as_str();
+    let mut first = first_line(c, out, far, limit)
+        .await
+        .map_err(|s| hint(s.error(c)))?;
+    if first.starts_with(NEED_BINARY) {
+        check_platform(c, &first)?;
+        if let Err(e) = send_binary(c, own, input).await {
+            // The far side stopped reading: it says why on its next line, if it can.
+            let grace = Duration::from_secs(5);
+            return Err(match first_line(c, out, far, grace).await {
+                Err(Stop::Failed(f)) => f.error(c),
+                _ => e,
+            });
+        }
+        first = first_line(c, out, far, limit)
+            .await
+            .map_err(|s| s.error(c))?;
+    }
+    check_preamble(c, &first)
+}
+
+/// The ssh transport: one `ssh` process per computer, the mux over its stdin and stdout.
+async fn connect_ssh(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorInfo> {
+    let c = rt.computer.as_str();
+    let (_, ssh) = settings(rt)?;
+    let (program, mut cmd) = ssh_command(rt, &bootstrap_words(rt, own))?;
     let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -154,24 +240,10 @@ pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
     crate::widen_pipe(&stdout);
     let mut out = BufReader::with_capacity(64 * 1024, stdout);
     let limit = ssh.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let mut first = first_line(c, &mut out, &mut child, limit)
-        .await
-        .map_err(|s| with_agent_hint(rt, s.error(c)))?;
-    if first.starts_with(NEED_BINARY) {
-        check_platform(c, &first)?;
-        if let Err(e) = send_binary(c, own, &mut stdin).await {
-            // The far side stopped reading: it says why on its next line, if it can.
-            let grace = Duration::from_secs(5);
-            return Err(match first_line(c, &mut out, &mut child, grace).await {
-                Err(Stop::Failed(f)) => f.error(c),
-                _ => e,
-            });
-        }
-        first = first_line(c, &mut out, &mut child, limit)
-            .await
-            .map_err(|s| s.error(c))?;
-    }
-    let version = check_preamble(c, &first)?;
+    let version = handshake(rt, own, &mut out, &mut stdin, &mut child, limit, |e| {
+        with_agent_hint(rt, e)
+    })
+    .await?;
     let pid = child.id().unwrap_or(0);
     // Keep ssh's stderr drained (a full pipe would stop ssh) and log what the far side says.
     if let Some(err) = child.stderr.take() {
@@ -185,7 +257,7 @@ pub async fn connect(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
         mux,
         pid,
         version,
-        _child: child,
+        _carrier: Carrier::Ssh(child),
     })
 }
 

@@ -36,6 +36,8 @@ pub const MAX_FRAME: u32 = 256 * 1024;
 /// Most channels one link may have open at once; more `Open`s are refused.
 pub const MAX_CHANNELS: usize = 4096;
 const HEADER: usize = 9;
+/// Read and write buffer of a link, each way (bursts of output become few system calls).
+pub const LINK_BUFFER: usize = 256 * 1024;
 
 const OPEN: u8 = 1;
 const DATA: u8 = 2;
@@ -149,6 +151,21 @@ impl Mux {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        Mux::start_sized(r, w, LINK_BUFFER)
+    }
+
+    /// [`Mux::start`] with `buffer` bytes of read and write buffer instead of
+    /// [`LINK_BUFFER`]: a link that must stay small (one of thousands) trades a few more
+    /// system calls under load for memory.
+    pub fn start_sized<R, W>(
+        r: R,
+        w: W,
+        buffer: usize,
+    ) -> (Mux, mpsc::UnboundedReceiver<(Mux, Channel)>)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             out: out_tx,
@@ -159,8 +176,8 @@ impl Mux {
         });
         let (accept_tx, accept_rx) = mpsc::unbounded_channel();
         let mux = Mux { shared };
-        tokio::spawn(write_loop(mux.shared.clone(), out_rx, w));
-        tokio::spawn(read_loop(mux.clone(), r, accept_tx));
+        tokio::spawn(write_loop(mux.shared.clone(), out_rx, w, buffer));
+        tokio::spawn(read_loop(mux.clone(), r, accept_tx, buffer));
         (mux, accept_rx)
     }
 
@@ -344,8 +361,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Out>,
     w: W,
+    buffer: usize,
 ) {
-    let mut w = tokio::io::BufWriter::with_capacity(256 * 1024, w);
+    let mut w = tokio::io::BufWriter::with_capacity(buffer, w);
     let mut dead = shared.dead.subscribe();
     loop {
         let first = tokio::select! {
@@ -389,8 +407,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mux: Mux,
     r: R,
     accept: mpsc::UnboundedSender<(Mux, Channel)>,
+    buffer: usize,
 ) {
-    let mut r = tokio::io::BufReader::with_capacity(256 * 1024, r);
+    let mut r = tokio::io::BufReader::with_capacity(buffer, r);
     if let Err(e) = demux(&mux, &mut r, &accept).await {
         tracing::debug!("mux link ended: {e}");
     }

@@ -187,6 +187,11 @@ impl Sshd {
         std::fs::write(self.config(), format!("{block}{cfg}")).unwrap();
     }
 
+    /// The listening sshd's pid (each connection is served by a child of it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("ssh_config")
     }

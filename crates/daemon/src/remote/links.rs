@@ -151,8 +151,9 @@ impl Links {
         };
         let link = tether_transport::link::connect(&with_agent, &own).await?;
         tracing::info!(
-            "connected to {} (ssh pid {}, tether {}, {})",
+            "connected to {} ({} transport, pid {}, tether {}, {})",
             rt.computer,
+            rt.transport.name(),
             link.pid,
             link.version,
             match &agent {

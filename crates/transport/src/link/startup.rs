@@ -4,20 +4,35 @@
 
 use super::{MAX_CHATTER, MUX_VERSION, NEED_BINARY, OwnBinary, PREAMBLE};
 use crate::farside::{Failure, err};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 use tether_proto::{ErrorInfo, ErrorKind, PROTOCOL_VERSION};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::Child;
+
+/// The far end of a link as it starts (an ssh process, or the native transport's channel):
+/// why it ended before tether answered.
+pub(crate) trait Ended: Send {
+    /// One line: the last thing the far side (or ssh) said on stderr, else how it ended.
+    fn why(&mut self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
+}
+
+impl Ended for Child {
+    fn why(&mut self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(ssh_failure(self))
+    }
+}
 
 /// Why the handshake stopped before a usable first line.
-pub(super) enum Stop {
+pub(crate) enum Stop {
     /// The far side said why (`TETHER-FAIL …`).
     Failed(Failure),
     Other(ErrorInfo),
 }
 
 impl Stop {
-    pub(super) fn error(self, c: &str) -> ErrorInfo {
+    pub(crate) fn error(self, c: &str) -> ErrorInfo {
         match self {
             Stop::Failed(f) => f.error(c),
             Stop::Other(e) => e,
@@ -28,10 +43,10 @@ impl Stop {
 /// Reads up to the preamble or the bootstrap request, skipping shell chatter. A
 /// `TETHER-FAIL` line (the bootstrap script or the bridge explaining itself) ends it; if ssh
 /// ends first, its last stderr line says why (host key, permission denied, no route…).
-pub(super) async fn first_line(
+pub(crate) async fn first_line<R: AsyncRead + Unpin>(
     c: &str,
-    out: &mut BufReader<ChildStdout>,
-    child: &mut Child,
+    out: &mut BufReader<R>,
+    far: &mut dyn Ended,
     limit: Duration,
 ) -> Result<String, Stop> {
     let read = async {
@@ -65,11 +80,7 @@ pub(super) async fn first_line(
     };
     match tokio::time::timeout(limit, read).await {
         Ok(Some(r)) => r,
-        Ok(None) => Err(Stop::Other(err(
-            ErrorKind::Connection,
-            c,
-            ssh_failure(child).await,
-        ))),
+        Ok(None) => Err(Stop::Other(err(ErrorKind::Connection, c, far.why().await))),
         Err(_) => Err(Stop::Other(err(
             ErrorKind::Connection,
             c,
@@ -79,11 +90,11 @@ pub(super) async fn first_line(
 }
 
 /// How much of one line of the far side's stderr is kept (the rest is dropped, with a note).
-pub(super) const STDERR_LINE_MAX: usize = 4096;
+pub(crate) const STDERR_LINE_MAX: usize = 4096;
 
 /// Calls `each` with every line of `r` (lossy UTF-8), cutting lines longer than
 /// [`STDERR_LINE_MAX`]: a far side that never prints a newline cannot grow our memory.
-pub(super) async fn each_line<R: AsyncRead + Unpin>(r: R, mut each: impl FnMut(&str)) {
+pub(crate) async fn each_line<R: AsyncRead + Unpin>(r: R, mut each: impl FnMut(&str)) {
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
     while let Ok(Some(cut)) = crate::read_line_bounded(&mut r, &mut line, STDERR_LINE_MAX).await {
@@ -148,10 +159,10 @@ pub(super) fn check_platform(c: &str, line: &str) -> Result<(), ErrorInfo> {
     ))
 }
 
-pub(super) async fn send_binary(
+pub(super) async fn send_binary<W: AsyncWrite + Unpin>(
     c: &str,
     own: &OwnBinary,
-    stdin: &mut tokio::process::ChildStdin,
+    stdin: &mut W,
 ) -> Result<(), ErrorInfo> {
     let fail = |e: std::io::Error| err(ErrorKind::Connection, c, format!("copying tether: {e}"));
     let mut f = tokio::fs::File::open(&own.path).await.map_err(fail)?;
