@@ -410,7 +410,9 @@ pub(crate) const LENDING_STDIN: u32 = 9;
 /// Splices `input` (our stdin) into the command's stdin FIFO until its end. Returns false if
 /// the command stopped reading (EPIPE) or something failed.
 pub(crate) fn splice_in(input: &OwnedFd, fifo: &OwnedFd) -> bool {
+    // Both pipes wide, so that a megabyte can gather on our side while we wait (`gather`).
     tether_transport::widen_pipe(fifo);
+    tether_transport::widen_pipe(input);
     loop {
         match splice_once(input, fifo) {
             Ok(0) => return true,
