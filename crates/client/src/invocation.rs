@@ -216,7 +216,9 @@ impl Invocation {
     /// frames, the rest of a pipe or a file is spliced into the command's stdin FIFO instead.
     pub fn forward_stdin(&self, input: std::os::fd::OwnedFd) {
         let lend = match &self.host {
-            Some((path, v)) if *v >= crate::lend::LENDING_STDIN && !path.as_os_str().is_empty() => {
+            Some((path, v))
+                if *v >= crate::lend_in::LENDING_STDIN && !path.as_os_str().is_empty() =>
+            {
                 Some((path.clone(), self.id))
             }
             _ => None,
@@ -224,7 +226,7 @@ impl Invocation {
         let tx = self.control.tx.clone();
         let _ = std::thread::Builder::new()
             .name("tether-stdin".into())
-            .spawn(move || crate::lend::forward(input, &tx, lend));
+            .spawn(move || crate::lend_in::forward(input, &tx, lend));
     }
 
     /// Offers `out` (a pipe: our stdout) for the command's stdout to be spliced into, once it

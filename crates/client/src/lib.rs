@@ -18,6 +18,7 @@
 mod invocation;
 mod jobs;
 mod lend;
+mod lend_in;
 pub mod upgrade;
 
 pub use invocation::{Event, Invocation, InvocationControl, Output};

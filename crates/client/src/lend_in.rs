@@ -1,0 +1,192 @@
+//! Lending the command's stdin FIFO (host protocol 9), the input side of [`crate::lend`]:
+//! [`crate::Invocation::forward_stdin`]'s thread sends a megabyte of our stdin in frames, then
+//! asks the host for a write end of the command's stdin FIFO (`LendStdin`) and splices the rest
+//! of a pipe or a file into it. Everything here runs on that thread, so it blocks.
+
+use crate::lend::{LEND_AFTER, gather, readable, splice_once};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// Decodes the host's answer to a lend: its `Hello` reply, then `Ok`.
+fn answered_ok(bytes: &[u8]) -> bool {
+    use tether_proto::{FRAME_HEADER_LEN, Response};
+    let mut rest = bytes;
+    let mut replies = Vec::new();
+    while rest.len() >= FRAME_HEADER_LEN && replies.len() < 2 {
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        header.copy_from_slice(&rest[..FRAME_HEADER_LEN]);
+        let Ok(len) = tether_proto::frame_len(header) else {
+            return false;
+        };
+        let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+            return false;
+        };
+        match tether_proto::decode::<Response>(payload) {
+            Ok(r) => replies.push(r),
+            Err(_) => return false,
+        }
+        rest = &rest[FRAME_HEADER_LEN + len..];
+    }
+    matches!(replies.as_slice(), [Response::Hello { .. }, Response::Ok])
+}
+
+/// The stdin FIFO's write end, asked for from a thread (blocking): `after` bytes went in
+/// frames. `None` on any refusal (stdin then goes on in frames).
+pub(crate) fn ask_stdin(host: &std::path::Path, invocation: u64, after: u64) -> Option<OwnedFd> {
+    use std::io::Write;
+    use tether_proto::Request;
+    let mut stream = std::os::unix::net::UnixStream::connect(host).ok()?;
+    let mut frames = Vec::new();
+    for req in [
+        Request::Hello {
+            version: LENDING_STDIN,
+            agent: format!("tether-client/{}", env!("CARGO_PKG_VERSION")),
+            client: None,
+        },
+        Request::LendStdin { invocation, after },
+    ] {
+        frames.extend(tether_proto::encode(&req).ok()?);
+    }
+    stream.write_all(&frames).ok()?;
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        let mut buf = vec![0u8; 8 * 1024];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .ok()?;
+        let n = msg.bytes;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().ok()? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(v) = c {
+                // SAFETY: the kernel just made these descriptors ours.
+                fds.extend(
+                    v.into_iter()
+                        .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let fd: Option<OwnedFd> = fds.into_iter().next();
+        if let Some(fd) = fd {
+            return answered_ok(&got).then_some(fd);
+        }
+        if got.len() > 64 * 1024 {
+            return None;
+        }
+    }
+    None
+}
+
+/// The first host protocol version that lends stdin.
+pub(crate) const LENDING_STDIN: u32 = 9;
+
+/// Splices `input` (our stdin) into the command's stdin FIFO until its end. Returns false if
+/// the command stopped reading (EPIPE) or something failed.
+pub(crate) fn splice_in(input: &OwnedFd, fifo: &OwnedFd) -> bool {
+    // Both pipes wide, so that a megabyte can gather on our side while we wait (`gather`).
+    tether_transport::widen_pipe(fifo);
+    tether_transport::widen_pipe(input);
+    loop {
+        match splice_once(input, fifo) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) => {
+                    // Our stdin is empty or the FIFO is full: wait for the one that blocks.
+                    let ready = if readable(input) {
+                        poll_one(fifo, libc::POLLOUT)
+                    } else {
+                        let ready = poll_one(input, libc::POLLIN);
+                        gather();
+                        ready
+                    };
+                    if !ready {
+                        return false;
+                    }
+                }
+                _ => return false,
+            },
+        }
+    }
+}
+
+/// Waits for `events` on `fd`; false if poll failed.
+fn poll_one(fd: &OwnedFd, events: libc::c_short) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    }];
+    loop {
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, -1) };
+        if r >= 0 {
+            return true;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
+/// What [`crate::Invocation::forward_stdin`]'s thread does: frames first; with `lend` (the
+/// host's socket and the invocation), once [`LEND_AFTER`] bytes went, a pipe or a file is
+/// spliced into the command's stdin FIFO instead; then the end of stdin.
+pub(crate) fn forward(
+    input: OwnedFd,
+    tx: &tokio::sync::mpsc::Sender<crate::invocation::Control>,
+    mut lend: Option<(PathBuf, u64)>,
+) {
+    use crate::invocation::Control;
+    use std::io::Read;
+    let spliceable = std::fs::File::from(match input.try_clone() {
+        Ok(fd) => fd,
+        Err(_) => return,
+    })
+    .metadata()
+    .is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_fifo() || m.file_type().is_file()
+    });
+    if !spliceable || !cfg!(target_os = "linux") {
+        lend = None;
+    }
+    let mut file = std::fs::File::from(input);
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if sent >= LEND_AFTER
+            && let Some((host, invocation)) = lend.take()
+            && let Some(fifo) = ask_stdin(&host, invocation, sent)
+        {
+            let input = OwnedFd::from(file);
+            splice_in(&input, &fifo);
+            // Our write end closes first: the command sees end-of-file once the host's goes.
+            drop(fifo);
+            let _ = tx.blocking_send(Control::Eof);
+            return;
+        }
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if tx.blocking_send(Control::Stdin(buf[..n].to_vec())).is_err() {
+                    return;
+                }
+                sent += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = tx.blocking_send(Control::Eof);
+}
