@@ -195,9 +195,14 @@ fn status(paths: &Paths, json: bool) -> CliResult {
         st.pid, st.version, st.home, st.sessions
     );
     for l in &st.links {
+        // A native link is the daemon's own connection: no ssh process (pid 0).
+        let by = match l.pid {
+            0 => "native ssh in the daemon".to_string(),
+            pid => format!("ssh pid {pid}"),
+        };
         println!(
-            "  connected to {}: ssh pid {}, tether {}, {} channel(s) open",
-            l.computer, l.pid, l.version, l.channels
+            "  connected to {}: {by}, tether {}, {} channel(s) open",
+            l.computer, l.version, l.channels
         );
     }
     Ok(0)

@@ -48,6 +48,11 @@ fn a_native_link_creates_a_session_and_invokes_in_it() {
     // The link is the daemon's own: no ssh process under it.
     let st = client.run(&["daemon", "status", "--json"]).success().json();
     assert_eq!(st["links"][0]["pid"], 0, "{st}");
+    let plain = client.run(&["daemon", "status"]).success();
+    assert!(
+        plain.out().contains(": native ssh in the daemon, tether "),
+        "{plain}"
+    );
     let daemon = client.running_daemon_pid();
     let kids = std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children"))
         .unwrap_or_default();

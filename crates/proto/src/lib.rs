@@ -472,7 +472,7 @@ pub struct DaemonStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct LinkStatus {
     pub computer: String,
-    /// The ssh process's pid.
+    /// The ssh process's pid (0: a native link, the daemon's own connection).
     pub pid: u32,
     /// Channels (sessions' requests and invocations) open on it now.
     pub channels: u32,
