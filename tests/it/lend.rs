@@ -61,6 +61,19 @@ impl Piped {
         }
     }
 
+    /// Starts `two_parts(300_000, last)` in `session` and waits until its first part arrived
+    /// and the CLI splices.
+    fn spliced(home: &Home, session: &str, last: u64, flag: &std::path::Path) -> Piped {
+        let p = Piped::start(home, session, &two_parts(300_000, last, flag));
+        wait_until(Duration::from_secs(60), "the first part", || {
+            p.has("line 300000\n")
+        });
+        wait_until(Duration::from_secs(10), "the splicing thread", || {
+            p.splicing()
+        });
+        p
+    }
+
     fn has(&self, tail: &str) -> bool {
         let got = self.got.lock().unwrap();
         got.ends_with(tail.as_bytes())
@@ -86,6 +99,18 @@ impl Piped {
         let got = std::mem::take(&mut *self.got.lock().unwrap());
         (status, String::from_utf8(got).expect("utf-8 output"))
     }
+}
+
+/// `receive` in `session` gets exactly what followed `before`: lines up to `last`, once each.
+fn the_rest_is_received(home: &Home, session: &str, before: &str, last: u64) {
+    let rest = home.run(&["receive", session]).success();
+    let whole = format!("{before}{}", rest.out());
+    assert!(
+        whole == lines(1, last),
+        "lost or repeated: {} bytes before, {} received",
+        before.len(),
+        rest.out().len()
+    );
 }
 
 fn wait_child(child: &mut Child, within: Duration) -> Option<i32> {
@@ -138,24 +163,11 @@ fn a_killed_cli_leaves_the_rest_for_receive_with_nothing_lost_or_repeated() {
     let home = Home::new();
     home.new_session("k", &[]);
     let flag = home.scratch().join("go");
-    let p = Piped::start(&home, "k", &two_parts(300_000, 500_000, &flag));
-    wait_until(Duration::from_secs(60), "the first part", || {
-        p.has("line 300000\n")
-    });
-    wait_until(Duration::from_secs(10), "the splicing thread", || {
-        p.splicing()
-    });
+    let p = Piped::spliced(&home, "k", 500_000, &flag);
     assert!(send_signal(p.child.id(), "KILL"));
     let (_, before) = p.finish();
     std::fs::write(&flag, "").unwrap();
-    let rest = home.run(&["receive", "k"]).success();
-    let whole = format!("{before}{}", rest.out());
-    assert!(
-        whole == lines(1, 500_000),
-        "lost or repeated: {} bytes before the kill, {} received",
-        before.len(),
-        rest.out().len()
-    );
+    the_rest_is_received(&home, "k", &before, 500_000);
 }
 
 #[test]
@@ -163,13 +175,7 @@ fn a_disconnect_while_spliced_keeps_the_rest_for_receive() {
     let home = Home::new();
     home.new_session("d", &[]);
     let flag = home.scratch().join("go");
-    let p = Piped::start(&home, "d", &two_parts(300_000, 500_000, &flag));
-    wait_until(Duration::from_secs(60), "the first part", || {
-        p.has("line 300000\n")
-    });
-    wait_until(Duration::from_secs(10), "the splicing thread", || {
-        p.splicing()
-    });
+    let p = Piped::spliced(&home, "d", 500_000, &flag);
     home.run(&["disconnect", "d"]).success();
     let (status, before) = p.finish();
     assert_eq!(
@@ -178,14 +184,7 @@ fn a_disconnect_while_spliced_keeps_the_rest_for_receive() {
         "a disconnected invoke exits 255 (SPEC: lost)"
     );
     std::fs::write(&flag, "").unwrap();
-    let rest = home.run(&["receive", "d"]).success();
-    let whole = format!("{before}{}", rest.out());
-    assert!(
-        whole == lines(1, 500_000),
-        "lost or repeated: {} bytes before, {} received",
-        before.len(),
-        rest.out().len()
-    );
+    the_rest_is_received(&home, "d", &before, 500_000);
 }
 
 #[test]
@@ -193,13 +192,7 @@ fn ctrl_c_while_spliced_stops_the_command_and_the_session_goes_on() {
     let home = Home::new();
     home.new_session("c", &[]);
     let flag = home.scratch().join("never");
-    let p = Piped::start(&home, "c", &two_parts(300_000, 400_000, &flag));
-    wait_until(Duration::from_secs(60), "the first part", || {
-        p.has("line 300000\n")
-    });
-    wait_until(Duration::from_secs(10), "the splicing thread", || {
-        p.splicing()
-    });
+    let p = Piped::spliced(&home, "c", 400_000, &flag);
     assert!(send_signal(p.child.id(), "INT"));
     let (status, out) = p.finish();
     assert_eq!(status, Some(130));

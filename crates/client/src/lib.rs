@@ -265,6 +265,12 @@ impl Client {
             remote: None,
             keep,
         };
+        self.stream_on_own(Request::Receive(list)).await
+    }
+
+    /// Starts `req`, whose answer is a stream, on this client's own connection (the client is
+    /// used up), replacing an older daemon first if that is what answers.
+    async fn stream_on_own(self, req: Request) -> Result<Invocation, ClientError> {
         let Client {
             paths,
             reader,
@@ -274,7 +280,7 @@ impl Client {
             ..
         } = self;
         let conn = (reader, writer, hello_pending);
-        Invocation::start_retrying(&paths, upgrades, conn, Request::Receive(list)).await
+        Invocation::start_retrying(&paths, upgrades, conn, req).await
     }
 
     /// Starts an invocation on its own connection. The stream of events ends with
@@ -336,16 +342,7 @@ impl Client {
     /// Like [`Client::invoke`], but runs the invocation on this client's own connection, saving
     /// a connection set-up; the client is used up. The CLI uses this for one target.
     pub async fn into_invocation(self, spec: InvokeSpec) -> Result<Invocation, ClientError> {
-        let Client {
-            paths,
-            reader,
-            writer,
-            hello_pending,
-            upgrades,
-            ..
-        } = self;
-        let conn = (reader, writer, hello_pending);
-        Invocation::start_retrying(&paths, upgrades, conn, Request::Invoke(spec)).await
+        self.stream_on_own(Request::Invoke(spec)).await
     }
 
     /// Runs a command to completion and collects its output (no stdin).
