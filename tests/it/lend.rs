@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Lines `line 1` … `line N`, as `seq` would number them.
-fn lines(from: u64, to: u64) -> String {
+pub(crate) fn lines(from: u64, to: u64) -> String {
     (from..=to).map(|i| format!("line {i}\n")).collect()
 }
 
 /// A script printing lines 1..=`first` at once, then waiting for `flag`, then the rest
 /// up to `last`.
-fn two_parts(first: u64, last: u64, flag: &std::path::Path) -> String {
+pub(crate) fn two_parts(first: u64, last: u64, flag: &std::path::Path) -> String {
     format!(
         "seq -f 'line %.0f' 1 {first}; while [ ! -e {f} ]; do sleep 0.02; done; \
          seq -f 'line %.0f' {next} {last}",
@@ -27,17 +27,22 @@ fn two_parts(first: u64, last: u64, flag: &std::path::Path) -> String {
 }
 
 /// `tether invoke -s S SCRIPT` with stdout on a pipe read by a thread of ours.
-struct Piped {
-    child: Child,
+pub(crate) struct Piped {
+    pub(crate) child: Child,
     got: Arc<Mutex<Vec<u8>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Piped {
-    fn start(home: &Home, session: &str, script: &str) -> Piped {
+    pub(crate) fn start(home: &Home, session: &str, script: &str) -> Piped {
+        Piped::start_with(home, session, script, Stdio::null())
+    }
+
+    /// As [`Piped::start`], with `stdin` as the CLI's stdin (a pipe stays in `child.stdin`).
+    pub(crate) fn start_with(home: &Home, session: &str, script: &str, stdin: Stdio) -> Piped {
         let mut c = home.command();
         c.args(["invoke", "-s", session, script])
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = c.spawn().expect("spawn tether invoke");
@@ -63,7 +68,7 @@ impl Piped {
 
     /// Starts `two_parts(300_000, last)` in `session` and waits until its first part arrived
     /// and the CLI splices.
-    fn spliced(home: &Home, session: &str, last: u64, flag: &std::path::Path) -> Piped {
+    pub(crate) fn spliced(home: &Home, session: &str, last: u64, flag: &std::path::Path) -> Piped {
         let p = Piped::start(home, session, &two_parts(300_000, last, flag));
         wait_until(Duration::from_secs(60), "the first part", || {
             p.has("line 300000\n")
@@ -74,13 +79,13 @@ impl Piped {
         p
     }
 
-    fn has(&self, tail: &str) -> bool {
+    pub(crate) fn has(&self, tail: &str) -> bool {
         let got = self.got.lock().unwrap();
         got.ends_with(tail.as_bytes())
     }
 
     /// Whether the CLI runs its splicing thread now.
-    fn splicing(&self) -> bool {
+    pub(crate) fn splicing(&self) -> bool {
         let dir = format!("/proc/{}/task", self.child.id());
         std::fs::read_dir(dir).is_ok_and(|rd| {
             rd.flatten().any(|t| {
@@ -91,7 +96,7 @@ impl Piped {
     }
 
     /// Waits for the CLI to exit and for its stdout to end; returns its status and output.
-    fn finish(mut self) -> (Option<i32>, String) {
+    pub(crate) fn finish(mut self) -> (Option<i32>, String) {
         let status = wait_child(&mut self.child, Duration::from_secs(60));
         if let Some(r) = self.reader.take() {
             r.join().expect("reader thread");
@@ -113,7 +118,7 @@ fn the_rest_is_received(home: &Home, session: &str, before: &str, last: u64) {
     );
 }
 
-fn wait_child(child: &mut Child, within: Duration) -> Option<i32> {
+pub(crate) fn wait_child(child: &mut Child, within: Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + within;
     loop {
         if let Some(st) = child.try_wait().expect("try_wait") {
@@ -227,7 +232,7 @@ fn a_closed_pipe_while_spliced_ends_at_once_and_stops_the_command() {
 }
 
 /// The CLI holds a write end of the command's stdin FIFO (`…/i.<n>`): its stdin is spliced.
-fn holds_stdin_fifo(pid: u32) -> bool {
+pub(crate) fn holds_stdin_fifo(pid: u32) -> bool {
     std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|rd| {
         rd.flatten().any(|e| {
             std::fs::read_link(e.path()).is_ok_and(|l| {
@@ -240,7 +245,7 @@ fn holds_stdin_fifo(pid: u32) -> bool {
 }
 
 /// Starts `invoke -s S SCRIPT` with `input` written to its stdin (a pipe) by a thread.
-fn with_input(home: &Home, session: &str, script: &str, input: Vec<u8>) -> Child {
+pub(crate) fn with_input(home: &Home, session: &str, script: &str, input: Vec<u8>) -> Child {
     use std::io::Write;
     let mut c = home.command();
     c.args(["invoke", "-s", session, script])
@@ -257,7 +262,7 @@ fn with_input(home: &Home, session: &str, script: &str, input: Vec<u8>) -> Child
 }
 
 /// The command reads 2 MiB, then stops reading until `go` exists, then reads the rest.
-fn paused_reader(
+pub(crate) fn paused_reader(
     home: &Home,
     out: &std::path::Path,
 ) -> (String, std::path::PathBuf, std::path::PathBuf) {

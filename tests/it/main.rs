@@ -33,6 +33,7 @@ mod invoke;
 mod jobs;
 mod jobs_restart;
 mod lend;
+mod lend_hostile;
 mod library;
 mod native;
 mod ops;

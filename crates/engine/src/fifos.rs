@@ -229,9 +229,10 @@ struct Feed {
     tx: mpsc::Sender<Vec<u8>>,
     /// Bytes fed so far.
     received: u64,
-    /// For stdin on a FIFO: the invocation, the FIFO, and the bytes written into it so far
-    /// (what a client that borrows it must wait for, [`crate::lend`]).
-    fifo: Option<(u64, PathBuf, watch::Receiver<u64>)>,
+    /// For stdin on a FIFO: the invocation, the FIFO, the bytes written into it so far
+    /// (what a client that borrows it must wait for, [`crate::lend`]), and the process of the
+    /// invocation's client (the only one it is lent to).
+    fifo: Option<(u64, PathBuf, watch::Receiver<u64>, Option<i32>)>,
 }
 
 impl StdinFeed {
@@ -248,13 +249,14 @@ impl StdinFeed {
         });
     }
 
-    /// Opens stdin fed into invocation `id`'s FIFO ([`spawn_stdin_writer`]).
-    pub fn open_fifo(&self, id: u64, path: PathBuf) {
+    /// Opens stdin fed into invocation `id`'s FIFO ([`spawn_stdin_writer`]), whose client is
+    /// process `client`.
+    pub fn open_fifo(&self, id: u64, path: PathBuf, client: Option<i32>) {
         let (tx, written) = spawn_stdin_writer(path.clone());
         *self.lock() = Some(Feed {
             tx,
             received: 0,
-            fifo: Some((id, path, written)),
+            fifo: Some((id, path, written, client)),
         });
     }
 
@@ -279,11 +281,12 @@ impl StdinFeed {
         self.lock().as_ref().map(|f| f.received)
     }
 
-    /// Invocation `id`'s open stdin FIFO and the count of bytes written into it, if any.
-    pub fn fifo_of(&self, id: u64) -> Option<(PathBuf, watch::Receiver<u64>)> {
+    /// Invocation `id`'s open stdin FIFO, the count of bytes written into it, and its
+    /// client's process, if any.
+    pub fn fifo_of(&self, id: u64) -> Option<(PathBuf, watch::Receiver<u64>, Option<i32>)> {
         let g = self.lock();
-        let (fid, path, written) = g.as_ref()?.fifo.as_ref()?;
-        (*fid == id).then(|| (path.clone(), written.clone()))
+        let (fid, path, written, client) = g.as_ref()?.fifo.as_ref()?;
+        (*fid == id).then(|| (path.clone(), written.clone(), *client))
     }
 }
 

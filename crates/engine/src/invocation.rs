@@ -51,6 +51,8 @@ pub(crate) async fn run(
         ),
     };
     let stdin_path = dir.join(format!("i.{id}"));
+    // The process of this invocation's client: the only one its FIFOs are lent to.
+    let client_pid = crate::lend::peer_pid(writer);
     // Made when the invocation is stopped, before the shell is signalled (`shell::begin`).
     let cancelled = dir.join(format!("x.{id}"));
     host.stdin.close();
@@ -97,7 +99,7 @@ pub(crate) async fn run(
     } else {
         if spec.stdin {
             mkfifo(&stdin_path)?;
-            host.stdin.open_fifo(id, stdin_path.clone());
+            host.stdin.open_fifo(id, stdin_path.clone(), client_pid);
         }
         shell::wrapper(
             host.shell.flavour,
@@ -283,7 +285,7 @@ pub(crate) async fn run(
                     true => out.lendable(),
                     false => Err("its output cannot be lent"),
                 };
-                match crate::lend::grant(ask, id, fd, writer).await {
+                match crate::lend::grant(ask, (id, client_pid), fd, writer).await {
                     Ok(granted) => lent = granted,
                     Err(_) => {
                         route.gone = true;

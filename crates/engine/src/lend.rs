@@ -9,6 +9,17 @@
 //! `Reclaim` (the command ended; it drains what is left first), when it is let go
 //! (`disconnect`), or by leaving; a client that vanishes gives it back by closing its
 //! connection, and the host reads on, keeping what follows for `receive`.
+//!
+//! A FIFO is lent only to the invocation's own client: the process at the other end of the
+//! `Lend` connection (the kernel's word, `SO_PEERCRED`) must be the one at the other end of
+//! the invocation's connection. Another client of the same user (a second CLI, a `receive`
+//! connection handed over by the daemon) that names the invocation's number gets an `Error`:
+//! a descriptor in its hands would read the command's output beside the owner's (or write
+//! into its stdin between the owner's bytes), with no way for either to tell. (A process of
+//! the same user could open the FIFO by its path anyway: this keeps a second client from
+//! corrupting a stream through tether, it is no wall between processes of one user.) Other
+//! users never get this far: a host serves no connection but its own user's and its owner's,
+//! and the FIFOs are theirs alone (tests/it/lend_hostile.rs).
 
 use crate::session::Host;
 use std::os::fd::OwnedFd;
@@ -22,6 +33,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 /// A client's request for invocation `invocation`'s stdout, and where the answer goes.
 pub(crate) struct Ask {
     pub invocation: u64,
+    /// The asking process ([`peer_pid`]): only the invocation's own client is answered.
+    pub pid: Option<i32>,
     pub reply: oneshot::Sender<Result<OwnedFd, String>>,
 }
 
@@ -46,6 +59,20 @@ impl Default for Lends {
 /// output, so anything longer means it is gone.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
+/// The process at the other end of `writer`'s connection, from the kernel (`SO_PEERCRED`):
+/// who a lend is for. A connection the daemon handed over still names the client that
+/// connected it, so an invocation's client and its `Lend` connection name the same process.
+pub(crate) fn peer_pid(writer: &FrameWriter<OwnedWriteHalf>) -> Option<i32> {
+    let stream: &tokio::net::UnixStream = writer.get_ref().as_ref();
+    stream.peer_cred().ok()?.pid()
+}
+
+/// Whether a lend asked for by process `asker` may go to an invocation whose client is
+/// `client`: the same process, known to both ends (an unknown one is nobody's).
+fn same_client(asker: Option<i32>, client: Option<i32>) -> bool {
+    asker.is_some() && asker == client
+}
+
 /// Serves `Lend` on a connection of its own: the descriptor travels with the `Ok` frame
 /// (SCM_RIGHTS), or an `Error` says why not. Returns whether the connection may go on.
 pub(crate) async fn serve(
@@ -54,11 +81,16 @@ pub(crate) async fn serve(
     writer: &mut FrameWriter<OwnedWriteHalf>,
 ) -> bool {
     let (reply, answer) = oneshot::channel();
+    let ask = Ask {
+        invocation,
+        pid: peer_pid(writer),
+        reply,
+    };
     let refused = |why: String| {
         let msg = format!("session {}: {why}", host.spec.name);
         Response::Error(ErrorInfo::new(ErrorKind::Usage, msg))
     };
-    if host.lends.tx.try_send(Ask { invocation, reply }).is_err() {
+    if host.lends.tx.try_send(ask).is_err() {
         let err = refused("its output cannot be lent now".into());
         return writer.send(&err).await.is_ok();
     }
@@ -87,10 +119,15 @@ pub(crate) async fn serve_stdin(
         let msg = format!("session {}: {why}", host.spec.name);
         Response::Error(ErrorInfo::new(ErrorKind::Usage, msg))
     };
-    let Some((path, mut written)) = host.stdin.fifo_of(invocation) else {
+    let Some((path, mut written, client)) = host.stdin.fifo_of(invocation) else {
         let err = refused("its command's stdin cannot be lent now");
         return writer.send(&err).await.is_ok();
     };
+    // Only to the invocation's own client: bytes of another would land between its own.
+    if !same_client(peer_pid(writer), client) {
+        let err = refused("its command's stdin is another client's");
+        return writer.send(&err).await.is_ok();
+    }
     // Ends early when stdin closes (the writer task ends and drops the sender).
     let caught_up = written.wait_for(|n| *n >= after).await.is_ok();
     if !caught_up {
@@ -131,11 +168,13 @@ async fn send_fd(writer: &mut FrameWriter<OwnedWriteHalf>, fd: OwnedFd) -> bool 
 }
 
 /// Answers one request to borrow invocation `id`'s stdout: `fd` is a duplicate of the FIFO's
-/// read end, or `None` when it may not be lent (then the reason goes back). Returns whether
-/// the FIFO is now lent; the `Lent` marker has been written after every frame before it.
+/// read end, or `None` when it may not be lent (then the reason goes back). `client`: the
+/// process of the invocation's own client ([`peer_pid`]), the only one that may borrow it.
+/// Returns whether the FIFO is now lent; the `Lent` marker has been written after every
+/// frame before it.
 pub(crate) async fn grant(
     ask: Ask,
-    id: u64,
+    (id, client): (u64, Option<i32>),
     fd: Result<OwnedFd, &'static str>,
     writer: &mut FrameWriter<OwnedWriteHalf>,
 ) -> Result<bool, tether_transport::TransportError> {
@@ -143,6 +182,11 @@ pub(crate) async fn grant(
         let _ = ask
             .reply
             .send(Err(format!("invocation {} is not running", ask.invocation)));
+        return Ok(false);
+    }
+    if !same_client(ask.pid, client) {
+        let why = format!("invocation {id} is another client's");
+        let _ = ask.reply.send(Err(why));
         return Ok(false);
     }
     let fd = match fd {
