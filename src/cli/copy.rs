@@ -371,8 +371,18 @@ fn invoke(mine: &Path, far: &Far, script: &str) -> Result<Child, CliError> {
             });
         }
     }
-    c.spawn()
-        .map_err(|e| CliError::new(ErrorKind::Internal, format!("copy: {e}")))
+    let child = c
+        .spawn()
+        .map_err(|e| CliError::new(ErrorKind::Internal, format!("copy: {e}")))?;
+    // The stream crosses these pipes in 1 MiB writes (our BufWriter) where a default pipe
+    // takes 64 KiB: wider pipes let each side move a megabyte per wake-up.
+    if let Some(p) = &child.stdin {
+        tether_transport::widen_pipe(p);
+    }
+    if let Some(p) = &child.stdout {
+        tether_transport::widen_pipe(p);
+    }
+    Ok(child)
 }
 
 /// The far side of a copy, run in the session's shell: the stream and the answers go through
@@ -390,6 +400,10 @@ pub fn side(a: CopySideArgs) -> CliResult {
             format!("{}: {e}", a.label),
         )),
     };
+    // Our stdin and stdout are the invocation's FIFOs: widened, the host moves a megabyte
+    // per wake-up of ours instead of 64 KiB.
+    tether_transport::widen_pipe(&std::io::stdin());
+    tether_transport::widen_pipe(&std::io::stdout());
     let mut stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     match a.side.as_str() {
