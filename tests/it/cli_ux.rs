@@ -472,3 +472,32 @@ fn fan_out_progress_stays_on_the_terminal_and_off_pipes() {
     lines.sort();
     assert_eq!(lines, [".: hi", "localhost: hi"]);
 }
+
+/// tether starts at a C `main` of its own (src/main.rs), so what Rust's start-up did must still
+/// hold: a CLI started with its standard descriptors closed gets them on /dev/null, so the
+/// socket it opens to its daemon never becomes its stdout (a table printed into the protocol),
+/// and printing to a closed stdout is no failure.
+#[test]
+fn a_cli_started_with_its_standard_descriptors_closed_still_works() {
+    let home = Home::new();
+    let sh = |script: String| {
+        let mut c = home.command_with(Path::new("/bin/sh"));
+        c.args(["-c", &script]);
+        run_command(c, None, CMD_TIMEOUT)
+    };
+    // The first call starts the daemon, with nothing open on 0, 1 and 2.
+    let t = tether();
+    let made = sh(format!("{t} new --name shut <&- >&- 2>&-; echo status=$?"));
+    assert_eq!(made.out(), "status=0\n", "{made}");
+    let listed = sh(format!("{t} get --name shut >&- 2>&-; echo status=$?"));
+    assert_eq!(listed.out(), "status=0\n", "{listed}");
+    let ran = sh(format!("{t} invoke -s shut 'echo ok >&2; echo ok' <&-"));
+    assert_eq!(
+        (ran.out(), ran.err()),
+        ("ok\n".into(), "ok\n".into()),
+        "{ran}"
+    );
+    home.invoke("shut", "echo still")
+        .success()
+        .stdout_is("still\n");
+}

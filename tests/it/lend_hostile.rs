@@ -67,7 +67,7 @@ struct Answer {
 
 /// `Hello` (of `version`), then `reqs`, on a new connection to `socket` as this process (the
 /// sessions' own user); reads until `want` replies came, the connection ended, or 20 s passed
-/// (a `Lend` while the FIFO is lent waits 5 s for its answer).
+/// (an answer that never comes would fail the test, not hang it).
 fn ask_raw(socket: &Path, version: u32, reqs: &[Request], want: usize) -> Answer {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::io::Write;
@@ -207,6 +207,12 @@ fn a_second_client_while_spliced_waits_or_is_refused_and_takes_no_byte() {
         assert!(got.out().is_empty(), "receive took output: {got}");
     }
     borrowing_is_refused(&home, "lent", &sock, id);
+    // While it is lent, a request for it is answered at once, saying why.
+    let lend = Request::Lend { invocation: id };
+    let again = ask_raw(&sock, HOST_PROTOCOL_VERSION, &[lend], 2);
+    refused("Lend while lent", &again);
+    let said = format!("{:?}", again.frames.last());
+    assert!(said.contains("lent to its client already"), "{said}");
     assert!(p.splicing(), "the first client stopped splicing");
     assert!(!queued.finished(), "the queued invoke did not wait");
     drop(p.child.stdin.take());

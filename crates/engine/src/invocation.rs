@@ -280,7 +280,12 @@ pub(crate) async fn run(
                 }
             }
             _ = kept.changed(), if route.gone || acked => {}
-            ask = lends.recv(), if !lent => if let Some(ask) = ask {
+            ask = lends.recv() => if let Some(ask) = ask {
+                if lent {
+                    // Answered at once: it cannot be lent twice.
+                    crate::lend::refuse_lent(ask, id);
+                    continue;
+                }
                 let fd = match lendable && !route.gone && !abandoned {
                     true => out.lendable(),
                     false => Err("its output cannot be lent"),

@@ -202,6 +202,15 @@ pub(crate) async fn grant(
     Ok(true)
 }
 
+/// Answers a request to borrow invocation `id`'s stdout while it is lent already.
+pub(crate) fn refuse_lent(ask: Ask, id: u64) {
+    let why = match ask.invocation == id {
+        true => format!("invocation {id}'s output is lent to its client already"),
+        false => format!("invocation {} is not running", ask.invocation),
+    };
+    let _ = ask.reply.send(Err(why));
+}
+
 /// Waits until the client gives the FIFO back: `Returned`, `Abandon`, or its connection's end
 /// (`None`). Acknowledgements that arrive meanwhile are applied; anything else is moot now.
 /// `within`: how long a client that was let go may take (it stops at once); `None` waits
