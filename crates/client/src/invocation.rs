@@ -374,7 +374,13 @@ async fn pump_control(
     loop {
         let msg = tokio::select! {
             c = rx.recv() => match c {
-                Some(Control::Stdin(d)) => Request::Stdin(d),
+                Some(Control::Stdin(d)) => {
+                    // Written from the buffer it was read into.
+                    if writer.send_stdin(&d).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 Some(Control::Eof) => Request::StdinEof,
                 Some(Control::Cancel) => Request::Cancel,
                 Some(Control::Resize(rows, cols)) => Request::Resize { rows, cols },

@@ -120,21 +120,73 @@ pub(crate) fn write_frame<T: Serialize>(
         .map_err(|e| CopyError::Closed(format!("cannot send: {}", plain(&e))))
 }
 
+/// Index of `Frame::Data` in postcard's encoding (checked by a test).
+const DATA_VARIANT: u8 = 2;
+
+/// Writes one `Frame::Data` from the caller's buffer: the frame's first bytes, then `data`
+/// itself (not copied into a frame first).
+pub(crate) fn write_data(
+    out: &mut (impl std::io::Write + ?Sized),
+    data: &[u8],
+) -> Result<(), CopyError> {
+    let header = tether_proto::bulk_frame_header(&[DATA_VARIANT], data.len());
+    out.write_all(&header)
+        .and_then(|()| out.write_all(data))
+        .map_err(|e| CopyError::Closed(format!("cannot send: {}", plain(&e))))
+}
+
+/// A message of the stream or of the answers. `Frame::Data`'s bytes are read straight into
+/// the buffer it keeps (not zeroed first, not copied out of a frame buffer).
+pub(crate) trait Message: serde::de::DeserializeOwned {
+    /// Where the data starts, when the payload of `total` bytes beginning `head` is `Data`.
+    fn data_start(_head: &[u8], _total: usize) -> Option<usize> {
+        None
+    }
+    fn from_data(_data: Vec<u8>) -> Option<Self> {
+        None
+    }
+}
+
+impl Message for Frame {
+    fn data_start(head: &[u8], total: usize) -> Option<usize> {
+        tether_proto::bulk_start(head, &[DATA_VARIANT], total)
+    }
+    fn from_data(data: Vec<u8>) -> Option<Self> {
+        Some(Frame::Data(data))
+    }
+}
+
+impl Message for Reply {}
+
 /// Reads one frame, bounded by the framing's own limit (a peer cannot make us allocate more).
 /// The end of the input, or an error reading it, is `on_cut`'s error.
-pub(crate) fn read_frame<T: serde::de::DeserializeOwned>(
+pub(crate) fn read_frame<T: Message>(
     input: &mut (impl std::io::Read + ?Sized),
     on_cut: fn(String) -> CopyError,
 ) -> Result<T, CopyError> {
+    use std::io::Read;
     let mut header = [0u8; tether_proto::FRAME_HEADER_LEN];
     input
         .read_exact(&mut header)
         .map_err(|e| on_cut(plain(&e)))?;
     let len = tether_proto::frame_len(header).map_err(|e| CopyError::Stream(e.to_string()))?;
-    let mut payload = vec![0u8; len];
+    let mut head = [0u8; tether_proto::BULK_PREFIX_MAX];
+    let h = len.min(head.len());
     input
-        .read_exact(&mut payload)
+        .read_exact(&mut head[..h])
         .map_err(|e| on_cut(plain(&e)))?;
+    let start = T::data_start(&head[..h], len);
+    let mut payload = Vec::with_capacity(len - start.unwrap_or(0));
+    payload.extend_from_slice(&head[start.unwrap_or(0)..h]);
+    let rest = (len - h) as u64;
+    match input.take(rest).read_to_end(&mut payload) {
+        Ok(n) if n as u64 == rest => {}
+        Ok(_) => return Err(on_cut("the stream ended in the middle of a frame".into())),
+        Err(e) => return Err(on_cut(plain(&e))),
+    }
+    if start.is_some() {
+        return T::from_data(payload).ok_or_else(|| CopyError::Stream("not a copy stream".into()));
+    }
     tether_proto::decode(&payload).map_err(|e| CopyError::Stream(format!("not a copy stream: {e}")))
 }
 

@@ -335,7 +335,7 @@ impl<W: Write> Sender<'_, W> {
                     }
                     Ok(n) => n,
                 };
-                self.frame(&Frame::Data(buf[..n].to_vec()))?;
+                crate::write_data(self.out, &buf[..n])?;
                 if let Some(h) = hasher.as_deref_mut() {
                     h.update(&buf[..n]);
                 }

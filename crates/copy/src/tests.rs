@@ -252,3 +252,27 @@ fn a_sparse_file_arrives_with_its_holes() {
     assert_eq!(&data[64 << 20..(64 << 20) + 6], b"middle");
     assert!(data[4..64 << 20].iter().all(|b| *b == 0));
 }
+
+#[test]
+fn data_frames_written_from_the_buffer_are_what_encode_writes_and_read_back_whole() {
+    for len in [0usize, 1, 5, 127, 128, 65_536, 200_000] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut direct = Vec::new();
+        write_data(&mut direct, &data).unwrap();
+        let encoded = tether_proto::encode(&Frame::Data(data.clone())).unwrap();
+        assert_eq!(direct, encoded, "{len} bytes");
+        let cut = CopyError::Closed;
+        let back: Frame = read_frame(&mut &direct[..], cut).unwrap();
+        assert_eq!(back, Frame::Data(data));
+        // Cut anywhere: an error, never a short frame.
+        for at in [direct.len() / 2, direct.len().saturating_sub(1)] {
+            if at > 0 && at < direct.len() {
+                assert!(read_frame::<Frame>(&mut &direct[..at], cut).is_err());
+            }
+        }
+    }
+    // Other frames are decoded as before.
+    let end = tether_proto::encode(&Frame::End).unwrap();
+    let back: Frame = read_frame(&mut &end[..], CopyError::Closed).unwrap();
+    assert_eq!(back, Frame::End);
+}

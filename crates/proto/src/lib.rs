@@ -17,8 +17,9 @@ pub mod peer;
 mod session;
 
 pub use frame::{
-    DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, decode, encode, frame_len, output_data_len,
-    output_frame_header,
+    BULK_PREFIX_MAX, DecodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN, bulk_frame_header, bulk_start,
+    decode, encode, frame_len, output_data_len, output_frame_header, output_prefix,
+    stdin_frame_header, stdin_prefix,
 };
 pub use ids::{is_instance_id, validate_client, validate_name, validate_word};
 pub use jobs::{

@@ -174,6 +174,36 @@ proptest! {
     }
 
     #[test]
+    fn bulk_prefixes_find_the_data_encode_wrote(data in proptest::collection::vec(any::<u8>(), 0..70_000),
+                                                err in any::<bool>()) {
+        let stream = if err { Stream::Stderr } else { Stream::Stdout };
+        let out = encode(&Response::Output { stream, data: data.clone() }).unwrap();
+        let payload = &out[FRAME_HEADER_LEN..];
+        let head = &payload[..payload.len().min(BULK_PREFIX_MAX)];
+        let (s, start) = output_prefix(head, payload.len()).unwrap();
+        prop_assert_eq!(s, stream);
+        prop_assert_eq!(&payload[start..], &data[..]);
+        prop_assert_eq!(stdin_prefix(head, payload.len()), None);
+        let inp = encode(&Request::Stdin(data.clone())).unwrap();
+        let header = stdin_frame_header(data.len());
+        prop_assert_eq!(&inp[..header.len()], &header[..]);
+        prop_assert_eq!(&out[..out.len() - data.len()], &output_frame_header(stream, data.len())[..]);
+        let payload = &inp[FRAME_HEADER_LEN..];
+        let head = &payload[..payload.len().min(BULK_PREFIX_MAX)];
+        let start = stdin_prefix(head, payload.len()).unwrap();
+        prop_assert_eq!(&payload[start..], &data[..]);
+        prop_assert_eq!(output_prefix(head, payload.len()), None);
+        // A length that does not add up is not taken for bulk: the reader decodes (and fails).
+        prop_assert_eq!(stdin_prefix(head, payload.len() + 1), None);
+        // Other messages are never bulk.
+        for other in [encode(&Request::StdinEof).unwrap(), encode(&Request::Cancel).unwrap()] {
+            let p = &other[FRAME_HEADER_LEN..];
+            prop_assert_eq!(stdin_prefix(p, p.len()), None);
+            prop_assert_eq!(output_prefix(p, p.len()), None);
+        }
+    }
+
+    #[test]
     fn output_roundtrips(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
         roundtrip(&Response::Output { stream: Stream::Stdout, data });
     }

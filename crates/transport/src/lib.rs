@@ -6,6 +6,7 @@
 //!
 //! This layer knows nothing of what messages mean.
 
+mod bulk;
 mod farside;
 pub mod identity;
 pub mod link;
@@ -16,8 +17,9 @@ pub mod ssh;
 pub mod unix;
 pub mod upgrade;
 
-use serde::{Serialize, de::DeserializeOwned};
-use tether_proto::{DecodeError, FRAME_HEADER_LEN, decode, encode, frame_len};
+pub use bulk::{Message, read_into};
+use serde::Serialize;
+use tether_proto::{BULK_PREFIX_MAX, DecodeError, FRAME_HEADER_LEN, decode, encode, frame_len};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
 /// Quotes a string as one POSIX shell word. Inside single quotes nothing is special except `'`
@@ -134,8 +136,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         (self.inner.into_inner(), buffered)
     }
 
-    /// Next message, or `None` at a clean end of stream (between frames).
-    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, TransportError> {
+    /// Next message, or `None` at a clean end of stream (between frames). The data of a bulk
+    /// message ([`Message`]) is read straight into the message's own buffer.
+    pub async fn read<T: Message>(&mut self) -> Result<Option<T>, TransportError> {
         let mut header = [0u8; FRAME_HEADER_LEN];
         let mut got = 0;
         while got < FRAME_HEADER_LEN {
@@ -150,15 +153,32 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             got += n;
         }
         let len = frame_len(header)?;
-        self.buf.clear();
-        self.buf.resize(len, 0);
-        match self.inner.read_exact(&mut self.buf).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(TransportError::Truncated);
-            }
-            Err(e) => return Err(e.into()),
+        let truncated = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => TransportError::Truncated,
+            _ => e.into(),
+        };
+        let mut head = [0u8; BULK_PREFIX_MAX];
+        let h = len.min(BULK_PREFIX_MAX);
+        self.inner
+            .read_exact(&mut head[..h])
+            .await
+            .map_err(truncated)?;
+        if let Some(start) = T::bulk_start(&head[..h], len) {
+            let mut data = Vec::with_capacity(len - start);
+            data.extend_from_slice(&head[start..h]);
+            read_into(&mut self.inner, &mut data, len - h)
+                .await
+                .map_err(truncated)?;
+            return match T::from_bulk(&head[..start], data) {
+                Some(msg) => Ok(Some(msg)),
+                None => Err(DecodeError::Malformed("bulk message".into()).into()),
+            };
         }
+        self.buf.clear();
+        self.buf.extend_from_slice(&head[..h]);
+        read_into(&mut self.inner, &mut self.buf, len - h)
+            .await
+            .map_err(truncated)?;
         let msg = decode(&self.buf)?;
         // Do not keep a huge buffer around after one big frame.
         if self.buf.capacity() > 1024 * 1024 {
@@ -213,9 +233,19 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         data: &[u8],
     ) -> Result<(), TransportError> {
         let header = tether_proto::output_frame_header(stream, data.len());
+        self.send_bulk(&header, data).await
+    }
+
+    /// Writes one `Request::Stdin` frame straight from `data` (no copy) and flushes.
+    pub async fn send_stdin(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        let header = tether_proto::stdin_frame_header(data.len());
+        self.send_bulk(&header, data).await
+    }
+
+    async fn send_bulk(&mut self, header: &[u8], data: &[u8]) -> Result<(), TransportError> {
         // Header and data in one writev: two writes would wake the reader twice, once for a
         // header it cannot use without the data behind it.
-        let mut bufs = [std::io::IoSlice::new(&header), std::io::IoSlice::new(data)];
+        let mut bufs = [std::io::IoSlice::new(header), std::io::IoSlice::new(data)];
         let mut slices = &mut bufs[..];
         while !slices.is_empty() {
             let n = self.inner.write_vectored(slices).await?;

@@ -50,7 +50,8 @@ struct Out {
     channel: u32,
     /// For `Credit`, the amount; otherwise unused.
     value: u32,
-    data: Vec<u8>,
+    /// Shared, not copied: a sender's own buffer goes out as it is.
+    data: bytes::Bytes,
 }
 
 struct Entry {
@@ -71,7 +72,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn send(&self, kind: u8, channel: u32, value: u32, data: Vec<u8>) {
+    fn send(&self, kind: u8, channel: u32, value: u32, data: bytes::Bytes) {
         let _ = self.out.send(Out {
             kind,
             channel,
@@ -191,7 +192,7 @@ impl Mux {
             .shared
             .register(id)
             .ok_or_else(|| io::Error::other("too many channels on this link"))?;
-        self.shared.send(OPEN, id, 0, Vec::new());
+        self.shared.send(OPEN, id, 0, bytes::Bytes::new());
         Ok(ch)
     }
 
@@ -274,8 +275,32 @@ impl ChannelReader {
             let n = std::mem::take(&mut self.unreported);
             self.life
                 .shared
-                .send(CREDIT, self.life.id, n as u32, Vec::new());
+                .send(CREDIT, self.life.id, n as u32, bytes::Bytes::new());
         }
+    }
+}
+
+impl ChannelReader {
+    /// The next bytes received, as they came (no copy), or `None` at end of stream.
+    pub async fn chunk(&mut self) -> Option<Vec<u8>> {
+        let chunk = if self.pos < self.cur.len() {
+            let mut cur = std::mem::take(&mut self.cur);
+            if self.pos > 0 {
+                cur.drain(..self.pos);
+            }
+            cur
+        } else {
+            match self.rx.recv().await {
+                Some(c) => c,
+                None => {
+                    self.eof = true;
+                    return None;
+                }
+            }
+        };
+        self.pos = 0;
+        self.consumed(chunk.len());
+        Some(chunk)
     }
 }
 
@@ -312,7 +337,9 @@ impl Drop for ChannelReader {
         // Nobody will read what the peer still sends: tell it to stop rather than let it wait
         // for credit forever.
         if !self.eof {
-            self.life.shared.send(RESET, self.life.id, 0, Vec::new());
+            self.life
+                .shared
+                .send(RESET, self.life.id, 0, bytes::Bytes::new());
         }
     }
 }
@@ -327,17 +354,28 @@ pub struct ChannelWriter {
 impl ChannelWriter {
     /// Sends bytes, waiting for credit when the peer's window is full.
     pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.send_bytes(bytes::Bytes::copy_from_slice(data)).await
+    }
+
+    /// As [`ChannelWriter::send`], taking the buffer: it goes out as it is, with no copy.
+    pub async fn send_vec(&mut self, data: Vec<u8>) -> io::Result<()> {
+        self.send_bytes(bytes::Bytes::from(data)).await
+    }
+
+    /// As [`ChannelWriter::send`], sharing the buffer (frames are slices of it, not copies).
+    pub async fn send_bytes(&mut self, mut data: bytes::Bytes) -> io::Result<()> {
         if self.eof_sent {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "channel closed"));
         }
-        for chunk in data.chunks(MAX_DATA) {
+        while !data.is_empty() {
+            let chunk = data.split_to(data.len().min(MAX_DATA));
             let permit = self
                 .credit
                 .acquire_many(chunk.len() as u32)
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "channel reset"))?;
             permit.forget();
-            self.life.shared.send(DATA, self.life.id, 0, chunk.to_vec());
+            self.life.shared.send(DATA, self.life.id, 0, chunk);
         }
         Ok(())
     }
@@ -346,7 +384,9 @@ impl ChannelWriter {
     pub fn eof(&mut self) {
         if !self.eof_sent {
             self.eof_sent = true;
-            self.life.shared.send(EOF, self.life.id, 0, Vec::new());
+            self.life
+                .shared
+                .send(EOF, self.life.id, 0, bytes::Bytes::new());
         }
     }
 }
@@ -357,31 +397,46 @@ impl Drop for ChannelWriter {
     }
 }
 
+/// Most frames gathered into one `writev` (well under any system's `IOV_MAX`).
+const BATCH_FRAMES: usize = 256;
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Out>,
     w: W,
     buffer: usize,
 ) {
-    let mut w = tokio::io::BufWriter::with_capacity(buffer, w);
     let mut dead = shared.dead.subscribe();
+    // A stream that takes vectored writes gets each burst of queued frames in one `writev`,
+    // headers and payloads side by side, with no copy into a buffer of ours; any other (a
+    // library's channel) gets them through a buffer, so headers never go out alone.
+    let vectored = w.is_write_vectored();
+    let mut w = tokio::io::BufWriter::with_capacity(if vectored { 0 } else { buffer }, w);
+    let mut batch: Vec<Out> = Vec::with_capacity(BATCH_FRAMES);
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
             _ = dead.wait_for(|d| *d) => None,
         };
-        let Some(mut msg) = first else { break };
-        // Write everything queued, then flush once: bursts become one write.
-        let ok = loop {
-            if write_frame(&mut w, &msg).await.is_err() {
-                break false;
-            }
+        let Some(first) = first else { break };
+        let mut bytes = HEADER + first.data.len();
+        batch.push(first);
+        while bytes < buffer && batch.len() < BATCH_FRAMES {
             match rx.try_recv() {
-                Ok(m) => msg = m,
-                Err(_) => break w.flush().await.is_ok(),
+                Ok(m) => {
+                    bytes += HEADER + m.data.len();
+                    batch.push(m);
+                }
+                Err(_) => break,
             }
+        }
+        let sent = if vectored {
+            write_batch(w.get_mut(), &batch).await
+        } else {
+            write_buffered(&mut w, &batch).await
         };
-        if !ok {
+        batch.clear();
+        if sent.is_err() {
             break;
         }
     }
@@ -389,7 +444,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared.kill();
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, m: &Out) -> io::Result<()> {
+fn header(m: &Out) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[0] = m.kind;
     h[1..5].copy_from_slice(&m.channel.to_be_bytes());
@@ -399,8 +454,39 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, m: &Out) -> io::Result<()
         m.data.len() as u32
     };
     h[5..9].copy_from_slice(&len.to_be_bytes());
-    w.write_all(&h).await?;
-    w.write_all(&m.data).await
+    h
+}
+
+/// Writes the frames with as few `writev`s as the stream allows.
+async fn write_batch<W: AsyncWrite + Unpin>(w: &mut W, batch: &[Out]) -> io::Result<()> {
+    let headers: Vec<[u8; HEADER]> = batch.iter().map(header).collect();
+    let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
+    for (h, m) in headers.iter().zip(batch) {
+        slices.push(io::IoSlice::new(h));
+        if !m.data.is_empty() {
+            slices.push(io::IoSlice::new(&m.data));
+        }
+    }
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = w.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+async fn write_buffered<W: AsyncWrite + Unpin>(
+    w: &mut tokio::io::BufWriter<W>,
+    batch: &[Out],
+) -> io::Result<()> {
+    for m in batch {
+        w.write_all(&header(m)).await?;
+        w.write_all(&m.data).await?;
+    }
+    w.flush().await
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -442,15 +528,15 @@ async fn demux<R: AsyncRead + Unpin>(
                     };
                 if refused {
                     shared.drop_channel(id);
-                    shared.send(RESET, id, 0, Vec::new());
+                    shared.send(RESET, id, 0, bytes::Bytes::new());
                 }
             }
             DATA => {
                 if len > MAX_FRAME {
                     return Err(bad(format!("data frame of {len} bytes")));
                 }
-                let mut data = vec![0u8; len as usize];
-                r.read_exact(&mut data).await?;
+                let mut data = Vec::new();
+                crate::read_into(r, &mut data, len as usize).await?;
                 deliver(shared, id, data);
             }
             EOF => {
@@ -485,7 +571,7 @@ fn deliver(shared: &Shared, id: u32, data: Vec<u8>) {
     };
     if overrun {
         shared.drop_channel(id);
-        shared.send(RESET, id, 0, Vec::new());
+        shared.send(RESET, id, 0, bytes::Bytes::new());
     }
 }
 

@@ -11,12 +11,18 @@ where
     W: AsyncWrite + Unpin,
 {
     let up = async {
-        let mut buf = vec![0u8; MAX_DATA];
+        // Each read lands in a buffer of its own that becomes the frame's payload as it is:
+        // nothing is zeroed, nothing copied (the mux writes it out with its header, `writev`).
         loop {
-            match sr.read(&mut buf).await {
+            let mut buf = Vec::with_capacity(MAX_DATA);
+            match sr.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if writer.send(&buf[..n]).await.is_err() {
+                    // A short read keeps only what it holds while it waits for the link.
+                    if n < MAX_DATA / 2 {
+                        buf.shrink_to_fit();
+                    }
+                    if writer.send_vec(buf).await.is_err() {
                         break;
                     }
                 }
@@ -25,12 +31,13 @@ where
         writer.eof();
     };
     let down = async {
+        // Each chunk is written from the buffer it arrived in.
         let mut reader = reader;
-        let _ = tokio::io::copy_buf(
-            &mut tokio::io::BufReader::with_capacity(MAX_DATA, &mut reader),
-            &mut sw,
-        )
-        .await;
+        while let Some(chunk) = reader.chunk().await {
+            if sw.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
         let _ = sw.shutdown().await;
         reader
     };

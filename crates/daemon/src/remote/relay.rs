@@ -49,8 +49,7 @@ async fn read_raw<R: AsyncRead + Unpin>(r: &mut R) -> Option<(Vec<u8>, Frame)> {
     let len = tether_proto::frame_len(header).ok()?;
     let mut buf = Vec::with_capacity(header.len() + len);
     buf.extend_from_slice(&header);
-    buf.resize(header.len() + len, 0);
-    r.read_exact(&mut buf[header.len()..]).await.ok()?;
+    tether_transport::read_into(r, &mut buf, len).await.ok()?;
     let payload = &buf[header.len()..];
     let frame = match tether_proto::output_data_len(payload) {
         Some(n) => Frame::Output(n),
@@ -159,11 +158,10 @@ pub async fn relay(
                 return;
             }
         }
+        // No buffer of our own: the channel's reader holds what arrived, and each frame is
+        // read from it straight into the buffer it is passed on in.
         let (far_r, leftover) = far_r.into_parts();
-        let mut far_r = tokio::io::BufReader::with_capacity(
-            64 * 1024,
-            std::io::Cursor::new(leftover).chain(far_r),
-        );
+        let mut far_r = std::io::Cursor::new(leftover).chain(far_r);
         let (far_tx, mut far_rx) = mpsc::channel::<(Vec<u8>, Frame)>(32);
         let far_task = tokio::spawn(async move {
             while let Some(frame) = read_raw(&mut far_r).await {
@@ -250,11 +248,21 @@ pub async fn relay(
                     }
                 }
                 req = cli_rx.recv(), if !resuming => match req {
+                    Some(Request::Stdin(d)) => {
+                        // The CLI's buffer goes on as it is, after a header of its own, and
+                        // the log keeps the same buffer (no copy).
+                        let d = bytes::Bytes::from(d);
+                        stdin.push(d.clone());
+                        let header = tether_proto::stdin_frame_header(d.len());
+                        if far_w.send_vec(header).await.is_err()
+                            || far_w.send_bytes(d).await.is_err()
+                        {
+                            break End::Lost;
+                        }
+                    }
                     Some(r) => {
-                        match &r {
-                            Request::Stdin(d) => stdin.push(d),
-                            Request::StdinEof => stdin.eof(),
-                            _ => {}
+                        if matches!(r, Request::StdinEof) {
+                            stdin.eof();
                         }
                         if !send(&mut far_w, &r).await {
                             break End::Lost;
@@ -309,7 +317,7 @@ pub async fn relay(
 /// the far command's count); anything else waits for the link.
 fn hold(stdin: &mut StdinLog, held: &mut Vec<Request>, r: Request) {
     match r {
-        Request::Stdin(d) => stdin.push(&d),
+        Request::Stdin(d) => stdin.push(bytes::Bytes::from(d)),
         Request::StdinEof => stdin.eof(),
         // Only the newest acknowledgement matters.
         Request::Ack(_) => {

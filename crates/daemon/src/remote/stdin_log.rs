@@ -6,27 +6,46 @@
 //! most a few MiB, so the log keeps the last [`KEEP`] bytes. While the link is down the relay
 //! stops reading the CLI's stdin once the log is full, so nothing unsent is ever dropped.
 
+use bytes::Bytes;
 use std::collections::VecDeque;
 use tether_proto::{OUTPUT_CHUNK, Request};
 
 /// Stdin kept for replay.
 pub const KEEP: usize = 16 << 20;
 
+/// The log holds the very buffers the relay sends (shared, not copied).
 #[derive(Default)]
 pub struct StdinLog {
-    buf: VecDeque<u8>,
-    /// Stdin byte number of `buf[0]`.
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    len: usize,
+    /// Stdin byte number of the first byte kept.
     start: u64,
     eof: bool,
 }
 
 impl StdinLog {
     /// Records `data` as sent (or to be sent), forgetting the oldest bytes past [`KEEP`].
-    pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend(data);
-        let over = self.buf.len().saturating_sub(KEEP);
-        self.buf.drain(..over);
-        self.start += over as u64;
+    pub fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        self.chunks.push_back(data);
+        let mut over = self.len.saturating_sub(KEEP);
+        while over > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let cut = over.min(front.len());
+            let _ = front.split_to(cut);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            self.len -= cut;
+            self.start += cut as u64;
+            over -= cut;
+        }
     }
 
     pub fn eof(&mut self) {
@@ -35,7 +54,7 @@ impl StdinLog {
 
     /// No room for more while the link is down.
     pub fn full(&self) -> bool {
-        self.buf.len() >= KEEP
+        self.len >= KEEP
     }
 
     /// The frames that give the far command its stdin from byte `from` on; `Err` with the
@@ -44,8 +63,13 @@ impl StdinLog {
         if from < self.start {
             return Err(self.start - from);
         }
-        let skip = usize::try_from(from - self.start).unwrap_or(usize::MAX);
-        let rest: Vec<u8> = self.buf.iter().skip(skip).copied().collect();
+        let mut skip = usize::try_from(from - self.start).unwrap_or(usize::MAX);
+        let mut rest = Vec::new();
+        for c in &self.chunks {
+            let k = skip.min(c.len());
+            rest.extend_from_slice(&c[k..]);
+            skip -= k;
+        }
         let mut out: Vec<Request> = rest
             .chunks(OUTPUT_CHUNK)
             .map(|c| Request::Stdin(c.to_vec()))
@@ -77,8 +101,8 @@ mod tests {
     #[test]
     fn replays_exactly_what_followed_the_far_count() {
         let mut log = StdinLog::default();
-        log.push(b"hello ");
-        log.push(b"world");
+        log.push(Bytes::from_static(b"hello "));
+        log.push(Bytes::from_static(b"world"));
         assert_eq!(
             bytes(&log.replay_from(3).unwrap()),
             (b"lo world".to_vec(), false)
@@ -92,8 +116,8 @@ mod tests {
     fn bytes_older_than_the_log_are_reported_lost() {
         let mut log = StdinLog::default();
         let big = vec![1u8; KEEP];
-        log.push(b"0123456789");
-        log.push(&big);
+        log.push(Bytes::from_static(b"0123456789"));
+        log.push(Bytes::from(big));
         assert!(log.full());
         assert_eq!(log.replay_from(4).unwrap_err(), 6);
         let (rest, _) = bytes(&log.replay_from(10).unwrap());
