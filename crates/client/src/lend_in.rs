@@ -148,7 +148,6 @@ pub(crate) fn forward(
     mut lend: Option<(PathBuf, u64)>,
 ) {
     use crate::invocation::Control;
-    use std::io::Read;
     let spliceable = std::fs::File::from(match input.try_clone() {
         Ok(fd) => fd,
         Err(_) => return,
@@ -161,9 +160,8 @@ pub(crate) fn forward(
     if !spliceable || !cfg!(target_os = "linux") {
         lend = None;
     }
-    let mut file = std::fs::File::from(input);
+    let file = std::fs::File::from(input);
     let mut sent = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         if sent >= LEND_AFTER
             && let Some((host, invocation)) = lend.take()
@@ -176,10 +174,11 @@ pub(crate) fn forward(
             let _ = tx.blocking_send(Control::Eof);
             return;
         }
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if tx.blocking_send(Control::Stdin(buf[..n].to_vec())).is_err() {
+        match read_fresh(&file, STDIN_CHUNK) {
+            Ok(data) if data.is_empty() => break,
+            Ok(data) => {
+                let n = data.len();
+                if tx.blocking_send(Control::Stdin(data)).is_err() {
                     return;
                 }
                 sent += n as u64;
@@ -189,4 +188,26 @@ pub(crate) fn forward(
         }
     }
     let _ = tx.blocking_send(Control::Eof);
+}
+
+/// Most bytes of stdin one frame carries.
+const STDIN_CHUNK: usize = 64 * 1024;
+
+/// One read of up to `cap` bytes into a new buffer, which then travels as the frame's payload
+/// (no copy, and no zeroing before the read). A short read gives its spare memory back, so
+/// the stdin the daemon keeps for a replay holds little more than its bytes.
+fn read_fresh(fd: &impl AsRawFd, cap: usize) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::<u8>::with_capacity(cap);
+    // SAFETY: the kernel writes at most `cap` bytes into the vector's spare capacity, and the
+    // length covers only what it wrote.
+    let n = unsafe { libc::read(fd.as_raw_fd(), v.as_mut_ptr().cast(), cap) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `n` (≤ `cap`) bytes were just written.
+    unsafe { v.set_len(n as usize) };
+    if v.len() < cap / 2 {
+        v.shrink_to_fit();
+    }
+    Ok(v)
 }

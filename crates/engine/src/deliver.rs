@@ -31,17 +31,17 @@ impl Route {
         outbox: &Outbox,
         writer: &mut FrameWriter<OwnedWriteHalf>,
         stream: Stream,
-        data: &[u8],
+        data: bytes::Bytes,
         now: bool,
     ) -> bool {
         if self.acked || self.gone {
-            outbox.push(stream, data);
+            outbox.push_bytes(stream, data.clone());
         }
         if self.gone {
             return true;
         }
         let sent = if now {
-            writer.send_output(stream, data).await
+            writer.send_output(stream, &data).await
         } else {
             let msg = Response::Output {
                 stream,
@@ -54,7 +54,7 @@ impl Route {
         }
         self.gone = true;
         if !self.acked {
-            outbox.push(stream, data);
+            outbox.push_bytes(stream, data);
         }
         false
     }
@@ -74,7 +74,7 @@ pub(crate) async fn forward(
             f.let_go();
             true
         }
-        Ok(n) => route.chunk(outbox, writer, f.stream, f.data(n), true).await,
+        Ok(_) => route.chunk(outbox, writer, f.stream, f.take(), true).await,
     }
 }
 
@@ -95,9 +95,7 @@ pub(crate) async fn drain(
             }
             Some(Ok(n)) => {
                 total += n;
-                route
-                    .chunk(outbox, writer, f.stream, f.data(n), false)
-                    .await;
+                route.chunk(outbox, writer, f.stream, f.take(), false).await;
             }
             Some(Err(_)) | None => break,
         }

@@ -73,7 +73,8 @@ pub(crate) struct OutFifo {
     pub(crate) path: PathBuf,
     rx: Option<pipe::Receiver>,
     pub(crate) hold: Option<std::fs::File>,
-    /// Read buffer, kept with the FIFO so a reused pair costs no allocation.
+    /// Read buffer, kept with the FIFO so a reused pair costs no allocation; holds the last
+    /// read. Read into its spare capacity: never zeroed.
     buf: Vec<u8>,
     /// Every writer has closed it (no background job holds it): it can serve the next
     /// invocation, which saves creating, opening and unlinking FIFOs on every call.
@@ -96,7 +97,7 @@ impl OutFifo {
             path,
             rx: Some(rx),
             hold: Some(hold),
-            buf: vec![0u8; OUTPUT_CHUNK],
+            buf: Vec::with_capacity(OUTPUT_CHUNK),
             eof: false,
         })
     }
@@ -110,17 +111,28 @@ impl OutFifo {
 
     /// Reads into the FIFO's own buffer; the bytes are `self.buf[..n]`.
     pub(crate) async fn read(&mut self) -> std::io::Result<usize> {
+        self.buf.clear();
+        self.buf.reserve_exact(OUTPUT_CHUNK);
         match self.rx.as_mut() {
-            Some(rx) => rx.read(&mut self.buf).await,
+            Some(rx) => rx.read_buf(&mut self.buf).await,
             None => std::future::pending().await,
         }
     }
 }
 
 impl OutFifo {
-    /// The bytes of the last read of `n`.
-    pub(crate) fn data(&self, n: usize) -> &[u8] {
-        &self.buf[..n]
+    /// The bytes of the last read, to keep and send. A large read hands over the buffer
+    /// itself (the outbox and the client's frame share it: no copy) and the FIFO gets a new
+    /// one; a small one is copied, so a kept chunk never holds much more memory than bytes.
+    pub(crate) fn take(&mut self) -> bytes::Bytes {
+        if self.buf.len() >= OUTPUT_CHUNK / 2 {
+            bytes::Bytes::from(std::mem::replace(
+                &mut self.buf,
+                Vec::with_capacity(OUTPUT_CHUNK),
+            ))
+        } else {
+            bytes::Bytes::copy_from_slice(&self.buf)
+        }
     }
 
     /// A duplicate of the read end, to lend to the client ([`crate::lend`]).
@@ -142,7 +154,11 @@ impl OutFifo {
     pub(crate) fn read_now(&mut self) -> Option<std::io::Result<usize>> {
         let rx = self.rx.as_ref()?;
         let fd = std::os::fd::AsFd::as_fd(rx);
-        Some(nix::unistd::read(fd, &mut self.buf).map_err(std::io::Error::from))
+        self.buf.clear();
+        self.buf.resize(OUTPUT_CHUNK, 0);
+        let n = nix::unistd::read(fd, &mut self.buf).map_err(std::io::Error::from);
+        self.buf.truncate(*n.as_ref().unwrap_or(&0));
+        Some(n)
     }
 
     /// A read of an abandoned command's output: the bytes are dropped; at the end the FIFO is

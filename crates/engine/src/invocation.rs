@@ -371,6 +371,7 @@ pub(crate) async fn run(
         let [o, e] = host.shell.console.take_final().await;
         for (stream, data) in [(Stream::Stdout, o), (Stream::Stderr, e)] {
             for chunk in data.chunks(OUTPUT_CHUNK) {
+                let chunk = bytes::Bytes::copy_from_slice(chunk);
                 route
                     .chunk(&host.outbox, writer, stream, chunk, false)
                     .await;

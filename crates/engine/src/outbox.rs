@@ -122,13 +122,19 @@ impl Outbox {
         k.chunks.len() < self.quota || (self.drop_oldest && k.pending)
     }
 
+    #[cfg(test)]
     pub fn push(&self, stream: Stream, data: &[u8]) {
+        self.push_bytes(stream, bytes::Bytes::copy_from_slice(data));
+    }
+
+    /// Keeps a chunk of output: the buffer itself, shared with the frame that sent it.
+    pub fn push_bytes(&self, stream: Stream, data: bytes::Bytes) {
         if data.is_empty() {
             return;
         }
         {
             let mut k = self.lock();
-            k.chunks.push(stream, data);
+            k.chunks.push_bytes(stream, data);
             if self.drop_oldest && k.pending && k.chunks.len() > self.quota {
                 let over = (k.chunks.len() - self.quota) as u64;
                 let to = k.base + over;

@@ -21,8 +21,12 @@ pub const DEFAULT_MEMORY: usize = 16 << 20;
 const COMPACT_AFTER: u64 = 64 << 20;
 
 enum Body {
-    Mem(Vec<u8>),
-    Disk { off: u64, len: usize },
+    /// Shared with the frame that sent it, not a copy.
+    Mem(bytes::Bytes),
+    Disk {
+        off: u64,
+        len: usize,
+    },
 }
 
 struct Chunk {
@@ -85,19 +89,25 @@ impl Chunks {
     }
 
     pub fn push(&mut self, stream: Stream, data: &[u8]) {
+        self.push_bytes(stream, bytes::Bytes::copy_from_slice(data));
+    }
+
+    /// As [`Chunks::push`], keeping the buffer itself while it stays in memory.
+    pub fn push_bytes(&mut self, stream: Stream, data: bytes::Bytes) {
         if data.is_empty() {
             return;
         }
-        let body = if self.mem + data.len() > self.mem_limit {
-            self.write_disk(data)
+        let len = data.len();
+        let body = if self.mem + len > self.mem_limit {
+            self.write_disk(&data)
         } else {
             None
         }
         .unwrap_or_else(|| {
-            self.mem += data.len();
-            Body::Mem(data.to_vec())
+            self.mem += len;
+            Body::Mem(data)
         });
-        self.bytes += data.len();
+        self.bytes += len;
         self.list.push_back(Chunk { stream, body });
     }
 
@@ -139,7 +149,7 @@ impl Chunks {
             let cut = n.min(front.len());
             match &mut front.body {
                 Body::Mem(d) => {
-                    d.drain(..cut);
+                    let _ = d.split_to(cut);
                     self.mem -= cut;
                 }
                 Body::Disk { off, len } => {

@@ -170,7 +170,7 @@ async fn connect_native(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, Erro
     // Small buffers: a warm link's memory is what a fleet multiplies (BENCHMARKS.md).
     let mut out = BufReader::with_capacity(crate::native::BUFFER, out);
     let version = handshake(rt, own, &mut out, &mut input, &mut conn, limit, |e| e).await?;
-    let (mux, _) = Mux::start_sized(out, input, crate::native::BUFFER);
+    let (mux, _) = Mux::start_sized(unbuffered(out), input, crate::native::BUFFER);
     Ok(Link {
         mux,
         pid: 0,
@@ -252,7 +252,7 @@ async fn connect_ssh(rt: &RemoteTarget, own: &OwnBinary) -> Result<Link, ErrorIn
             tracing::info!("{label}: {line}")
         }));
     }
-    let (mux, _) = Mux::start(out, stdin);
+    let (mux, _) = Mux::start(unbuffered(out), stdin);
     Ok(Link {
         mux,
         pid,
@@ -276,6 +276,16 @@ fn with_agent_hint(rt: &RemoteTarget, mut e: ErrorInfo) -> ErrorInfo {
         );
     }
     e
+}
+
+/// The stream under the buffer the preamble was read with, behind whatever that buffer had
+/// read past it: the mux reads through a buffer of its own, and two would copy every byte
+/// twice.
+fn unbuffered<R: tokio::io::AsyncRead>(
+    r: BufReader<R>,
+) -> tokio::io::Chain<std::io::Cursor<Vec<u8>>, R> {
+    use tokio::io::AsyncReadExt;
+    std::io::Cursor::new(r.buffer().to_vec()).chain(r.into_inner())
 }
 
 #[cfg(test)]

@@ -36,8 +36,13 @@ pub const MAX_FRAME: u32 = 256 * 1024;
 /// Most channels one link may have open at once; more `Open`s are refused.
 pub const MAX_CHANNELS: usize = 4096;
 const HEADER: usize = 9;
-/// Read and write buffer of a link, each way (bursts of output become few system calls).
+/// Write buffer of a link (bursts of output become few system calls).
 pub const LINK_BUFFER: usize = 256 * 1024;
+/// Read buffer of a link. Small on purpose: a frame's header and whatever of its payload came
+/// with it are copied out of it, but the rest of a bulk payload is read straight into the
+/// payload's own buffer (a reader with an empty buffer passes a large read through), so most
+/// bytes are never copied in this process; small frames still arrive many to a read.
+const READ_BUFFER: usize = 8 * 1024;
 
 const OPEN: u8 = 1;
 const DATA: u8 = 2;
@@ -155,9 +160,9 @@ impl Mux {
         Mux::start_sized(r, w, LINK_BUFFER)
     }
 
-    /// [`Mux::start`] with `buffer` bytes of read and write buffer instead of
-    /// [`LINK_BUFFER`]: a link that must stay small (one of thousands) trades a few more
-    /// system calls under load for memory.
+    /// [`Mux::start`] with `buffer` bytes of write buffer instead of [`LINK_BUFFER`] (and a
+    /// read buffer no larger): a link that must stay small (one of thousands) trades a few
+    /// more system calls under load for memory.
     pub fn start_sized<R, W>(
         r: R,
         w: W,
@@ -178,7 +183,12 @@ impl Mux {
         let (accept_tx, accept_rx) = mpsc::unbounded_channel();
         let mux = Mux { shared };
         tokio::spawn(write_loop(mux.shared.clone(), out_rx, w, buffer));
-        tokio::spawn(read_loop(mux.clone(), r, accept_tx, buffer));
+        tokio::spawn(read_loop(
+            mux.clone(),
+            r,
+            accept_tx,
+            buffer.min(READ_BUFFER),
+        ));
         (mux, accept_rx)
     }
 

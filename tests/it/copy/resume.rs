@@ -74,9 +74,16 @@ fn wait_for_partial(copy: &mut Background, part: &Path, at_least: u64) {
     });
 }
 
+/// The pid of the client's warm link. Waited for: the status skips a link whose slot is busy
+/// at that instant (a channel being opened, a reconnection under way).
 fn link_pid(client: &Home) -> u32 {
-    let st = client.run(&["daemon", "status", "--json"]).success().json();
-    st["links"][0]["pid"].as_u64().expect("a warm link") as u32
+    let mut pid = 0;
+    wait_until(Duration::from_secs(60), "a warm link in the status", || {
+        let st = client.run(&["daemon", "status", "--json"]).success().json();
+        pid = st["links"][0]["pid"].as_u64().unwrap_or(0) as u32;
+        pid != 0
+    });
+    pid
 }
 
 /// Kills the ssh of the client's link while `part` grows, at two points of a `len`-byte file.
