@@ -8,8 +8,10 @@
 #   in:   head -c N /dev/zero | tether invoke -s S 'cat >/dev/null'   vs  … | ssh h 'cat …'
 #   copy: tether copy FILE S:DIR                              vs  scp FILE h:DIR
 # Usage: bench/datapath.sh [MiB] (default 512)   Environment: BENCH_DP_RUNS (default 3),
-#   BENCH_CIPHER (default aes128-gcm@openssh.com, for every tool). Needs root for the cgroup
-#   (v2, or v1 cpuacct); without one it reports wall time only.
+#   BENCH_CIPHER (default aes128-gcm@openssh.com, for every tool), BENCH_DP_AGAINST (another
+#   tether binary, say an earlier build: it takes the peer's place, with homes of its own, so
+#   two builds are compared interleaved). Needs root for the cgroup (v2, or v1 cpuacct);
+#   without one it reports wall time only.
 set -euo pipefail
 mib=${1:-512}
 n=$((mib * 1024 * 1024))
@@ -49,11 +51,18 @@ D=$(mktemp -d /tmp/tether-bench-dp.XXXXXX)
 export TETHER_REMOTE_HOME=$D/remote-home TETHER_REMOTE_EXE=$T TETHER_SSH_CONFIG=$D/sshd/ssh_config
 mkdir -p "$TETHER_REMOTE_HOME" "$D/dst"
 CFG=$TETHER_SSH_CONFIG
+O=${BENCH_DP_AGAINST:-}
+oenv="TETHER_HOME=$D/other-home TETHER_REMOTE_HOME=$D/other-remote-home TETHER_REMOTE_EXE=$O"
 cleanup() {
   set +e
   "$T" remove --all >/dev/null 2>&1
   "$T" daemon stop >/dev/null 2>&1
   TETHER_HOME=$TETHER_REMOTE_HOME "$T" daemon stop >/dev/null 2>&1
+  if [ -n "$O" ]; then
+    env $oenv "$O" remove --all >/dev/null 2>&1
+    env $oenv "$O" daemon stop >/dev/null 2>&1
+    TETHER_HOME=$D/other-remote-home "$O" daemon stop >/dev/null 2>&1
+  fi
   sshd_stop
   rm -rf "$D" "$TETHER_HOME"
   if [ -n "$CG" ]; then   # leave the cgroup, then remove it (empty by now)
@@ -68,6 +77,11 @@ SSHD_EXTRA_CONFIG="Subsystem sftp internal-sftp" sshd_start "$D/sshd"   # scp sp
 echo "  Ciphers $cipher" >>"$CFG"
 "$T" new tether-ci --name S >/dev/null
 "$T" invoke -s S true
+if [ -n "$O" ]; then
+  mkdir -p "$D/other-home" "$D/other-remote-home"
+  env $oenv "$O" new tether-ci --name S >/dev/null
+  env $oenv "$O" invoke -s S true
+fi
 head -c "$n" /dev/urandom >"$D/big"
 
 # One transfer: "wall_ms cpu_ms".
@@ -92,6 +106,9 @@ for _ in $(seq "$runs"); do   # interleaved, so both see the same machine
       copy) t="$T copy $D/big S:$D/dst/"
             p="scp -q -F $CFG $D/big tether-ci:$D/dst/" ;;
     esac
+    if [ -n "$O" ]; then   # the other build in the peer's place
+      p=${t//"$T "/"env $oenv $O "}
+    fi
     echo "$k tether $(one "$t")" >>"$R"
     echo "$k peer $(one "$p")" >>"$R"
   done
@@ -99,7 +116,8 @@ done
 
 echo "machine: $(nproc) cores, $(uname -srm); $(ssh -V 2>&1 | cut -d, -f1); cipher $cipher"
 echo "$mib MiB per transfer, $runs runs each, interleaved; medians; cgroup: ${CGV:-none}"
-python3 - "$mib" "$R" <<'PY'
+[ -n "$O" ] && echo "peer: $O (another tether build)"
+python3 - "$mib" "$R" "$O" <<'PY'
 import collections, statistics, sys
 mib, path = int(sys.argv[1]), sys.argv[2]
 w, c = collections.defaultdict(list), collections.defaultdict(list)
@@ -109,6 +127,8 @@ for line in open(path):
     c[kind, side].append(int(cpu))
 med = statistics.median
 peer = {"out": "ssh", "in": "ssh", "copy": "scp"}
+if sys.argv[3]:
+    peer = {k: "other build" for k in peer}
 print("| what | tether MB/s | peer MB/s | throughput tether/peer | tether CPU s/GiB | peer CPU s/GiB | CPU tether/peer |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for k in ("out", "in", "copy"):

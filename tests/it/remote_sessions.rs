@@ -136,6 +136,50 @@ fn one_warm_connection_serves_every_call_and_closes_when_idle() {
         .stdout_is("back\n");
 }
 
+/// The status never misses the warm link while other calls open channels on it: each poll,
+/// taken while two clients run calls in a loop, lists the same ssh process.
+#[test]
+fn the_status_lists_the_link_while_calls_open_channels_on_it() {
+    let (_sshd, remote, client) = setup();
+    client
+        .run(&["new", "tether-test", "--name", "busy"])
+        .success();
+    remote.note_session(&remote.session("busy"));
+    let first = links(&client);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let pid = first[0]["pid"].as_u64();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let missed: Vec<String> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        if done.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        client
+                            .run(&["invoke", "--computer", "tether-test", "true"])
+                            .success();
+                    }
+                })
+            })
+            .collect();
+        let mut missed = Vec::new();
+        for _ in 0..60 {
+            let now = links(&client);
+            if now.len() != 1 || now[0]["pid"].as_u64() != pid {
+                missed.push(format!("{now:?}"));
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in callers {
+            c.join().unwrap();
+        }
+        missed
+    });
+    assert!(missed.is_empty(), "polls without the link: {missed:?}");
+}
+
 #[test]
 fn tether_copies_itself_to_a_computer_without_it_and_reuses_the_copy() {
     let (sshd, remote, _) = setup();

@@ -43,7 +43,23 @@ impl Warm {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Warm>>>>;
+/// One computer's link. `conn` serialises connecting, so it is held across a handshake and
+/// briefly whenever a channel opens; `shown` is the same link for the status, which must
+/// neither wait for a handshake nor miss a link because a channel was opening at that instant.
+#[derive(Default)]
+struct SlotCell {
+    conn: tokio::sync::Mutex<Option<Arc<Warm>>>,
+    shown: Mutex<Option<Arc<Warm>>>,
+}
+
+impl SlotCell {
+    /// Sets what the status shows; called wherever `conn`'s link changes.
+    fn show(&self, w: Option<Arc<Warm>>) {
+        *self.shown.lock().unwrap_or_else(|p| p.into_inner()) = w;
+    }
+}
+
+type Slot = Arc<SlotCell>;
 
 pub struct Links {
     /// The `Hello` this client sends on every channel (it names the client).
@@ -124,7 +140,7 @@ impl Links {
     async fn connect(&self, rt: &RemoteTarget) -> Result<(Mux, Channel), ErrorInfo> {
         let slot = self.table().entry(key(rt)).or_default().clone();
         let agent = self.agent_for(rt);
-        let mut guard = slot.lock().await;
+        let mut guard = slot.conn.lock().await;
         if let Some(w) = guard.as_ref().filter(|w| !w.link.mux.is_closed()) {
             // An idle link forwarding an agent that is gone makes way for one with the live
             // agent this caller brings.
@@ -137,6 +153,7 @@ impl Links {
                 return Ok((w.link.mux.clone(), ch));
             }
             if stale && let Some(w) = guard.take() {
+                slot.show(None);
                 tracing::info!(
                     "replacing the connection to {}: the ssh agent it was made with is gone",
                     w.computer
@@ -175,13 +192,15 @@ impl Links {
             rt.computer.clone(),
             presence.clone(),
         ));
-        *guard = Some(Arc::new(Warm {
+        let warm = Arc::new(Warm {
             link,
             computer: rt.computer.clone(),
             agent,
             last_used: Mutex::new(Instant::now()),
             presence,
-        }));
+        });
+        *guard = Some(warm.clone());
+        slot.show(Some(warm));
         Ok((mux, ch))
     }
 
@@ -189,9 +208,8 @@ impl Links {
         let slots: Vec<Slot> = self.table().values().cloned().collect();
         let mut out = Vec::new();
         for s in slots {
-            if let Ok(g) = s.try_lock()
-                && let Some(w) = g.as_ref().filter(|w| !w.link.mux.is_closed())
-            {
+            let shown = s.shown.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(w) = shown.filter(|w| !w.link.mux.is_closed()) {
                 out.push(LinkStatus {
                     computer: w.computer.clone(),
                     pid: w.link.pid,
@@ -209,7 +227,9 @@ impl Links {
         let slots: Vec<Slot> = self.table().drain().map(|(_, s)| s).collect();
         let mut byes = Vec::new();
         for s in slots {
-            if let Some(w) = s.lock().await.take() {
+            let taken = s.conn.lock().await.take();
+            s.show(None);
+            if let Some(w) = taken {
                 byes.push(async move { retire(w).await });
             }
         }
@@ -220,7 +240,7 @@ impl Links {
     fn sweep(&self) {
         let now = Instant::now();
         self.table().retain(|_, slot| {
-            let Ok(mut g) = slot.try_lock() else {
+            let Ok(mut g) = slot.conn.try_lock() else {
                 return true; // connecting right now
             };
             let keep = match g.as_ref() {
@@ -235,6 +255,7 @@ impl Links {
                 }
             };
             if !keep && let Some(w) = g.take() {
+                slot.show(None);
                 tracing::info!("closing the idle connection to {}", w.computer);
                 tokio::spawn(retire(w));
             }
