@@ -79,3 +79,55 @@ fn run_reuses_its_connection_and_never_reaches_a_removed_session() {
         .unwrap();
     assert!(st.status.success());
 }
+
+/// Everything a command printed, until its exit.
+async fn collect(inv: &mut tether_client::Invocation) -> (Vec<u8>, i32) {
+    let mut out = Vec::new();
+    loop {
+        match inv.next().await.unwrap() {
+            tether_client::Event::Output { data, .. } => out.extend(data),
+            tether_client::Event::Exit(e) => return (out, e.code),
+            _ => {}
+        }
+    }
+}
+
+/// A program that hands one stdin to invocations in turn loses nothing: once a command has
+/// exited, the thread that forwarded stdin to it reads no more (it was blocked reading, and
+/// would have swallowed the next invocation's first bytes).
+#[test]
+fn stdin_forwarded_to_a_finished_command_is_not_swallowed() {
+    use std::io::Write;
+    let h = Home::new();
+    h.run(&["daemon", "start", "--quiet"]).success();
+    h.run(&["new", "--name", "fw"]).success();
+    let home = h.path().to_path_buf();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut w = std::fs::File::from(w);
+    let with_stdin = |script: &str| InvokeSpec {
+        stdin: true,
+        ..spec("fw", script)
+    };
+    rt.block_on(async {
+        let client = Client::connect(&Paths::for_home(home.clone()))
+            .await
+            .unwrap();
+        let mut first = client.invoke(with_stdin("head -c 5")).await.unwrap();
+        first.forward_stdin(r.try_clone().unwrap());
+        w.write_all(b"hello").unwrap();
+        assert_eq!(collect(&mut first).await, (b"hello".to_vec(), 0));
+        // The first thread is still there; these bytes are the second command's.
+        w.write_all(b"world\n").unwrap();
+        drop(first);
+        let mut second = client.invoke(with_stdin("cat")).await.unwrap();
+        second.forward_stdin(r.try_clone().unwrap());
+        drop(w);
+        assert_eq!(collect(&mut second).await, (b"world\n".to_vec(), 0));
+    });
+    h.run(&["daemon", "stop"]).success();
+}

@@ -89,6 +89,10 @@ pub struct Invocation {
     lending: Option<Lending>,
     /// The host lent us its stdout FIFO and waits for `Returned`.
     owes: bool,
+    /// The write end of a pipe the stdin thread ([`Invocation::forward_stdin`]) watches:
+    /// closed when the command has exited or this handle is dropped, so that the thread stops
+    /// reading our stdin instead of swallowing what a later reader of it should get.
+    stdin_stop: std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
 }
 
 /// The invocation's frames: read here, or by a task of their own while the stdout FIFO is
@@ -208,6 +212,7 @@ impl Invocation {
             host: version.map(|v| (std::path::PathBuf::new(), v)),
             lending: None,
             owes: false,
+            stdin_stop: std::sync::Mutex::new(None),
         })
     }
 
@@ -224,9 +229,13 @@ impl Invocation {
             _ => None,
         };
         let tx = self.control.tx.clone();
+        let Ok((stop, stop_w)) = nix::unistd::pipe() else {
+            return;
+        };
+        *self.stdin_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop_w);
         let _ = std::thread::Builder::new()
             .name("tether-stdin".into())
-            .spawn(move || crate::lend_in::forward(input, &tx, lend));
+            .spawn(move || crate::lend_in::forward(input, &tx, lend, &stop));
     }
 
     /// Offers `out` (a pipe: our stdout) for the command's stdout to be spliced into, once it
@@ -297,6 +306,11 @@ impl Invocation {
                 }
                 Some(Response::Exit(e)) => {
                     self.done = true;
+                    // The command is over: nothing more of our stdin is its.
+                    self.stdin_stop
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
                     return Ok(Event::Exit(e));
                 }
                 Some(Response::Notice(n)) => return Ok(Event::Notice(n)),

@@ -91,7 +91,7 @@ pub(crate) const LENDING_STDIN: u32 = 9;
 
 /// Splices `input` (our stdin) into the command's stdin FIFO until its end. Returns false if
 /// the command stopped reading (EPIPE) or something failed.
-pub(crate) fn splice_in(input: &OwnedFd, fifo: &OwnedFd) -> bool {
+pub(crate) fn splice_in(input: &OwnedFd, fifo: &OwnedFd, stop: &OwnedFd) -> bool {
     // Both pipes wide, so that a megabyte can gather on our side while we wait (`gather`).
     tether_transport::widen_pipe(fifo);
     tether_transport::widen_pipe(input);
@@ -106,7 +106,7 @@ pub(crate) fn splice_in(input: &OwnedFd, fifo: &OwnedFd) -> bool {
                     let ready = if readable(input) {
                         poll_one(fifo, libc::POLLOUT)
                     } else {
-                        let ready = poll_one(input, libc::POLLIN);
+                        let ready = input_ready(input, stop);
                         gather();
                         ready
                     };
@@ -139,13 +139,42 @@ fn poll_one(fd: &OwnedFd, events: libc::c_short) -> bool {
     }
 }
 
+/// Waits until `input` has bytes (or its end) to read; false once `stop`'s write end is
+/// closed (the invocation is over): then nothing more is read, so nothing is swallowed.
+fn input_ready(input: &impl AsRawFd, stop: &OwnedFd) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: input.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: two valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r > 0 {
+            return fds[1].revents == 0;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
 /// What [`crate::Invocation::forward_stdin`]'s thread does: frames first; with `lend` (the
 /// host's socket and the invocation), once [`LEND_AFTER`] bytes went, a pipe or a file is
-/// spliced into the command's stdin FIFO instead; then the end of stdin.
+/// spliced into the command's stdin FIFO instead; then the end of stdin. Stops without
+/// reading further once `stop` says the invocation is over.
 pub(crate) fn forward(
     input: OwnedFd,
     tx: &tokio::sync::mpsc::Sender<crate::invocation::Control>,
     mut lend: Option<(PathBuf, u64)>,
+    stop: &OwnedFd,
 ) {
     use crate::invocation::Control;
     let spliceable = std::fs::File::from(match input.try_clone() {
@@ -168,10 +197,13 @@ pub(crate) fn forward(
             && let Some(fifo) = ask_stdin(&host, invocation, sent)
         {
             let input = OwnedFd::from(file);
-            splice_in(&input, &fifo);
+            splice_in(&input, &fifo, stop);
             // Our write end closes first: the command sees end-of-file once the host's goes.
             drop(fifo);
             let _ = tx.blocking_send(Control::Eof);
+            return;
+        }
+        if !input_ready(&file, stop) {
             return;
         }
         match read_fresh(&file, STDIN_CHUNK) {
