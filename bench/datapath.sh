@@ -10,8 +10,8 @@
 # Usage: bench/datapath.sh [MiB] (default 512)   Environment: BENCH_DP_RUNS (default 3),
 #   BENCH_CIPHER (default aes128-gcm@openssh.com, for every tool), BENCH_DP_AGAINST (another
 #   tether binary, say an earlier build: it takes the peer's place, with homes of its own, so
-#   two builds are compared interleaved). Needs root for the cgroup (v2, or v1 cpuacct);
-#   without one it reports wall time only.
+#   two builds are compared interleaved), BENCH_DP_KINDS (a subset of "out in copy"). Needs
+#   root for the cgroup (v2, or v1 cpuacct); without one it reports wall time only.
 set -euo pipefail
 mib=${1:-512}
 n=$((mib * 1024 * 1024))
@@ -95,7 +95,7 @@ one() {
   echo "$(((t1 - t0) / 1000000)) $((c1 - c0))"
 }
 R=$D/results   # lines: kind side wall_ms cpu_ms
-kinds="out in copy"
+kinds=${BENCH_DP_KINDS:-out in copy}
 for _ in $(seq "$runs"); do   # interleaved, so both see the same machine
   for k in $kinds; do
     case $k in
@@ -131,7 +131,7 @@ if sys.argv[3]:
     peer = {k: "other build" for k in peer}
 print("| what | tether MB/s | peer MB/s | throughput tether/peer | tether CPU s/GiB | peer CPU s/GiB | CPU tether/peer |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for k in ("out", "in", "copy"):
+for k in [k for k in ("out", "in", "copy") if (k, "tether") in w]:
     wt, wp = med(w[k, "tether"]), med(w[k, "peer"])
     ct, cp = med(c[k, "tether"]), med(c[k, "peer"])
     mb = mib * 1048576 / 1e6
