@@ -235,6 +235,72 @@ fn an_unknown_host_key_is_refused_and_accept_new_learns_it() {
     assert!(out.err().contains("ssh-keygen -R"), "{out}");
 }
 
+/// With `HashKnownHosts yes`, a key learned by `accept-new` is written under a hashed name,
+/// as ssh writes it: the file does not name the computer, and OpenSSH's own tools find the
+/// line (`ssh-keygen -F`) and accept the key with strict checking (`ssh`).
+#[test]
+fn accept_new_writes_a_hashed_name_that_openssh_reads() {
+    let (sshd, _remote, client) = setup();
+    let dir = temp_dir();
+    let known = dir.path().join("known_hosts");
+    let cfg = |strict: &str| {
+        let text = std::fs::read_to_string(sshd.config())
+            .unwrap()
+            .replace(
+                "StrictHostKeyChecking no",
+                &format!("StrictHostKeyChecking {strict}\n  HashKnownHosts yes"),
+            )
+            .replace(
+                "UserKnownHostsFile /dev/null",
+                &format!("UserKnownHostsFile {}", known.display()),
+            );
+        let path = dir.path().join(format!("ssh_config_{strict}"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let learn = cfg("accept-new");
+    client
+        .run(&native(&[
+            "--ssh-config",
+            learn.to_str().unwrap(),
+            "invoke",
+            "--computer",
+            "tether-test",
+            "true",
+        ]))
+        .success();
+    let listed = std::fs::read_to_string(&known).unwrap();
+    assert!(listed.starts_with("|1|"), "{listed}");
+    assert!(!listed.contains("127.0.0.1"), "{listed}");
+    let name = format!("[127.0.0.1]:{}", sshd.port);
+    let found = std::process::Command::new("ssh-keygen")
+        .args(["-F", &name, "-f"])
+        .arg(&known)
+        .output()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(
+        found.status.success(),
+        "ssh-keygen -F {name} did not find the line: {}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    let strict = cfg("yes");
+    let ssh = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&strict)
+        .args(["tether-test", "echo ok"])
+        .output()
+        .expect("ssh (apt-get install openssh-client)");
+    assert_eq!(
+        (
+            ssh.status.code(),
+            String::from_utf8_lossy(&ssh.stdout).as_ref()
+        ),
+        (Some(0), "ok\n"),
+        "{}",
+        String::from_utf8_lossy(&ssh.stderr)
+    );
+}
+
 #[test]
 fn a_proxy_in_the_ssh_config_is_refused_clearly() {
     let (sshd, _remote, client) = setup();

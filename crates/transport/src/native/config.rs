@@ -45,6 +45,8 @@ pub struct Resolved {
     /// `ServerAliveInterval` and `ServerAliveCountMax`.
     pub keepalive: Option<(Duration, usize)>,
     pub forward_agent: bool,
+    /// Write a learned host's name hashed (`HashKnownHosts`), as ssh would.
+    pub hash_known_hosts: bool,
 }
 
 /// Runs `ssh -G` for `rt` as the ssh transport would run ssh, and reads its answer.
@@ -138,6 +140,7 @@ pub fn parse(c: &str, text: &str, home: Option<&Path>) -> Result<Resolved, Error
         connect_timeout: None,
         keepalive: None,
         forward_agent: false,
+        hash_known_hosts: false,
     };
     let (mut alive, mut alive_max) = (0u64, 3usize);
     for line in text.lines() {
@@ -190,6 +193,7 @@ pub fn parse(c: &str, text: &str, home: Option<&Path>) -> Result<Resolved, Error
             "serveraliveinterval" => alive = value.parse().unwrap_or(0),
             "serveralivecountmax" => alive_max = value.parse().unwrap_or(3),
             "forwardagent" => r.forward_agent = value != "no" && value != "false",
+            "hashknownhosts" => r.hash_known_hosts = yes(value),
             "proxyjump" if value != "none" => return Err(refuse("ProxyJump")),
             "proxycommand" if value != "none" => return Err(refuse("ProxyCommand")),
             _ => {}

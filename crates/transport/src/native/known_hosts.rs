@@ -74,7 +74,7 @@ pub fn check(files: &[PathBuf], name: &str, key: &PublicKey) -> Known {
 }
 
 /// Adds `name key` to `file` (`accept-new`), creating it private if needed.
-pub fn learn(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<()> {
+pub fn learn(file: &Path, name: &str, key: &PublicKey, hash: bool) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if file == Path::new("/dev/null") {
@@ -85,12 +85,30 @@ pub fn learn(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<()> {
     let (Some(kind), Some(b64)) = (words.next(), words.next()) else {
         return Err(std::io::Error::other("cannot encode the host key"));
     };
+    let host = match hash {
+        true => hashed_name(name)?,
+        false => name.to_string(),
+    };
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .open(file)?;
-    f.write_all(format!("{name} {kind} {b64}\n").as_bytes())
+    f.write_all(format!("{host} {kind} {b64}\n").as_bytes())
+}
+
+/// `|1|salt|hash`: the name under a fresh 20-byte salt, as ssh's `HashKnownHosts` writes it,
+/// so that the file does not list the computers this user reaches.
+fn hashed_name(name: &str) -> std::io::Result<String> {
+    let mut salt = [0u8; 20];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut salt)?;
+    let mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&salt)
+        .map_err(std::io::Error::other)?
+        .chain_update(name.as_bytes())
+        .finalize()
+        .into_bytes();
+    let b64 = data_encoding::BASE64;
+    Ok(format!("|1|{}|{}", b64.encode(&salt), b64.encode(&mac)))
 }
 
 fn read_bounded(file: &Path) -> Option<String> {
@@ -289,7 +307,7 @@ mod tests {
         let ED = &ed(4);
         let d = tempdir::Dir::new();
         let p = d.0.join("known_hosts");
-        learn(&p, "[h]:2200", &key(ED)).unwrap();
+        learn(&p, "[h]:2200", &key(ED), false).unwrap();
         assert_eq!(
             check(std::slice::from_ref(&p), "[h]:2200", &key(ED)),
             Known::Match
@@ -297,5 +315,31 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// With `HashKnownHosts`, the line names no computer, still checks, and two learned names
+    /// get different salts (the same name twice gives different lines).
+    #[test]
+    #[allow(non_snake_case)]
+    fn learning_hashed_names_no_computer_and_checks() {
+        let ED = &ed(4);
+        let d = tempdir::Dir::new();
+        let p = d.0.join("known_hosts");
+        learn(&p, "[db1.example]:2200", &key(ED), true).unwrap();
+        learn(&p, "[db1.example]:2200", &key(ED), true).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(!text.contains("db1"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines.iter().all(|l| l.starts_with("|1|")), "{text}");
+        assert_ne!(lines[0], lines[1], "the salt must be fresh each time");
+        assert_eq!(
+            check(std::slice::from_ref(&p), "[db1.example]:2200", &key(ED)),
+            Known::Match
+        );
+        assert_eq!(
+            check(std::slice::from_ref(&p), "[db2.example]:2200", &key(ED)),
+            Known::Unknown
+        );
     }
 }

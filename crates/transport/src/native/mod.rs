@@ -45,6 +45,8 @@ pub struct Client {
     user_files: Vec<PathBuf>,
     global_files: Vec<PathBuf>,
     strict: Strict,
+    /// Learned names are written hashed (`HashKnownHosts`).
+    hash: bool,
     /// The agent that forwarded-agent channels reach, when `ForwardAgent` is on.
     forward_to: Option<PathBuf>,
 }
@@ -75,7 +77,7 @@ impl Client {
             Known::Unknown => match (self.strict, self.user_files.first()) {
                 (Strict::No, _) => Ok(true),
                 (Strict::AcceptNew, Some(file)) => {
-                    known_hosts::learn(file, name, key).map_err(|e| {
+                    known_hosts::learn(file, name, key, self.hash).map_err(|e| {
                         NativeError::Refused(format!(
                             "cannot add its host key to {}: {e}",
                             file.display()
@@ -215,6 +217,7 @@ pub async fn connect(
         user_files: cfg.known_hosts.clone(),
         global_files: cfg.global_known_hosts.clone(),
         strict: cfg.strict,
+        hash: cfg.hash_known_hosts,
         forward_to: agent.clone().filter(|_| cfg.forward_agent),
     };
     let config = russh::client::Config {
