@@ -333,6 +333,40 @@ fn a_proxy_in_the_ssh_config_is_refused_clearly() {
     out.success().stdout_is("via-ssh\n");
 }
 
+/// The user's `Ciphers` and `KexAlgorithms` hold over a native link as over ssh: a list the
+/// native client can follow connects (here one cipher russh never offers by itself), and one
+/// it cannot (3des-cbc only) is refused in one line, not replaced by other ciphers.
+#[test]
+fn the_ciphers_of_the_ssh_config_are_followed_or_refused() {
+    let (sshd, _remote, client) = setup();
+    let dir = temp_dir();
+    let cfg = dir.path().join("ssh_config");
+    let run = |lines: &str| {
+        let text = std::fs::read_to_string(sshd.config()).unwrap();
+        std::fs::write(&cfg, format!("Host tether-test\n{lines}{text}")).unwrap();
+        client.run(&["daemon", "stop"]).success();
+        client.run(&native(&[
+            "--ssh-config",
+            cfg.to_str().unwrap(),
+            "invoke",
+            "--computer",
+            "tether-test",
+            "echo ok",
+        ]))
+    };
+    run("  Ciphers aes128-gcm@openssh.com\n  KexAlgorithms curve25519-sha256\n")
+        .success()
+        .stdout_is("ok\n");
+    let out = run("  Ciphers 3des-cbc\n").failure();
+    assert_eq!(out.err_lines().len(), 1, "{out}");
+    let e = out.err();
+    assert!(
+        e.contains("tether-test") && e.contains("Ciphers 3des-cbc"),
+        "{out}"
+    );
+    assert!(e.contains("--transport ssh"), "{out}");
+}
+
 /// An alias that names no key file logs in with the agent of the CLI call only, and with
 /// `ForwardAgent` the far command reaches that agent through the native connection.
 #[test]

@@ -47,6 +47,76 @@ pub struct Resolved {
     pub forward_agent: bool,
     /// Write a learned host's name hashed (`HashKnownHosts`), as ssh would.
     pub hash_known_hosts: bool,
+    /// `Ciphers`, `KexAlgorithms` and `MACs` as ssh would offer them, in its order, less what
+    /// this client does not speak; empty: russh's defaults.
+    pub ciphers: Vec<String>,
+    pub kex: Vec<String>,
+    pub macs: Vec<String>,
+}
+
+impl Resolved {
+    /// The algorithms to offer: the user's, so that a configuration that rules a cipher out
+    /// (a policy, a compliance rule) rules it out here too, as it does for ssh.
+    pub fn preferred(&self) -> russh::Preferred {
+        use russh::{cipher, kex, mac};
+        use std::borrow::Cow;
+        let mut p = russh::Preferred::default();
+        if !self.ciphers.is_empty() {
+            let v = self.ciphers.iter();
+            p.cipher = Cow::Owned(
+                v.filter_map(|n| cipher::Name::try_from(n.as_str()).ok())
+                    .collect(),
+            );
+        }
+        if !self.kex.is_empty() {
+            let mut v: Vec<kex::Name> = self
+                .kex
+                .iter()
+                .filter_map(|n| kex::Name::try_from(n.as_str()).ok())
+                .collect();
+            // Not algorithms but signals ssh adds itself: extension negotiation and strict key
+            // exchange (the defence against prefix truncation, "Terrapin").
+            v.extend([
+                kex::EXTENSION_SUPPORT_AS_CLIENT,
+                kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+            ]);
+            p.kex = Cow::Owned(v);
+        }
+        if !self.macs.is_empty() {
+            let v = self.macs.iter();
+            p.mac = Cow::Owned(
+                v.filter_map(|n| mac::Name::try_from(n.as_str()).ok())
+                    .collect(),
+            );
+        }
+        p
+    }
+}
+
+/// The names of a comma-separated list that this client speaks (never `none`), or a refusal
+/// naming the option when it allows none of them.
+fn speakable(
+    c: &str,
+    option: &str,
+    value: &str,
+    known: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, ErrorInfo> {
+    let v: Vec<String> = value
+        .split(',')
+        .filter(|n| *n != "none" && known(n))
+        .map(str::to_string)
+        .collect();
+    if v.is_empty() {
+        return Err(err(
+            ErrorKind::Usage,
+            c,
+            format!(
+                "its ssh configuration allows only {option} {value}, none of which the native \
+                 transport speaks; use --transport ssh for it"
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 /// Runs `ssh -G` for `rt` as the ssh transport would run ssh, and reads its answer.
@@ -141,6 +211,9 @@ pub fn parse(c: &str, text: &str, home: Option<&Path>) -> Result<Resolved, Error
         keepalive: None,
         forward_agent: false,
         hash_known_hosts: false,
+        ciphers: Vec::new(),
+        kex: Vec::new(),
+        macs: Vec::new(),
     };
     let (mut alive, mut alive_max) = (0u64, 3usize);
     for line in text.lines() {
@@ -194,6 +267,19 @@ pub fn parse(c: &str, text: &str, home: Option<&Path>) -> Result<Resolved, Error
             "serveralivecountmax" => alive_max = value.parse().unwrap_or(3),
             "forwardagent" => r.forward_agent = value != "no" && value != "false",
             "hashknownhosts" => r.hash_known_hosts = yes(value),
+            "ciphers" => {
+                r.ciphers = speakable(c, "Ciphers", value, |n| {
+                    russh::cipher::Name::try_from(n).is_ok()
+                })?
+            }
+            "kexalgorithms" => {
+                r.kex = speakable(c, "KexAlgorithms", value, |n| {
+                    russh::kex::Name::try_from(n).is_ok()
+                })?
+            }
+            "macs" => {
+                r.macs = speakable(c, "MACs", value, |n| russh::mac::Name::try_from(n).is_ok())?
+            }
             "proxyjump" if value != "none" => return Err(refuse("ProxyJump")),
             "proxycommand" if value != "none" => return Err(refuse("ProxyCommand")),
             _ => {}
@@ -266,5 +352,48 @@ mod tests {
             assert!(!e.message.contains('\n'));
         }
         assert!(parse("db7", &format!("{G}proxycommand none\n"), None).is_ok());
+    }
+
+    /// The user's algorithm lists are followed, in their order, less what russh lacks; a list
+    /// with nothing russh speaks is refused in one line, naming the option.
+    #[test]
+    fn algorithm_lists_are_followed_and_an_impossible_one_refused() {
+        let text = format!(
+            "{G}ciphers 3des-cbc,aes128-gcm@openssh.com,aes256-ctr\n\
+             kexalgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256\n\
+             macs umac-64-etm@openssh.com,hmac-sha2-256-etm@openssh.com\n"
+        );
+        let r = parse("web", &text, None).unwrap();
+        assert_eq!(r.ciphers, ["aes128-gcm@openssh.com", "aes256-ctr"]);
+        assert_eq!(r.kex, ["curve25519-sha256"]);
+        assert_eq!(r.macs, ["hmac-sha2-256-etm@openssh.com"]);
+        let p = r.preferred();
+        assert_eq!(
+            p.cipher.as_ref(),
+            [russh::cipher::AES_128_GCM, russh::cipher::AES_256_CTR]
+        );
+        assert_eq!(p.kex[0], russh::kex::CURVE25519);
+        assert!(
+            p.kex
+                .contains(&russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT)
+        );
+        assert_eq!(p.mac.as_ref(), [russh::mac::HMAC_SHA256_ETM]);
+        // Without the lists (not from ssh -G): russh's own choice.
+        let d = parse("web", G, None).unwrap().preferred();
+        assert_eq!(d.cipher, russh::Preferred::default().cipher);
+        for (line, option) in [
+            ("ciphers 3des-cbc", "Ciphers"),
+            (
+                "kexalgorithms sntrup761x25519-sha512@openssh.com",
+                "KexAlgorithms",
+            ),
+            ("macs umac-128-etm@openssh.com,none", "MACs"),
+        ] {
+            let e = parse("db7", &format!("{G}{line}\n"), None).unwrap_err();
+            assert!(e.message.contains("db7"), "{}", e.message);
+            assert!(e.message.contains(option), "{}", e.message);
+            assert!(e.message.contains("--transport ssh"), "{}", e.message);
+            assert!(!e.message.contains('\n'));
+        }
     }
 }

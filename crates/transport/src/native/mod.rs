@@ -224,6 +224,7 @@ pub async fn connect(
         keepalive_interval: cfg.keepalive.map(|k| k.0),
         keepalive_max: cfg.keepalive.map_or(3, |k| k.1),
         nodelay: true,
+        preferred: cfg.preferred(),
         ..Default::default()
     };
     let mut handle = russh::client::connect_stream(Arc::new(config), tcp, handler)
