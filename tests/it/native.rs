@@ -134,6 +134,30 @@ fn a_cut_native_connection_is_noticed_and_the_stream_resumes() {
     client.invoke("s", "echo $i").success().stdout_is("301\n");
 }
 
+/// The harness's ssh config with `StrictHostKeyChecking strict` (plus `extra` lines) and
+/// `known` as the user's known_hosts, written into `dir`.
+fn strict_config(
+    sshd: &Sshd,
+    dir: &std::path::Path,
+    known: &std::path::Path,
+    strict: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(sshd.config())
+        .unwrap()
+        .replace(
+            "StrictHostKeyChecking no",
+            &format!("StrictHostKeyChecking {strict}{extra}"),
+        )
+        .replace(
+            "UserKnownHostsFile /dev/null",
+            &format!("UserKnownHostsFile {}", known.display()),
+        );
+    let path = dir.join(format!("ssh_config_{strict}"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// With `StrictHostKeyChecking yes` and an empty known_hosts, the key is refused, naming the
 /// computer and its fingerprint; once known_hosts lists it (as `accept-new` writes it), the
 /// same computer is reached.
@@ -142,21 +166,7 @@ fn an_unknown_host_key_is_refused_and_accept_new_learns_it() {
     let (sshd, _remote, client) = setup();
     let dir = temp_dir();
     let known = dir.path().join("known_hosts");
-    let cfg = |strict: &str| {
-        let text = std::fs::read_to_string(sshd.config())
-            .unwrap()
-            .replace(
-                "StrictHostKeyChecking no",
-                &format!("StrictHostKeyChecking {strict}"),
-            )
-            .replace(
-                "UserKnownHostsFile /dev/null",
-                &format!("UserKnownHostsFile {}", known.display()),
-            );
-        let path = dir.path().join(format!("ssh_config_{strict}"));
-        std::fs::write(&path, text).unwrap();
-        path
-    };
+    let cfg = |strict: &str| strict_config(&sshd, dir.path(), &known, strict, "");
     let strict = cfg("yes");
     let strict = strict.to_str().unwrap();
     let out = client
@@ -243,21 +253,8 @@ fn accept_new_writes_a_hashed_name_that_openssh_reads() {
     let (sshd, _remote, client) = setup();
     let dir = temp_dir();
     let known = dir.path().join("known_hosts");
-    let cfg = |strict: &str| {
-        let text = std::fs::read_to_string(sshd.config())
-            .unwrap()
-            .replace(
-                "StrictHostKeyChecking no",
-                &format!("StrictHostKeyChecking {strict}\n  HashKnownHosts yes"),
-            )
-            .replace(
-                "UserKnownHostsFile /dev/null",
-                &format!("UserKnownHostsFile {}", known.display()),
-            );
-        let path = dir.path().join(format!("ssh_config_{strict}"));
-        std::fs::write(&path, text).unwrap();
-        path
-    };
+    let cfg =
+        |strict: &str| strict_config(&sshd, dir.path(), &known, strict, "\n  HashKnownHosts yes");
     let learn = cfg("accept-new");
     client
         .run(&native(&[
