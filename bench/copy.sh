@@ -18,7 +18,9 @@ T=${CARGO_TARGET_DIR:-$PWD/target}/release/tether   # where cargo built it
 # shellcheck source=.ci/sshd.sh
 source .ci/sshd.sh                   # sshd_start DIR: alias tether-ci in DIR/ssh_config
 
-D=$(mktemp -d /tmp/tether-bench-copy.XXXXXX)
+# BENCH_COPY_DIR: where the data and both destinations live (a tmpfs such as /dev/shm
+# separates the protocols from the file system's cost of creating files).
+D=$(mktemp -d "${BENCH_COPY_DIR:-/tmp}/tether-bench-copy.XXXXXX")
 export TETHER_REMOTE_HOME=$D/remote-home TETHER_REMOTE_EXE=$T TETHER_SSH_CONFIG=$D/sshd/ssh_config
 mkdir -p "$TETHER_REMOTE_HOME"
 CFG=$TETHER_SSH_CONFIG

@@ -188,7 +188,9 @@ fn push(paths: &[PathBuf], a: &CopyArgs, mut child: Child) -> CliResult {
     let opts = tether_copy::SendOptions {
         recursive: a.recursive,
         label: HERE,
-        total: true,
+        // The far receiver shows no bar (our own counts what we send): walking the tree
+        // twice would cost a `stat` per file for nothing.
+        total: false,
         progress: Some(&inc),
     };
     let mut out = std::io::BufWriter::with_capacity(1 << 20, to);

@@ -67,19 +67,21 @@ fn real_name(partial: &str) -> Option<&str> {
 
 /// How [`open_locked`] went.
 pub(crate) enum Opened {
-    /// Ours alone until dropped.
-    Locked(File),
+    /// Ours alone until dropped, with what `fstat` said of it once locked (its length and
+    /// mode: the receiver truncates and changes them only when they are not already right).
+    Locked(File, std::fs::Metadata),
     /// Not to be used: another copy holds it, or it is not a plain file of ours with one link.
     Unusable,
 }
 
-/// Opens the partial file `p` for writing (creating it when `create`), locked for this copy. An
-/// error is the destination's own (a directory that is missing or not writable, a full disk).
-pub(crate) fn open_locked(p: &Path, create: bool) -> std::io::Result<Opened> {
+/// Opens the partial file `p` for writing (creating it when `create`, with permissions `mode`),
+/// locked for this copy. An error is the destination's own (a directory that is missing or not
+/// writable, a full disk).
+pub(crate) fn open_locked(p: &Path, create: bool, mode: u32) -> std::io::Result<Opened> {
     let f = match std::fs::OpenOptions::new()
         .write(true)
         .create(create)
-        .mode(0o600)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(p)
     {
@@ -88,9 +90,12 @@ pub(crate) fn open_locked(p: &Path, create: bool) -> std::io::Result<Opened> {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Opened::Unusable),
         Err(e) => return Err(e),
     };
-    Ok(match lock(&f, libc::LOCK_EX) && still_ours(&f, p) {
-        true => Opened::Locked(f),
-        false => Opened::Unusable,
+    if !lock(&f, libc::LOCK_EX) {
+        return Ok(Opened::Unusable);
+    }
+    Ok(match still_ours(&f, p) {
+        Some(m) => Opened::Locked(f, m),
+        None => Opened::Unusable,
     })
 }
 
@@ -100,15 +105,21 @@ fn lock(f: &File, how: libc::c_int) -> bool {
     unsafe { libc::flock(f.as_raw_fd(), how | libc::LOCK_NB) == 0 }
 }
 
-/// Whether the open `f` is a plain file of this user with one link, still named `p` (another
-/// copy may have renamed it into place between our open and our lock).
-fn still_ours(f: &File, p: &Path) -> bool {
+/// The open `f`'s metadata if it is a plain file of this user with one link, still named `p`
+/// (another copy may have renamed it into place between our open and our lock).
+fn still_ours(f: &File, p: &Path) -> Option<std::fs::Metadata> {
     let (Ok(m), Ok(now)) = (f.metadata(), std::fs::symlink_metadata(p)) else {
-        return false;
+        return None;
     };
+    // Asked once: a copy of many small files would otherwise ask once per file.
+    static ME: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: geteuid cannot fail and touches no memory.
-    let me = unsafe { libc::geteuid() };
-    m.is_file() && m.uid() == me && m.nlink() == 1 && (m.dev(), m.ino()) == (now.dev(), now.ino())
+    let me = *ME.get_or_init(|| unsafe { libc::geteuid() });
+    let ours = m.is_file()
+        && m.uid() == me
+        && m.nlink() == 1
+        && (m.dev(), m.ino()) == (now.dev(), now.ino());
+    ours.then_some(m)
 }
 
 /// A partial file found by [`scan`], kept until its file arrives.
@@ -176,7 +187,7 @@ fn hash_partial(p: &Path) -> Option<(u64, Sha256)> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(p)
         .ok()?;
-    if !(lock(&f, libc::LOCK_SH) && still_ours(&f, p)) {
+    if !(lock(&f, libc::LOCK_SH) && still_ours(&f, p).is_some()) {
         return None;
     }
     let mut hasher = Sha256::new();
@@ -203,7 +214,7 @@ pub(crate) fn forget(found: Found) {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&found.file)
         && lock(&f, libc::LOCK_EX)
-        && still_ours(&f, &found.file)
+        && still_ours(&f, &found.file).is_some()
     {
         let _ = std::fs::remove_file(&found.file);
     }

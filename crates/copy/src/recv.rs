@@ -85,6 +85,8 @@ impl Receiver {
         let mut failed: Vec<PathBuf> = Vec::new();
         // Directories get their modes and times once everything inside them is written.
         let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
+        // Directories this copy made (the others may hold anything).
+        let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
         loop {
             let frame = read_frame(input, cut)?;
             if let Frame::File { path, .. } | Frame::Dir { path, .. } | Frame::Link { path, .. } =
@@ -101,6 +103,7 @@ impl Receiver {
                             mtime: None,
                             found: None,
                             discard: true,
+                            fresh_dir: false,
                         };
                         let _ = recv_file::receive(input, skip, progress)?;
                     }
@@ -124,7 +127,9 @@ impl Receiver {
                 Frame::Dir { path, mode, mtime } => {
                     let to = self.target(&path, into_dir)?;
                     match std::fs::create_dir(&to) {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            made.insert(to.clone());
+                        }
                         Err(_) if to.is_dir() => {}
                         Err(e) => {
                             self.problem(&mut got, &to, &e);
@@ -151,6 +156,7 @@ impl Receiver {
                         mtime: self.preserve.then_some(mtime),
                         found: found.remove(&path),
                         discard: false,
+                        fresh_dir: to.parent().is_some_and(|d| made.contains(d)),
                     };
                     match recv_file::receive(input, file, progress)? {
                         Ok(()) => {

@@ -23,6 +23,10 @@ pub(crate) struct Incoming<'a> {
     pub found: Option<Found>,
     /// Read its data and write nothing (it is under a directory that could not be made).
     pub discard: bool,
+    /// Its directory was made by this copy, so nothing but this stream put anything there: the
+    /// check that its name is not a directory already is left to the rename (`EISDIR`), which
+    /// saves a lookup that fails per file (on tmpfs, a tenth of the receiver's time).
+    pub fresh_dir: bool,
 }
 
 /// Where the data goes.
@@ -34,6 +38,13 @@ struct Sink {
     resumable: bool,
     /// For a resumed file: the hash of everything so far, checked against the sender's.
     hasher: Option<Sha256>,
+    /// The file's length as it stands, and where the next data lands: the length is set at
+    /// the end only when it is not already right (a hole at the end), which saves a
+    /// journalled `ftruncate` per file in a tree of small ones.
+    length: u64,
+    pos: u64,
+    /// Its permissions as they stand, when known: changed at the end only if they differ.
+    mode: Option<u32>,
 }
 
 /// Reads the file's data (and, when resumed, its `Sum`) and renames it into place. `Err` is an
@@ -99,7 +110,7 @@ pub(crate) fn receive(
 /// unique temporary name when the partial one cannot be used. `Err` is the problem to report.
 fn open(f: &Incoming) -> Result<Sink, String> {
     let problem = |e: std::io::Error| format!("{}: {}", f.to.display(), plain(&e));
-    if f.to.is_dir() {
+    if !f.fresh_dir && f.to.is_dir() {
         return Err(format!("{}: is a directory", f.to.display()));
     }
     let name = partial::partial_name(f.to);
@@ -117,12 +128,10 @@ fn open(f: &Incoming) -> Result<Sink, String> {
         if found.have != f.from || found.file != name {
             return Err(changed());
         }
-        let Ok(Opened::Locked(mut file)) = partial::open_locked(&name, false) else {
+        let Ok(Opened::Locked(mut file, meta)) = partial::open_locked(&name, false, 0o600) else {
             return Err(changed());
         };
-        if !file.metadata().is_ok_and(|m| m.len() == f.from)
-            || file.seek(std::io::SeekFrom::Start(f.from)).is_err()
-        {
+        if meta.len() != f.from || file.seek(std::io::SeekFrom::Start(f.from)).is_err() {
             return Err(changed());
         }
         return Ok(Sink {
@@ -130,18 +139,31 @@ fn open(f: &Incoming) -> Result<Sink, String> {
             tmp: name,
             resumable: true,
             hasher: Some(found.hasher.clone()),
+            length: f.from,
+            pos: f.from,
+            mode: Some(meta.permissions().mode() & 0o7777),
         });
     }
+    // Made with the file's own permissions (less the special bits, and as the umask allows),
+    // so that usually nothing is left to change at the end; but always readable and writable
+    // by its owner, so that a run after an interruption can hash and finish it.
+    let create_mode = (f.mode & 0o777) | 0o600;
     if let Some(name) = name
-        && let Opened::Locked(file) = partial::open_locked(&name, true).map_err(problem)?
+        && let Opened::Locked(file, meta) =
+            partial::open_locked(&name, true, create_mode).map_err(problem)?
     {
         // What an earlier copy left is not wanted (the sender did not match it).
-        file.set_len(0).map_err(problem)?;
+        if meta.len() > 0 {
+            file.set_len(0).map_err(problem)?;
+        }
         return Ok(Sink {
             file,
             tmp: name,
             resumable: true,
             hasher: None,
+            length: 0,
+            pos: 0,
+            mode: Some(meta.permissions().mode() & 0o7777),
         });
     }
     let tmp = temp_beside(f.to);
@@ -157,6 +179,9 @@ fn open(f: &Incoming) -> Result<Sink, String> {
         tmp,
         resumable: false,
         hasher: None,
+        length: 0,
+        pos: 0,
+        mode: None,
     })
 }
 
@@ -199,6 +224,8 @@ fn data(
                     failed = Some(format!("{}: {}", f.to.display(), plain(&e)));
                     continue;
                 }
+                s.pos += d.len() as u64;
+                s.length = s.length.max(s.pos);
                 if let Some(h) = &mut s.hasher {
                     h.update(&d);
                 }
@@ -216,6 +243,7 @@ fn data(
                     failed = Some(format!("{}: {}", f.to.display(), plain(&e)));
                     continue;
                 }
+                s.pos += n;
                 if let Some(h) = &mut s.hasher {
                     partial::hash_zeros(h, n);
                 }
@@ -283,14 +311,21 @@ pub(crate) fn cut(e: String) -> CopyError {
 /// The whole file is in the temporary: its length, mode and time, then the rename.
 fn finish(s: &Sink, f: &Incoming) -> Result<(), String> {
     let problem = |e: std::io::Error| format!("{}: {}", f.to.display(), plain(&e));
-    let mut file = &s.file;
-    file.flush().map_err(problem)?;
+    let file = &s.file;
     // A hole at the end is only a length.
-    file.set_len(f.len).map_err(problem)?;
-    file.set_permissions(std::fs::Permissions::from_mode(f.mode))
-        .map_err(problem)?;
+    if s.length != f.len {
+        file.set_len(f.len).map_err(problem)?;
+    }
+    if s.mode != Some(f.mode) {
+        file.set_permissions(std::fs::Permissions::from_mode(f.mode))
+            .map_err(problem)?;
+    }
     if let Some(t) = f.mtime {
         crate::recv::set_mtime(&s.tmp, t);
     }
-    std::fs::rename(&s.tmp, f.to).map_err(problem)
+    std::fs::rename(&s.tmp, f.to).map_err(|e| match e.raw_os_error() {
+        // Said as the check before writing says it (a made directory skips that check).
+        Some(libc::EISDIR) => format!("{}: is a directory", f.to.display()),
+        _ => problem(e),
+    })
 }

@@ -105,6 +105,7 @@ pub fn send(
         label: opts.label,
         progress: opts.progress,
         offers: HashMap::new(),
+        buf: Vec::new(),
     };
     let mut named = Vec::new();
     for src in sources {
@@ -179,6 +180,8 @@ struct Sender<'a, W: Write> {
     progress: Option<&'a dyn Fn(u64)>,
     /// The receiver's partial files, by stream path.
     offers: HashMap<String, Partial>,
+    /// Where file data is read: one buffer for the whole copy, not one per file.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> Sender<'_, W> {
@@ -257,6 +260,8 @@ impl<W: Write> Sender<'_, W> {
         // starts with: its hash says so.
         let mut hasher = None;
         let mut from = 0;
+        // Whether the file was read (hashed) since it was opened, so is not at its start.
+        let offered = self.offers.contains_key(name);
         if let Some(offer) = self.offers.remove(name)
             && offer.have > 0
             && offer.have <= len
@@ -266,7 +271,8 @@ impl<W: Write> Sender<'_, W> {
             hasher = Some(h);
             from = offer.have;
         }
-        if f.seek(SeekFrom::Start(from)).is_err() {
+        // (A file just opened is at its start already.)
+        if (offered || from > 0) && f.seek(SeekFrom::Start(from)).is_err() {
             return self.problem(format!("{}: cannot read it", path.display()));
         }
         self.sent.files += 1;
@@ -300,12 +306,32 @@ impl<W: Write> Sender<'_, W> {
         &mut self,
         f: &mut std::fs::File,
         meta: &std::fs::Metadata,
-        mut pos: u64,
-        mut hasher: Option<&mut Sha256>,
+        pos: u64,
+        hasher: Option<&mut Sha256>,
     ) -> Result<bool, CopyError> {
         let len = meta.len();
         let sparse = meta.blocks() * 512 < len;
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = std::mem::take(&mut self.buf);
+        // A small file needs no more than its length (zeroed once, then reused).
+        let want_buf = usize::try_from(len - pos).unwrap_or(CHUNK).min(CHUNK);
+        if buf.len() < want_buf {
+            buf.resize(want_buf, 0);
+        }
+        let shrank = self.data_into(f, &mut buf, len, sparse, pos, hasher);
+        self.buf = buf;
+        shrank
+    }
+
+    /// [`Self::data`] with its buffer.
+    fn data_into(
+        &mut self,
+        f: &mut std::fs::File,
+        buf: &mut [u8],
+        len: u64,
+        sparse: bool,
+        mut pos: u64,
+        mut hasher: Option<&mut Sha256>,
+    ) -> Result<bool, CopyError> {
         while pos < len {
             let (data, end) = match sparse.then(|| data_run(f, pos, len)).flatten() {
                 Some(run) => run,
@@ -326,7 +352,7 @@ impl<W: Write> Sender<'_, W> {
             }
             let mut left = end - pos;
             while left > 0 {
-                let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+                let want = usize::try_from(left).unwrap_or(CHUNK).min(buf.len());
                 let n = match f.read(&mut buf[..want]) {
                     Ok(0) | Err(_) => {
                         // Shrank meanwhile: zeros to the announced length.

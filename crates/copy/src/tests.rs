@@ -303,3 +303,110 @@ fn data_frames_written_from_the_buffer_are_what_encode_writes_and_read_back_whol
     let back: Frame = read_frame(&mut &end[..], CopyError::Closed).unwrap();
     assert_eq!(back, Frame::End);
 }
+
+#[test]
+fn every_mode_arrives_whether_or_not_the_file_was_made_with_it() {
+    // The receiver makes a file with its permissions and changes them at the end only when
+    // they differ: read-only, setuid, private and ordinary modes must all come out exact.
+    let src = temp();
+    let modes = [0o600, 0o644, 0o755, 0o444, 0o4755, 0o2750, 0o1777, 0o400];
+    for (i, mode) in modes.iter().enumerate() {
+        let p = src.join(format!("m{i}"));
+        std::fs::write(&p, vec![b'x'; i * 100]).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let paths: Vec<std::path::PathBuf> = (0..modes.len())
+        .map(|i| src.join(format!("m{i}")))
+        .collect();
+    let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+    let (bytes, problems) = stream(&refs, false);
+    assert_eq!(problems, 0);
+    let dst = temp();
+    let got = receive(&bytes, &dst, modes.len(), true).unwrap();
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    for (i, mode) in modes.iter().enumerate() {
+        let m = std::fs::metadata(dst.join(format!("m{i}"))).unwrap();
+        assert_eq!(m.mode() & 0o7777, *mode, "m{i}");
+        assert_eq!(m.len(), i as u64 * 100, "m{i}");
+    }
+    // Again over what is there (each file replaced whole): still exact.
+    let got = receive(&bytes, &dst, modes.len(), true).unwrap();
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    for (i, mode) in modes.iter().enumerate() {
+        let m = std::fs::metadata(dst.join(format!("m{i}"))).unwrap();
+        assert_eq!(m.mode() & 0o7777, *mode, "m{i}");
+    }
+}
+
+#[test]
+fn a_stale_partial_file_longer_than_the_new_one_is_cut_to_the_new_length() {
+    // An earlier copy left a long partial file; this copy's file is shorter and its start
+    // differs: the partial is reused, and must end at the new length, not the old.
+    let src = temp();
+    let file = src.join("f");
+    std::fs::write(&file, b"short and new").unwrap();
+    let dst = temp();
+    let part = dst.join(".f.tether-part");
+    std::fs::write(&part, vec![b'o'; 100_000]).unwrap();
+    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (bytes, _) = stream(&[&file], false);
+    receive(&bytes, &dst, 1, false).unwrap();
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"short and new");
+    assert!(!part.exists());
+}
+
+#[test]
+fn a_file_over_a_directory_is_a_problem_in_made_and_in_existing_directories() {
+    // In a directory the copy made, the rename finds the clash; in one that was there, the
+    // check before writing does. Either way: the same problem, nothing left behind.
+    let frames = |dir: bool| {
+        let mut f = Vec::new();
+        if dir {
+            f.push(Frame::Dir {
+                path: "t".into(),
+                mode: 0o755,
+                mtime: 0,
+            });
+        }
+        f.push(Frame::Dir {
+            path: "t/x".into(),
+            mode: 0o755,
+            mtime: 0,
+        });
+        f.push(Frame::File {
+            path: "t/x".into(),
+            len: 3,
+            mode: 0o644,
+            mtime: 0,
+            from: 0,
+        });
+        f.push(Frame::Data(b"abc".to_vec()));
+        f.push(Frame::End);
+        let mut bytes = Vec::new();
+        for x in &f {
+            bytes.extend(tether_proto::encode(x).unwrap());
+        }
+        bytes
+    };
+    for made in [true, false] {
+        let dst = temp();
+        let into = dst.join("in");
+        std::fs::create_dir(&into).unwrap();
+        if !made {
+            std::fs::create_dir(into.join("t")).unwrap();
+        }
+        let got = receive(&frames(made), &into, 1, false).unwrap();
+        assert_eq!(got.problems.len(), 1, "{made}: {:?}", got.problems);
+        assert!(
+            got.problems[0].contains("is a directory"),
+            "{:?}",
+            got.problems
+        );
+        assert!(into.join("t/x").is_dir());
+        let left: Vec<_> = std::fs::read_dir(into.join("t"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(left.len(), 1, "only the directory: {left:?}");
+    }
+}
