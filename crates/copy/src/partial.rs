@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -74,26 +74,47 @@ pub(crate) enum Opened {
     Unusable,
 }
 
-/// Opens the partial file `p` for writing (creating it when `create`, with permissions `mode`),
-/// locked for this copy. An error is the destination's own (a directory that is missing or not
-/// writable, a full disk).
-pub(crate) fn open_locked(p: &Path, create: bool, mode: u32) -> std::io::Result<Opened> {
-    let f = match std::fs::OpenOptions::new()
-        .write(true)
-        .create(create)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(p)
-    {
-        Ok(f) => f,
+/// Where a path is reached from: an open directory and the entry's name in it, or (with no
+/// directory) the whole path. A copy of many files opens each directory once: every name
+/// it then looks up, creates and renames is found in one step, not by walking the whole path
+/// again (a sixth of the receiver's time in a tree of small files on tmpfs).
+pub(crate) fn at<'a>(dir: Option<BorrowedFd<'a>>, p: &'a Path) -> (BorrowedFd<'a>, &'a Path) {
+    match (dir, p.file_name()) {
+        (Some(d), Some(name)) => (d, Path::new(name)),
+        _ => (nix::fcntl::AT_FDCWD, p),
+    }
+}
+
+/// Opens the partial file `p` (in `dir`, see [`at`]) for writing (creating it when `create`,
+/// with permissions `mode`), locked for this copy. An error is the destination's own (a
+/// directory that is missing or not writable, a full disk).
+pub(crate) fn open_locked(
+    dir: Option<BorrowedFd<'_>>,
+    p: &Path,
+    create: bool,
+    mode: u32,
+) -> std::io::Result<Opened> {
+    use nix::fcntl::OFlag;
+    let mut flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    if create {
+        flags |= OFlag::O_CREAT;
+    }
+    let (d, name) = at(dir, p);
+    let f = match nix::fcntl::openat(
+        d,
+        name,
+        flags,
+        nix::sys::stat::Mode::from_bits_truncate(mode as _),
+    ) {
+        Ok(fd) => File::from(fd),
         // A link where the partial file would be: not ours to follow.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Opened::Unusable),
-        Err(e) => return Err(e),
+        Err(nix::errno::Errno::ELOOP) => return Ok(Opened::Unusable),
+        Err(e) => return Err(e.into()),
     };
     if !lock(&f, libc::LOCK_EX) {
         return Ok(Opened::Unusable);
     }
-    Ok(match still_ours(&f, p) {
+    Ok(match still_ours_at(&f, dir, p) {
         Some(m) => Opened::Locked(f, m),
         None => Opened::Unusable,
     })
@@ -108,17 +129,22 @@ fn lock(f: &File, how: libc::c_int) -> bool {
 /// The open `f`'s metadata if it is a plain file of this user with one link, still named `p`
 /// (another copy may have renamed it into place between our open and our lock).
 fn still_ours(f: &File, p: &Path) -> Option<std::fs::Metadata> {
-    let (Ok(m), Ok(now)) = (f.metadata(), std::fs::symlink_metadata(p)) else {
-        return None;
-    };
+    still_ours_at(f, None, p)
+}
+
+/// [`still_ours`] with `p` in `dir` ([`at`]).
+fn still_ours_at(f: &File, dir: Option<BorrowedFd<'_>>, p: &Path) -> Option<std::fs::Metadata> {
+    let m = f.metadata().ok()?;
+    let (d, name) = at(dir, p);
+    let now = nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
     // Asked once: a copy of many small files would otherwise ask once per file.
     static ME: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: geteuid cannot fail and touches no memory.
     let me = *ME.get_or_init(|| unsafe { libc::geteuid() });
-    let ours = m.is_file()
-        && m.uid() == me
-        && m.nlink() == 1
-        && (m.dev(), m.ino()) == (now.dev(), now.ino());
+    // (The casts are no-ops on Linux; other systems' `stat` fields are narrower.)
+    #[allow(clippy::unnecessary_cast)]
+    let same = (m.dev(), m.ino()) == (now.st_dev as u64, now.st_ino as u64);
+    let ours = m.is_file() && m.uid() == me && m.nlink() == 1 && same;
     ours.then_some(m)
 }
 

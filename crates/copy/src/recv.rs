@@ -87,6 +87,7 @@ impl Receiver {
         let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
         // Directories this copy made (the others may hold anything).
         let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+        let mut parent = Parent::default();
         loop {
             let frame = read_frame(input, cut)?;
             if let Frame::File { path, .. } | Frame::Dir { path, .. } | Frame::Link { path, .. } =
@@ -104,6 +105,7 @@ impl Receiver {
                             found: None,
                             discard: true,
                             fresh_dir: false,
+                            dir: None,
                         };
                         let _ = recv_file::receive(input, skip, progress)?;
                     }
@@ -148,6 +150,7 @@ impl Receiver {
                     from,
                 } => {
                     let to = self.target(&path, into_dir)?;
+                    let dir = parent.get(&to);
                     let file = Incoming {
                         to: &to,
                         len,
@@ -157,6 +160,7 @@ impl Receiver {
                         found: found.remove(&path),
                         discard: false,
                         fresh_dir: to.parent().is_some_and(|d| made.contains(d)),
+                        dir,
                     };
                     match recv_file::receive(input, file, progress)? {
                         Ok(()) => {
@@ -280,5 +284,33 @@ fn current_umask() -> u32 {
         let m = libc::umask(0o022);
         libc::umask(m);
         m as u32
+    }
+}
+
+/// The directory the last file went into, kept open: the files of a tree arrive directory by
+/// directory, and each is then created, checked and renamed by its name in it
+/// ([`crate::partial::at`]).
+#[derive(Default)]
+struct Parent(Option<(PathBuf, std::os::fd::OwnedFd)>);
+
+impl Parent {
+    /// The open directory of `to`, or `None` when it cannot be opened (the path is used then,
+    /// and says what is wrong).
+    fn get(&mut self, to: &Path) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use nix::fcntl::OFlag;
+        use std::os::fd::AsFd;
+        let dir = to.parent()?;
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if self.0.as_ref().is_none_or(|(p, _)| p != dir) {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            self.0 = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+                .ok()
+                .map(|fd| (dir.to_path_buf(), fd));
+        }
+        self.0.as_ref().map(|(_, fd)| fd.as_fd())
     }
 }

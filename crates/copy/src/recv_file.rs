@@ -6,6 +6,7 @@ use crate::recv::Progress;
 use crate::{CopyError, Frame, plain, read_frame};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, Write};
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,8 @@ pub(crate) struct Incoming<'a> {
     /// check that its name is not a directory already is left to the rename (`EISDIR`), which
     /// saves a lookup that fails per file (on tmpfs, a tenth of the receiver's time).
     pub fresh_dir: bool,
+    /// The directory `to` is in, open (see [`partial::at`]); `None`: reached by its path.
+    pub dir: Option<BorrowedFd<'a>>,
 }
 
 /// Where the data goes.
@@ -110,7 +113,7 @@ pub(crate) fn receive(
 /// unique temporary name when the partial one cannot be used. `Err` is the problem to report.
 fn open(f: &Incoming) -> Result<Sink, String> {
     let problem = |e: std::io::Error| format!("{}: {}", f.to.display(), plain(&e));
-    if !f.fresh_dir && f.to.is_dir() {
+    if !f.fresh_dir && is_dir(f.dir, f.to) {
         return Err(format!("{}: is a directory", f.to.display()));
     }
     let name = partial::partial_name(f.to);
@@ -128,7 +131,8 @@ fn open(f: &Incoming) -> Result<Sink, String> {
         if found.have != f.from || found.file != name {
             return Err(changed());
         }
-        let Ok(Opened::Locked(mut file, meta)) = partial::open_locked(&name, false, 0o600) else {
+        let Ok(Opened::Locked(mut file, meta)) = partial::open_locked(f.dir, &name, false, 0o600)
+        else {
             return Err(changed());
         };
         if meta.len() != f.from || file.seek(std::io::SeekFrom::Start(f.from)).is_err() {
@@ -150,7 +154,7 @@ fn open(f: &Incoming) -> Result<Sink, String> {
     let create_mode = (f.mode & 0o777) | 0o600;
     if let Some(name) = name
         && let Opened::Locked(file, meta) =
-            partial::open_locked(&name, true, create_mode).map_err(problem)?
+            partial::open_locked(f.dir, &name, true, create_mode).map_err(problem)?
     {
         // What an earlier copy left is not wanted (the sender did not match it).
         if meta.len() > 0 {
@@ -323,9 +327,18 @@ fn finish(s: &Sink, f: &Incoming) -> Result<(), String> {
     if let Some(t) = f.mtime {
         crate::recv::set_mtime(&s.tmp, t);
     }
-    std::fs::rename(&s.tmp, f.to).map_err(|e| match e.raw_os_error() {
+    // The temporary is beside `to`, so in the same directory.
+    let ((d, from), (_, to)) = (partial::at(f.dir, &s.tmp), partial::at(f.dir, f.to));
+    nix::fcntl::renameat(d, from, d, to).map_err(|e| match e {
         // Said as the check before writing says it (a made directory skips that check).
-        Some(libc::EISDIR) => format!("{}: is a directory", f.to.display()),
-        _ => problem(e),
+        nix::errno::Errno::EISDIR => format!("{}: is a directory", f.to.display()),
+        e => problem(e.into()),
     })
+}
+
+/// Whether `p` (in `dir`, [`partial::at`]) is a directory, following a link as `Path::is_dir`.
+fn is_dir(dir: Option<BorrowedFd<'_>>, p: &Path) -> bool {
+    let (d, name) = partial::at(dir, p);
+    nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::empty())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
