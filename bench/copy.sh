@@ -3,6 +3,7 @@
 # private sshd on 127.0.0.1 with the same cipher for every tool (issue 20):
 #   a. one file of BENCH_COPY_BYTES (default 1 GiB), to the other computer
 #   b. a tree of BENCH_COPY_FILES small files (default 20,000 of 1 KiB), to the other computer
+# BENCH_COPY_DIR (default /tmp) holds the data and destinations; BENCH_COPY_RUNS rounds.
 # tether copies into a warm session (its link is up); scp and rsync pay their ssh handshake.
 # Usage: bench/copy.sh   (needs sshd, ssh, scp; run as root, or as the user to log in as)
 set -euo pipefail
@@ -63,15 +64,43 @@ run() {   # label, command…; prints seconds
 }
 
 echo "machine: $(nproc) cores, $(uname -srm); $(ssh -V 2>&1 | cut -d, -f1); cipher $cipher"
-echo "a. one file of $bytes bytes"
-run "tether-copy" "$T" copy "$D/src/big" "S:$D/dst/"
-run "scp" scp -q -F "$CFG" "$D/src/big" "tether-ci:$D/dst/"
-if command -v rsync >/dev/null; then
-  run "rsync" rsync -a -e "ssh -F $CFG" "$D/src/big" "tether-ci:$D/dst/"
-fi
-echo "b. a tree of $files files of 1 KiB"
-run "tether-copy" "$T" copy -r "$D/src/tree" "S:$D/dst/"
-run "scp" scp -q -r -F "$CFG" "$D/src/tree" "tether-ci:$D/dst/"
-if command -v rsync >/dev/null; then
-  run "rsync" rsync -a -e "ssh -F $CFG" "$D/src/tree" "tether-ci:$D/dst/"
-fi
+# BENCH_COPY_RUNS rounds (default 1), each tool once per round, the order rotated round by
+# round: on ext4 a copy that follows the removal of another's 20,000 files is slowed by the
+# inode allocator, so whoever goes first would otherwise win. Each line is one run; the
+# "median" lines give each tool's median and its ratio to tether's.
+runs=${BENCH_COPY_RUNS:-1}
+tools=(tether-copy scp)
+command -v rsync >/dev/null && tools+=(rsync)
+declare -A cmd
+measure() {   # title, then the three commands as strings
+  local title=$1 r i k n tool
+  cmd[tether-copy]=$2 cmd[scp]=$3 cmd[rsync]=$4
+  echo "$title"
+  local -A all=()
+  n=${#tools[@]}
+  for ((r = 0; r < runs; r++)); do
+    for ((i = 0; i < n; i++)); do
+      tool=${tools[$(((i + r) % n))]}
+      k=$(eval "run $tool ${cmd[$tool]}" | cut -d' ' -f2)
+      echo "$tool $k"
+      all[$tool]="${all[$tool]:-} $k"
+    done
+  done
+  if ((runs > 1)); then
+    python3 - "${all[tether-copy]}" "${all[scp]}" "${all[rsync]:-}" <<'PY'
+import statistics, sys
+names = ["tether-copy", "scp", "rsync"]
+med = {n: statistics.median(map(float, v.split())) for n, v in zip(names, sys.argv[1:]) if v.strip()}
+for n, m in med.items():
+    print(f"median {n} {m:.2f} s ({m / med['tether-copy']:.2f}x tether's time)")
+PY
+  fi
+}
+measure "a. one file of $bytes bytes" \
+  '"$T" copy "$D/src/big" "S:$D/dst/"' \
+  'scp -q -F "$CFG" "$D/src/big" "tether-ci:$D/dst/"' \
+  'rsync -a -e "ssh -F $CFG" "$D/src/big" "tether-ci:$D/dst/"'
+measure "b. a tree of $files files of 1 KiB" \
+  '"$T" copy -r "$D/src/tree" "S:$D/dst/"' \
+  'scp -q -r -F "$CFG" "$D/src/tree" "tether-ci:$D/dst/"' \
+  'rsync -a -e "ssh -F $CFG" "$D/src/tree" "tether-ci:$D/dst/"'
