@@ -152,9 +152,12 @@ fn open(f: &Incoming) -> Result<Sink, String> {
     // so that usually nothing is left to change at the end; but always readable and writable
     // by its owner, so that a run after an interruption can hash and finish it.
     let create_mode = (f.mode & 0o777) | 0o600;
+    // An error opening the partial name (something there that is not ours to write: a
+    // directory, or another user's file in a sticky directory, which `fs.protected_regular`
+    // refuses) leaves the unique name below; a directory we cannot write fails there too.
     if let Some(name) = name
-        && let Opened::Locked(file, meta) =
-            partial::open_locked(f.dir, &name, true, create_mode).map_err(problem)?
+        && let Ok(Opened::Locked(file, meta)) =
+            partial::open_locked(f.dir, &name, true, create_mode)
     {
         // What an earlier copy left is not wanted (the sender did not match it).
         if meta.len() > 0 {

@@ -436,11 +436,47 @@ fn sibling_directories_are_announced_before_what_they_hold() {
         }
     }
     let at = |x: &str| order.iter().position(|o| o == x).unwrap();
-    assert!(at("D t/a") < at("F t/top") && at("D t/b") < at("F t/a/1"), "{order:?}");
+    assert!(
+        at("D t/a") < at("F t/top") && at("D t/b") < at("F t/a/1"),
+        "{order:?}"
+    );
     assert!(at("D t/a/c") < at("F t/a/1"), "{order:?}");
     assert!(at("D t/b") < at("D t/a/c"), "{order:?}");
     let dst = temp();
     let got = receive(&bytes, &dst, 1, false).unwrap();
     assert_eq!((got.files, got.dirs), (4, 4));
     assert_eq!(std::fs::read(dst.join("t/a/c/3")).unwrap(), b"a/c/3");
+}
+
+#[test]
+fn a_partial_name_taken_by_something_else_falls_back_to_a_unique_name() {
+    // A directory where the partial file would go (or another user's file that the kernel
+    // will not let us open): the file is written under a unique name and arrives anyway.
+    let src = temp();
+    let file = src.join("f");
+    std::fs::write(&file, b"data").unwrap();
+    let dst = temp();
+    std::fs::create_dir(dst.join(".f.tether-part")).unwrap();
+    let (bytes, _) = stream(&[&file], false);
+    let got = receive(&bytes, &dst, 1, false).unwrap();
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"data");
+    assert!(dst.join(".f.tether-part").is_dir(), "left alone");
+    // A destination that cannot be written at all still says so.
+    let ro = dst.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let got = receive(&bytes, &ro, 1, false).unwrap();
+    // (root writes anywhere: then the copy simply succeeds.)
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        assert_eq!(got.problems.len(), 1, "{:?}", got.problems);
+        assert!(
+            got.problems[0].contains("ermission denied"),
+            "{:?}",
+            got.problems
+        );
+    } else {
+        assert!(got.problems.is_empty(), "{:?}", got.problems);
+    }
 }
