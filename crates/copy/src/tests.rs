@@ -480,3 +480,48 @@ fn a_partial_name_taken_by_something_else_falls_back_to_a_unique_name() {
         assert!(got.problems.is_empty(), "{:?}", got.problems);
     }
 }
+
+#[test]
+fn many_small_files_arrive_beside_sparse_and_empty_ones() {
+    // Files of one frame in several directories, a small file whose first frame is a hole,
+    // and an empty one: all arrive exact, and nothing temporary is left.
+    use std::io::{Seek, Write};
+    let src = temp();
+    let t = src.join("t");
+    for d in 0..6 {
+        std::fs::create_dir_all(t.join(format!("d{d}"))).unwrap();
+        for i in 0..50 {
+            let data = format!("{d}/{i}").repeat(i + 1);
+            std::fs::write(t.join(format!("d{d}/f{i}")), data).unwrap();
+        }
+    }
+    let mut f = std::fs::File::create(t.join("d0/holey")).unwrap();
+    f.seek(std::io::SeekFrom::Start(32 << 10)).unwrap();
+    f.write_all(b"after the hole").unwrap();
+    drop(f);
+    std::fs::write(t.join("d1/empty"), b"").unwrap();
+    let (bytes, problems) = stream(&[&t], true);
+    assert_eq!(problems, 0);
+    let dst = temp();
+    let got = receive(&bytes, &dst, 1, false).unwrap();
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    assert_eq!((got.files, got.dirs), (6 * 50 + 2, 7));
+    for d in 0..6 {
+        for i in 0..50 {
+            let want = format!("{d}/{i}").repeat(i + 1);
+            let have = std::fs::read(dst.join(format!("t/d{d}/f{i}"))).unwrap();
+            assert_eq!(have, want.as_bytes(), "d{d}/f{i}");
+        }
+    }
+    let holey = std::fs::read(dst.join("t/d0/holey")).unwrap();
+    assert_eq!(holey.len(), (32 << 10) + 14);
+    assert!(holey[..32 << 10].iter().all(|b| *b == 0));
+    assert_eq!(&holey[32 << 10..], b"after the hole");
+    assert_eq!(std::fs::read(dst.join("t/d1/empty")).unwrap(), b"");
+    for d in 0..6 {
+        for e in std::fs::read_dir(dst.join(format!("t/d{d}"))).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            assert!(!n.contains(".tether-"), "left behind: d{d}/{n}");
+        }
+    }
+}
