@@ -519,7 +519,10 @@ fn many_small_files_arrive_beside_sparse_and_empty_ones() {
     assert_eq!(&holey[32 << 10..], b"after the hole");
     assert_eq!(std::fs::read(dst.join("t/d1/empty")).unwrap(), b"");
     for d in 0..6 {
-        for e in std::fs::read_dir(dst.join(format!("t/d{d}"))).unwrap().flatten() {
+        for e in std::fs::read_dir(dst.join(format!("t/d{d}")))
+            .unwrap()
+            .flatten()
+        {
             let n = e.file_name().to_string_lossy().into_owned();
             assert!(!n.contains(".tether-"), "left behind: d{d}/{n}");
         }
