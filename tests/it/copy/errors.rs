@@ -127,3 +127,44 @@ fn a_missing_destination_directory_is_named() {
     assert!(!missing.exists());
     assert!(names(&base).iter().all(|n| !n.contains(".tether-")));
 }
+
+/// Things already in the destination's way, left there by a careless user: a directory under
+/// a file's partial name does not stop the file (it goes under a unique name, and the
+/// directory is left alone); a directory under the file's own name is that file's problem,
+/// named with the side; a tree copied over an existing one of the same shape replaces its
+/// files. Pushing and pulling, through the real binary.
+#[test]
+fn what_is_in_the_way_of_a_copy_is_named_or_stepped_around() {
+    let home = Home::new();
+    home.new_session("w", &[]);
+    let base = home.scratch().join("copy-in-the-way");
+    let src = base.join("src");
+    std::fs::create_dir_all(src.join("t/sub")).unwrap();
+    std::fs::write(src.join("t/f"), "new f").unwrap();
+    std::fs::write(src.join("t/sub/g"), "new g").unwrap();
+    let s = src.join("t");
+    let s = s.to_str().unwrap();
+    for (n, pull) in [(0, false), (1, true)] {
+        let dst = base.join(format!("dst{n}"));
+        std::fs::create_dir_all(dst.join("t/.f.tether-part")).unwrap();
+        std::fs::create_dir_all(dst.join("t/sub/g")).unwrap();
+        std::fs::write(dst.join("t/f"), "old f").unwrap();
+        let d = dst.to_str().unwrap();
+        let (from, to, side) = match pull {
+            false => (s.to_string(), format!("w:{d}"), "session w"),
+            true => (format!("w:{s}"), d.to_string(), "this computer"),
+        };
+        let out = home.run(&["copy", "-r", &from, &to]).code_is(1);
+        let g = dst.join("t/sub/g");
+        out.clear_error(&format!("{side}: {}: is a directory", g.display()), 1);
+        assert_eq!(std::fs::read(dst.join("t/f")).unwrap(), b"new f");
+        assert!(dst.join("t/.f.tether-part").is_dir(), "left alone");
+        assert!(g.is_dir(), "left alone");
+        let left: Vec<String> = names(&dst.join("t"))
+            .into_iter()
+            .chain(names(&dst.join("t/sub")))
+            .filter(|n| n.contains(".tether-") && n != ".f.tether-part")
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
