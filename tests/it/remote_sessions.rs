@@ -96,6 +96,47 @@ fn remote_busy_waits_and_ctrl_c_work_as_locally() {
     client.invoke("b", "echo $y").success().stdout_is("kept\n");
 }
 
+/// A CLI killed (SIGKILL: no word to anyone) while it feeds a remote command's stdin: the
+/// command reads the end of its input, as it would from a CLI on its own computer, so it ends
+/// and the session takes the next command instead of waiting for a `receive`.
+#[test]
+fn a_remote_command_fed_by_a_killed_cli_reads_the_end_of_its_input() {
+    use std::io::Write;
+    let (_sshd, remote, client) = setup();
+    client
+        .run(&["new", "tether-test", "--name", "fed"])
+        .success();
+    remote.note_session(&remote.session("fed"));
+    let got = client.scratch().join("fed.txt");
+    let script = format!("cat > '{0}'; echo ended >> '{0}'", got.display());
+    let mut cli = client.command();
+    cli.args(["invoke", "-s", "fed", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut cli = cli.spawn().unwrap();
+    // Held open here for the whole test: only the CLI's death can end the far stdin.
+    let mut input = cli.stdin.take().unwrap();
+    input.write_all(b"first\n").unwrap();
+    input.flush().unwrap();
+    let read = || std::fs::read_to_string(&got).unwrap_or_default();
+    wait_until(
+        Duration::from_secs(60),
+        "the far command to get a line",
+        || read() == "first\n",
+    );
+    assert!(send_signal(cli.id(), "KILL"));
+    let _ = cli.wait();
+    wait_until(Duration::from_secs(60), "the far command to end", || {
+        read() == "first\nended\n"
+    });
+    client
+        .invoke("fed", "echo usable")
+        .success()
+        .stdout_is("usable\n");
+    drop(input);
+}
+
 fn links(client: &Home) -> Vec<serde_json::Value> {
     let st = client.run(&["daemon", "status", "--json"]).success().json();
     st["links"].as_array().cloned().unwrap_or_default()

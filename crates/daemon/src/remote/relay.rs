@@ -268,9 +268,17 @@ pub async fn relay(
                             break End::Lost;
                         }
                     }
-                    // The CLI went away: dropping the channel lets the far command go on,
-                    // Disconnected.
-                    None => break End::Done,
+                    // The CLI went away (killed): dropping the channel lets the far command
+                    // go on, Disconnected. Nothing more of its stdin can come, so the command
+                    // reads the end of it, as it would from a CLI on its own computer: a
+                    // `cat` or a copy's receiver fed by a killed CLI ends instead of holding
+                    // the session until someone runs `receive`.
+                    None => {
+                        if !stdin.ended() {
+                            send(&mut far_w, &Request::StdinEof).await;
+                        }
+                        break End::Done;
+                    }
                 },
                 _ = tick.tick(), if !client_acks => {
                     if seq > acked {

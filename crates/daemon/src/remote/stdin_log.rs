@@ -52,6 +52,11 @@ impl StdinLog {
         self.eof = true;
     }
 
+    /// The CLI said its stdin ended.
+    pub fn ended(&self) -> bool {
+        self.eof
+    }
+
     /// No room for more while the link is down.
     pub fn full(&self) -> bool {
         self.len >= KEEP
