@@ -118,6 +118,56 @@ async fn dropping_a_reader_resets_the_peer_writer() {
     assert!(res.is_ok(), "the writer never noticed the reset");
 }
 
+/// A relay whose CLI was killed sends its last requests (the rest of a command's stdin, an
+/// `Abandon`) and resets the channel while the local end (a session host) is blocked writing
+/// output nobody reads: the splice drops that output so the host gets to read them all, then
+/// closes both ends.
+#[tokio::test]
+async fn after_a_reset_the_requests_sent_before_it_still_reach_a_writer_that_was_blocked() {
+    use tokio::io::AsyncWriteExt;
+    let (client, _server, mut accepted) = pair();
+    let (cr, mut cw) = client.split(client.open().unwrap());
+    let (m, ch) = accepted.recv().await.unwrap();
+    let (sr, sw) = m.split(ch);
+    let (near, host) = tokio::net::UnixStream::pair().unwrap();
+    let (near_r, near_w) = near.into_split();
+    tokio::spawn(splice(sr, sw, near_r, near_w));
+    // The host, as a session host's loop does, reads requests only once its write is done,
+    // and writes far more than every buffer on the way holds.
+    let (mut host_r, mut host_w) = host.into_split();
+    let host = tokio::spawn(async move {
+        let chunk = vec![7u8; MAX_DATA];
+        for _ in 0..(4 * WINDOW / MAX_DATA + 64) {
+            if host_w.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        // What came before the end (a reset, when the splice closes its end with output of
+        // ours unread, as a peer gone for good does).
+        let mut v = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = host_r.read(&mut buf).await {
+            v.extend_from_slice(&buf[..n]);
+        }
+        v
+    });
+    // The peer reads a little, sends its last request, and goes without reading the rest.
+    let mut cr = cr;
+    let mut first = [0u8; 1024];
+    cr.read_exact(&mut first).await.unwrap();
+    // More than the host's socket holds: the splice blocks writing it until the host reads.
+    let mut last = vec![b'r'; WINDOW / 2];
+    last.extend_from_slice(b"abandon");
+    cw.send(&last).await.unwrap();
+    drop((cr, cw));
+    let got = tokio::time::timeout(Duration::from_secs(20), host)
+        .await
+        .expect("the host stayed blocked writing and never read the request");
+    let got = got.unwrap();
+    assert_eq!(got.len(), last.len());
+    assert!(got.ends_with(b"abandon"));
+}
+
 async fn feed_garbage(bytes: Vec<u8>) -> Mux {
     let (mut a, b) = tokio::io::duplex(1024 * 1024);
     let (br, bw) = tokio::io::split(b);
