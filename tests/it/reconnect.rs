@@ -251,3 +251,72 @@ fn wait_child(child: &mut std::process::Child, timeout: Duration) -> std::proces
     });
     status.unwrap_or_else(|| panic!("no exit status"))
 }
+
+/// The CLI feeding a remote command's stdin is killed while the link is down. The relay goes
+/// on retrying: once the link is back, the command gets the end of its input (as it would
+/// from a CLI on its own computer that died), ends, and the session is idle for the next
+/// command.
+#[test]
+fn a_cli_killed_while_the_link_is_down_ends_its_commands_input_once_the_link_is_back() {
+    use std::io::Write;
+    let ns = crate::common::netns::Netns::create();
+    let sshd = crate::common::sshd::Sshd::start_at(Some(&ns.name), &ns.inner);
+    let remote = Home::new();
+    let client = sshd.client_for(&remote);
+    client
+        .run(&[
+            "--ssh-option",
+            "ServerAliveInterval=1",
+            "--ssh-option",
+            "ServerAliveCountMax=2",
+            "--connect-timeout",
+            "2s",
+            "new",
+            "tether-test",
+            "--name",
+            "k",
+        ])
+        .success();
+    remote.note_session(&remote.session("k"));
+    let got = client.scratch().join("fed.txt");
+    let err_path = client.scratch().join("fed.stderr");
+    let script = format!("cat > '{0}'; echo ended >> '{0}'", got.display());
+    let mut cmd = client.command();
+    cmd.args(["invoke", "-s", "k", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    let mut cli = cmd.spawn().expect("start tether invoke");
+    client.note_pid(cli.id());
+    // Held open here for the whole test: only the CLI's death can end the far stdin.
+    let mut input = cli.stdin.take().unwrap();
+    input.write_all(b"first\n").unwrap();
+    input.flush().unwrap();
+    let read = || std::fs::read_to_string(&got).unwrap_or_default();
+    wait_until(WAIT, "the far command to get a line", || {
+        read() == "first\n"
+    });
+    ns.link(false);
+    wait_until(Duration::from_secs(30), "the client notices", || {
+        std::fs::read_to_string(&err_path).is_ok_and(|e| e.contains("reconnecting"))
+    });
+    assert!(send_signal(cli.id(), "KILL"));
+    let _ = cli.wait();
+    ns.link(true);
+    wait_until(Duration::from_secs(90), "the far command to end", || {
+        read() == "first\nended\n"
+    });
+    // The outage may have left the session Disconnected there (its client vanished for a
+    // while, SPEC §3.13), holding what the command left (its exit) for a `receive`, which
+    // takes the session back; it is idle either way.
+    if remote.session("k")["state"] == "Disconnected" {
+        client.run(&["receive", "k"]).success();
+    }
+    client
+        .invoke("k", "echo usable")
+        .success()
+        .stdout_is("usable\n");
+    drop(input);
+    drop(client);
+    drop(sshd);
+}

@@ -29,8 +29,10 @@ fn reconnect_for() -> Duration {
 }
 
 enum End {
-    /// The stream is over (exit, error, or the CLI went away).
+    /// The stream is over (exit, error).
     Done,
+    /// The CLI went away.
+    CliGone,
     /// The link broke.
     Lost,
 }
@@ -101,6 +103,10 @@ pub async fn relay(
     let mut held: Vec<Request> = Vec::new();
     // After a `Resume`, the CLI's frames wait until the far side says where its stdin stands.
     let mut resuming = false;
+    // The CLI went away while the link was down. The link is still retried: once the far
+    // side is back, it gets what the CLI sent and the end of its stdin ([`cli_gone`]), so a
+    // command reading it ends instead of holding the session.
+    let mut orphaned = false;
     loop {
         let opened = requests::open(daemon, &rt, &req, &[]).await;
         let (far_r, mut far_w) = match opened {
@@ -136,15 +142,14 @@ pub async fn relay(
                     left.as_secs()
                 );
                 if cli.send(&Response::Notice(note)).await.is_err() {
-                    return;
+                    orphaned = true;
                 }
                 let wake = tokio::time::Instant::now() + RETRY_EVERY;
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep_until(wake) => break,
-                        r = cli_rx.recv(), if !stdin.full() => match r {
-                            // The CLI gave up: the session stays Disconnected there.
-                            None => return,
+                        r = cli_rx.recv(), if !stdin.full() && !orphaned => match r {
+                            None => orphaned = true,
                             Some(r) => hold(&mut stdin, &mut held, r),
                         },
                     }
@@ -155,7 +160,7 @@ pub async fn relay(
         if outage.take().is_some() {
             let note = format!("network connection to {c} restored");
             if cli.send(&Response::Notice(note)).await.is_err() {
-                return;
+                orphaned = true;
             }
         }
         // No buffer of our own: the channel's reader holds what arrived, and each frame is
@@ -224,7 +229,7 @@ pub async fn relay(
                         Frame::Other(_) => {}
                     }
                     if cli.write_raw(&raw).await.is_err() {
-                        break End::Done;
+                        break End::CliGone;
                     }
                     if last {
                         let _ = cli.flush().await;
@@ -238,7 +243,7 @@ pub async fn relay(
                         break End::Done;
                     }
                     if far_rx.is_empty() && cli.flush().await.is_err() {
-                        break End::Done;
+                        break End::CliGone;
                     }
                     if !client_acks && seq - acked >= ACK_EVERY {
                         if !send(&mut far_w, &Request::Ack(seq)).await {
@@ -268,17 +273,7 @@ pub async fn relay(
                             break End::Lost;
                         }
                     }
-                    // The CLI went away (killed): dropping the channel lets the far command
-                    // go on, Disconnected. Nothing more of its stdin can come, so the command
-                    // reads the end of it, as it would from a CLI on its own computer: a
-                    // `cat` or a copy's receiver fed by a killed CLI ends instead of holding
-                    // the session until someone runs `receive`.
-                    None => {
-                        if !stdin.ended() {
-                            send(&mut far_w, &Request::StdinEof).await;
-                        }
-                        break End::Done;
-                    }
+                    None => break End::CliGone,
                 },
                 _ = tick.tick(), if !client_acks => {
                     if seq > acked {
@@ -290,9 +285,16 @@ pub async fn relay(
                 }
             }
         };
+        if matches!(end, End::CliGone) {
+            // Before the far reader goes: dropping it resets the channel, and the far end
+            // drops whatever arrives after the reset.
+            cli_gone(cli_rx, &mut stdin, &mut far_w, &mut far_rx).await;
+            far_task.abort();
+            return;
+        }
         far_task.abort();
         match (end, &session) {
-            (End::Done, _) => return,
+            (End::Done | End::CliGone, _) => return,
             (End::Lost, None) => {
                 let e = ErrorInfo::new(ErrorKind::Lost, format!("computer {c}: connection lost"));
                 let _ = cli.send(&Response::Error(e)).await;
@@ -305,7 +307,7 @@ pub async fn relay(
                         reconnect_for().as_secs()
                     );
                     if cli.send(&Response::Notice(note)).await.is_err() {
-                        return;
+                        orphaned = true;
                     }
                 }
                 outage.get_or_insert_with(Instant::now);
@@ -319,6 +321,47 @@ pub async fn relay(
             }
         }
     }
+}
+
+/// How long what a CLI sent before it went away may take to read.
+const DRAIN_FOR: Duration = Duration::from_secs(5);
+
+/// The CLI went away (killed, or it left after an `Abandon` not passed on yet). What it sent
+/// before going still goes to the far side, in order; then, as nothing more of its stdin can
+/// come, the command reads the end of it, as it would from a CLI on its own computer: a `cat`
+/// or a copy's side fed by a killed CLI ends instead of holding the session until someone runs
+/// `receive`. Dropping the channel then lets the far command go on, Disconnected.
+///
+/// Meanwhile the far side's frames are read and dropped: a host blocked writing output reads
+/// no requests.
+async fn cli_gone(
+    mut cli_rx: mpsc::Receiver<Request>,
+    stdin: &mut StdinLog,
+    far_w: &mut ChannelWriter,
+    far_rx: &mut mpsc::Receiver<(Vec<u8>, Frame)>,
+) {
+    let last = async {
+        while let Some(r) = cli_rx.recv().await {
+            if matches!(r, Request::StdinEof) {
+                stdin.eof();
+            }
+            if !send(far_w, &r).await {
+                return;
+            }
+        }
+        if !stdin.ended() {
+            send(far_w, &Request::StdinEof).await;
+        }
+    };
+    let dropped = async { while far_rx.recv().await.is_some() {} };
+    let _ = tokio::time::timeout(DRAIN_FOR, async {
+        tokio::select! {
+            _ = last => {}
+            // The far side ended: nothing more can reach it.
+            _ = dropped => {}
+        }
+    })
+    .await;
 }
 
 /// A frame from the CLI while the link is down: stdin goes to the log (it is replayed from
