@@ -112,6 +112,7 @@ pub async fn receive(a: ReceiveArgs) -> CliResult {
         },
         session: a.session.clone(),
         json: a.json,
+        to: Default::default(),
     };
     stream(client.into_receive(&a.session, a.keep), view, false).await
 }

@@ -5,14 +5,18 @@
 //! names, each file under a temporary name first, and answers (which partial files it has, so
 //! a copy run again after an interruption resumes; what it wrote). The side on this computer
 //! runs in this process; the other runs in the session's shell, as the session's user, as
-//! `tether __copy send|recv` through an ordinary `tether invoke` whose stdin and stdout carry
-//! the two directions (so a copy reaches whatever `invoke` reaches, and reconnects as it does).
-//! The shell finds tether's program in `$__tether_x`, set by the session host.
+//! `tether __copy send|recv` in an ordinary invocation whose stdin and stdout carry the two
+//! directions (so a copy reaches whatever `invoke` reaches, and reconnects as it does), streamed
+//! by a thread of this process ([`far`]). The shell finds tether's program in `$__tether_x`,
+//! set by the session host.
+
+mod far;
+mod limit;
 
 use super::error::{CliError, CliResult};
 use clap::Args;
+use far::{Far, FarSide, Place};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use tether_client::ErrorKind;
 
 #[derive(Args, Debug)]
@@ -33,6 +37,10 @@ pub struct CopyArgs {
     /// Print a JSON summary instead of a line.
     #[arg(long)]
     json: bool,
+    /// At most this many bytes a second (`512K`, `10M`: powers of 1024), as `scp -l` or
+    /// `rsync --bwlimit`.
+    #[arg(long, value_name = "RATE", value_parser = tether_client::parse_size)]
+    bwlimit: Option<u64>,
 }
 
 /// The far side of a copy: `tether __copy send [-r] --label L PATH...` or
@@ -51,13 +59,6 @@ pub struct CopySideArgs {
     #[arg(long, default_value = "this computer")]
     label: String,
     paths: Vec<PathBuf>,
-}
-
-/// Where the session side is.
-struct Far {
-    /// `-s NAME` or `--computer C`, as `invoke` takes them.
-    target: Vec<String>,
-    label: String,
 }
 
 /// Splits `S:PATH` (or `:PATH` with `--computer`) from a local path. A local path with a
@@ -82,19 +83,11 @@ pub fn run(a: CopyArgs) -> CliResult {
     let far_dest = far_path(dest, computer);
     let far_sources: Vec<_> = sources.iter().map(|s| far_path(s, computer)).collect();
     let session = |s: &str| -> Far {
-        match &a.computer {
-            Some(c) => Far {
-                target: vec!["--computer".into(), c.clone()],
-                label: format!("computer {c}"),
-            },
-            None => Far {
-                target: vec!["-s".into(), s.to_string()],
-                label: format!("session {s}"),
-            },
-        }
+        Far::new(match &a.computer {
+            Some(c) => Place::Computer(c.clone()),
+            None => Place::Session(s.to_string()),
+        })
     };
-    let mine = std::env::current_exe()
-        .map_err(|e| CliError::new(ErrorKind::Internal, format!("copy: {e}")))?;
     if let Some((s, path)) = far_dest {
         // Here to there.
         if far_sources.iter().any(Option::is_some) {
@@ -120,7 +113,7 @@ pub fn run(a: CopyArgs) -> CliResult {
         script.push_str(" -- ");
         script.push_str(&tether_transport::shell_quote(path));
         let paths: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
-        return push(&paths, &a, invoke(&mine, &far, &script)?);
+        return push(&paths, &a, far::start(&far, script)?);
     }
     // There to here.
     let Some(Some((s, _))) = far_sources.first() else {
@@ -163,17 +156,15 @@ pub fn run(a: CopyArgs) -> CliResult {
     if let Err(e) = receiver.check() {
         return local_error(e, 0);
     }
-    pull(&receiver, &a, invoke(&mine, &far, &script)?)
+    pull(&receiver, &a, far::start(&far, script)?)
 }
 
 /// What the side on this computer calls itself in errors.
 const HERE: &str = "this computer";
 
-/// Sends `paths` to the far receiver `child`, and prints what it wrote.
-fn push(paths: &[PathBuf], a: &CopyArgs, mut child: Child) -> CliResult {
-    let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(CliError::new(ErrorKind::Internal, "copy: no pipe"));
-    };
+/// Sends `paths` to the far receiver, and prints what it wrote.
+fn push(paths: &[PathBuf], a: &CopyArgs, far: FarSide) -> CliResult {
+    let FarSide { to, from, driver } = far;
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let bar = show_progress(a.json).then(|| {
         let b = Bar::new();
@@ -193,15 +184,15 @@ fn push(paths: &[PathBuf], a: &CopyArgs, mut child: Child) -> CliResult {
         total: false,
         progress: Some(&inc),
     };
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, to);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, limit::Limited::new(to, a.bwlimit));
     let mut replies = std::io::BufReader::new(from);
     let sent = tether_copy::send(&refs, opts, Some(&mut replies), &mut out);
-    // Our ends close here: the far side sees the end of its stdin whatever happened.
     drop((out, replies));
     if let Some(b) = &bar {
         b.0.finish_and_clear();
     }
-    let far = wait(&mut child)?;
+    // Our ends close here: the far side sees the end of its stdin whatever happened.
+    let far = driver.wait()?;
     let sent = match sent {
         Ok(sent) => sent,
         Err(e) => return local_error(e, far),
@@ -221,12 +212,11 @@ fn push(paths: &[PathBuf], a: &CopyArgs, mut child: Child) -> CliResult {
     })
 }
 
-/// Receives from the far sender `child` into `receiver`'s destination, and prints what it wrote.
-fn pull(receiver: &tether_copy::Receiver, a: &CopyArgs, mut child: Child) -> CliResult {
-    let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(CliError::new(ErrorKind::Internal, "copy: no pipe"));
-    };
-    let mut input = std::io::BufReader::with_capacity(1 << 20, from);
+/// Receives from the far sender into `receiver`'s destination, and prints what it wrote.
+fn pull(receiver: &tether_copy::Receiver, a: &CopyArgs, far: FarSide) -> CliResult {
+    let FarSide { to, from, driver } = far;
+    let mut input =
+        std::io::BufReader::with_capacity(1 << 20, limit::Limited::new(from, a.bwlimit));
     let mut replies = to;
     let got = match show_progress(a.json) {
         true => {
@@ -238,7 +228,7 @@ fn pull(receiver: &tether_copy::Receiver, a: &CopyArgs, mut child: Child) -> Cli
         false => receiver.run(&mut input, Some(&mut replies)),
     };
     drop((input, replies));
-    let far = wait(&mut child)?;
+    let far = driver.wait()?;
     let got = match got {
         Ok(got) => got,
         Err(e) => return local_error(e, far),
@@ -251,14 +241,6 @@ fn pull(receiver: &tether_copy::Receiver, a: &CopyArgs, mut child: Child) -> Cli
         0 => i32::from(!got.problems.is_empty()),
         code => code,
     })
-}
-
-/// The far side's exit status.
-fn wait(child: &mut Child) -> Result<i32, CliError> {
-    let status = child
-        .wait()
-        .map_err(|e| CliError::new(ErrorKind::Internal, format!("copy: {e}")))?;
-    Ok(status.code().unwrap_or(1))
 }
 
 /// This side's error. When the far side went away it said why itself (or `invoke` did), and
@@ -331,60 +313,6 @@ impl tether_copy::Progress for Bar {
     fn wrote(&self, bytes: u64) {
         self.0.inc(bytes);
     }
-}
-
-/// Starts `tether invoke` of `script` in the far session, with this call's global flags, its
-/// stdin and stdout ours to use. If this process dies (killed, or Ctrl-C), the invoke is told
-/// by SIGTERM, which stops the far side and leaves the session usable: the copy ends, and a
-/// rerun resumes it.
-fn invoke(mine: &Path, far: &Far, script: &str) -> Result<Child, CliError> {
-    let mut c = Command::new(mine);
-    if super::system_mode() {
-        c.arg("--system");
-    }
-    let ssh = super::ssh_flags();
-    if let Some(f) = &ssh.config {
-        c.arg("--ssh-config").arg(f);
-    }
-    for o in &ssh.options {
-        c.args(["--ssh-option", o]);
-    }
-    if let Some(t) = ssh.connect_timeout {
-        c.arg("--connect-timeout")
-            .arg(format!("{}ms", t.as_millis()));
-    }
-    c.arg("invoke").args(&far.target).arg("--").arg(script);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped());
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        let parent = std::process::id();
-        // SAFETY: prctl, getppid and raise are async-signal-safe; nothing is allocated.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Died before the line above: no signal will come.
-                if libc::getppid() as u32 != parent {
-                    libc::raise(libc::SIGTERM);
-                }
-                Ok(())
-            });
-        }
-    }
-    let child = c
-        .spawn()
-        .map_err(|e| CliError::new(ErrorKind::Internal, format!("copy: {e}")))?;
-    // The stream crosses these pipes in 1 MiB writes (our BufWriter) where a default pipe
-    // takes 64 KiB: wider pipes let each side move a megabyte per wake-up.
-    if let Some(p) = &child.stdin {
-        tether_transport::widen_pipe(p);
-    }
-    if let Some(p) = &child.stdout {
-        tether_transport::widen_pipe(p);
-    }
-    Ok(child)
 }
 
 /// The far side of a copy, run in the session's shell: the stream and the answers go through

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tether_client::{Client, ClientError, Event, ExitInfo, InvokeSpec};
 
 /// SPEC §3.3: a synchronous invoke waits up to 4 minutes for a busy session.
-const DEFAULT_WAIT: Duration = Duration::from_secs(240);
+pub(super) const DEFAULT_WAIT: Duration = Duration::from_secs(240);
 /// Largest stdin we buffer to copy to several targets.
 const MAX_SHARED_STDIN: usize = 64 * 1024 * 1024;
 /// A command that has not started after this long (a busy session, a computer being reached or
@@ -78,6 +78,53 @@ pub(super) struct Target {
     pub(super) spec: InvokeSpec,
 }
 
+impl Target {
+    /// A temporary session on this computer, started with our environment and directory.
+    fn here(label: &str, base: &InvokeSpec) -> Target {
+        Target {
+            label: label.to_string(),
+            computer: "localhost".into(),
+            spec: InvokeSpec {
+                env: captured_env(),
+                cwd: current_dir(),
+                ..base.clone()
+            },
+        }
+    }
+
+    /// A temporary session on computer `c` (here for `localhost`).
+    pub(super) fn computer(c: &str, base: &InvokeSpec) -> Result<Target, CliError> {
+        if remote::is_local(c) {
+            return Ok(Target::here(c, base));
+        }
+        Ok(Target {
+            label: c.to_string(),
+            computer: c.to_string(),
+            spec: InvokeSpec {
+                remote: Some(remote::target(c, &super::ssh_flags())?),
+                ..base.clone()
+            },
+        })
+    }
+
+    /// The session `s` names. `json`: `--json` names the computer the session is on, as
+    /// `get` shows it.
+    pub(super) fn session(s: &str, base: &InvokeSpec, json: bool) -> Target {
+        Target {
+            label: s.to_string(),
+            computer: if json {
+                session_computer(s)
+            } else {
+                "localhost".into()
+            },
+            spec: InvokeSpec {
+                session: s.to_string(),
+                ..base.clone()
+            },
+        }
+    }
+}
+
 pub async fn run(a: InvokeArgs) -> CliResult {
     // An empty name is an error, never "no target" (which would run here instead).
     let sessions = super::sessions::session_words("--session", &a.sessions)?;
@@ -105,47 +152,15 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         isolated: a.isolated,
         ..Default::default()
     };
-    let temporary_here = |label: &str| Target {
-        label: label.to_string(),
-        computer: "localhost".into(),
-        spec: InvokeSpec {
-            env: captured_env(),
-            cwd: current_dir(),
-            ..base.clone()
-        },
-    };
     let mut targets = Vec::new();
-    let flags = super::ssh_flags();
     for c in &computers {
-        targets.push(match remote::is_local(c) {
-            true => temporary_here(c),
-            false => Target {
-                label: c.clone(),
-                computer: c.clone(),
-                spec: InvokeSpec {
-                    remote: Some(remote::target(c, &flags)?),
-                    ..base.clone()
-                },
-            },
-        });
+        targets.push(Target::computer(c, &base)?);
     }
     for s in &sessions {
-        targets.push(Target {
-            label: s.clone(),
-            // `--json` names the computer the session is on, as `get` shows it.
-            computer: if a.json {
-                session_computer(s)
-            } else {
-                "localhost".into()
-            },
-            spec: InvokeSpec {
-                session: s.clone(),
-                ..base.clone()
-            },
-        });
+        targets.push(Target::session(s, &base, a.json));
     }
     if targets.is_empty() {
-        targets.push(temporary_here("localhost"));
+        targets.push(Target::here("localhost", &base));
     }
     tracing::info!(
         targets = targets.len(),
@@ -154,7 +169,7 @@ pub async fn run(a: InvokeArgs) -> CliResult {
         "invoke"
     );
     if !a.as_job && targets.len() == 1 {
-        return single(targets.remove(0), a.json).await;
+        return single(targets.remove(0), a.json, Redirect::default()).await;
     }
     let client = connect().await?;
     if a.as_job {
@@ -248,11 +263,19 @@ fn stdin_has_input() -> bool {
     }
 }
 
+/// Where one target's stdin comes from and its stdout goes when not from and to ours: pipes
+/// of a caller in this process that feeds and reads the command itself (`copy`).
+#[derive(Default)]
+pub(super) struct Redirect {
+    pub stdin: Option<std::os::fd::OwnedFd>,
+    pub stdout: Option<std::os::fd::OwnedFd>,
+}
+
 /// Runs on one target, streaming raw output; returns the command's exit status.
 ///
 /// A local session named by name is tried straight at its host first (no daemon hop, about a
 /// tenth of a short call); anything else, or any doubt, goes through the daemon.
-async fn single(t: Target, json: bool) -> CliResult {
+pub(super) async fn single(t: Target, json: bool, to: Redirect) -> CliResult {
     let paths = super::daemon_paths()?;
     let Target {
         label,
@@ -264,6 +287,7 @@ async fn single(t: Target, json: bool) -> CliResult {
         computer,
         session: spec.session.clone(),
         json,
+        to,
     };
     let forward_stdin = spec.stdin;
     let start = async move {
@@ -280,12 +304,13 @@ async fn single(t: Target, json: bool) -> CliResult {
     stream(start, view, forward_stdin).await
 }
 
-/// How one streamed target is named in output and errors.
+/// How one streamed target is named in output and errors, and where its streams go.
 pub(super) struct View {
     pub label: String,
     pub computer: String,
     pub session: String,
     pub json: bool,
+    pub to: Redirect,
 }
 
 /// Streams one invocation (or `receive`) to our stdout and stderr and returns its status.
@@ -299,7 +324,17 @@ pub(super) async fn stream(
         computer,
         session,
         json,
+        to,
     } = view;
+    // A caller's stdout pipe is written without blocking this thread: the caller may be
+    // blocked feeding our stdin, which this runtime's tasks send on.
+    let mut piped = match to.stdout {
+        Some(fd) => {
+            let splice = fd.try_clone().ok();
+            Some((tokio::net::unix::pipe::Sender::from_owned_fd(fd)?, splice))
+        }
+        None => None,
+    };
     let label = label.as_str();
     // Registered before the session is acquired: Ctrl-C while waiting for a busy session gives
     // up (closing the connection, so the command never starts); once running, it stops the
@@ -320,7 +355,11 @@ pub(super) async fn stream(
     tracing::info!(on = label, elapsed = ?started.elapsed(), "command started");
     if forward_stdin {
         use std::os::fd::AsFd;
-        match std::io::stdin().as_fd().try_clone_to_owned() {
+        let input = match to.stdin {
+            Some(fd) => Ok(fd),
+            None => std::io::stdin().as_fd().try_clone_to_owned(),
+        };
+        match input {
             Ok(input) => inv.forward_stdin(input),
             // No descriptor to spare: the command reads end-of-file.
             Err(_) => {
@@ -328,9 +367,20 @@ pub(super) async fn stream(
             }
         }
     }
-    if !json && let Some(out) = super::stream::stdout_pipe() {
+    let splice = match &mut piped {
+        Some((_, splice)) => splice.take(),
+        None if !json => super::stream::stdout_pipe(),
+        None => None,
+    };
+    if let Some(out) = splice {
         inv.splice_stdout(out);
     }
+    // Whose output closed: ours is the user's to hear of, a caller's is its own.
+    let closed_note = if piped.is_some() {
+        ""
+    } else {
+        session.as_str()
+    };
     let ctl = inv.control();
     let mut interrupts = 0;
     let mut notices = Notices::default();
@@ -338,6 +388,15 @@ pub(super) async fn stream(
         tokio::select! {
             ev = inv.next() => match ev.map_err(|e| annotate(e, label))? {
                 Event::Notice(n) => notices.show(&n),
+                Event::Output { stream: tether_client::Stream::Stdout, data }
+                    if let Some((pipe, _)) = &mut piped =>
+                {
+                    use tokio::io::AsyncWriteExt;
+                    if pipe.write_all(&data).await.is_err() {
+                        return Ok(output_closed(&ctl, closed_note, label).await);
+                    }
+                    inv.delivered();
+                }
                 Event::Output { stream, data } => {
                     notices.clear();
                     if json {
@@ -347,11 +406,11 @@ pub(super) async fn stream(
                         write_fd(stream, &data);
                     }
                     if stdout_closed() {
-                        return Ok(output_closed(&ctl, &session, label).await);
+                        return Ok(output_closed(&ctl, closed_note, label).await);
                     }
                     inv.delivered();
                 }
-                Event::OutputClosed => return Ok(output_closed(&ctl, &session, label).await),
+                Event::OutputClosed => return Ok(output_closed(&ctl, closed_note, label).await),
                 Event::Exit(exit) => {
                     notices.clear();
                     tracing::info!(on = label, code = exit.code, elapsed = ?started.elapsed(),

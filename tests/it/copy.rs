@@ -158,6 +158,25 @@ fn several_sources_need_a_directory_and_bad_paths_name_the_side() {
     // Both sides local, or both in a session: usage errors.
     home.run(&["copy", a.to_str().unwrap(), b.to_str().unwrap()])
         .code_is(2);
+    // A rate that is none: a usage error naming it, and nothing copied.
+    let limited = base.join("limited");
+    std::fs::create_dir_all(&limited).unwrap();
+    let to = format!("e:{}", limited.display());
+    for bad in ["0", "fast", "-1M"] {
+        let flag = format!("--bwlimit={bad}");
+        let out = home.run(&["copy", &flag, a.to_str().unwrap(), &to]);
+        assert_eq!(out.code(), Some(2), "{out}");
+        assert!(out.err().contains(&format!("'{bad}'")), "{out}");
+    }
+    assert!(!limited.join("a").exists());
+    // A copy held to 1 MiB a second moves 3 MiB whole, and takes no less than 2 s (what the
+    // limit promises; no upper bound is asserted).
+    let big = base.join("big");
+    std::fs::write(&big, vec![9u8; 3 << 20]).unwrap();
+    let out = home.run(&["copy", "--bwlimit", "1M", big.to_str().unwrap(), &to]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.elapsed >= std::time::Duration::from_secs(2), "{out}");
+    assert_eq!(std::fs::read(limited.join("big")).unwrap().len(), 3 << 20);
 }
 
 #[test]

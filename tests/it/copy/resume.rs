@@ -141,14 +141,17 @@ fn a_copy_goes_on_across_killed_links_both_ways() {
 
 /// Where a stopped copy left its partial file: the copy `args` is stopped by `stop` once `part`
 /// holds 16 MiB; waits until no side of a copy under `base` runs, and returns the partial
-/// file's length.
+/// file's length. The copy is held to 16 MiB a second (`--bwlimit`), so that it is still
+/// running, however fast the machine, when its partial file is seen with 16 MiB.
 fn stop_midway(
     home: &Home,
     args: &[&str],
     (part, base): (&Path, &Path),
     stop: impl FnOnce(&Background),
 ) -> u64 {
-    let mut copy = home.spawn(args, "stopped-copy");
+    let mut limited = vec!["copy", "--bwlimit", "16M"];
+    limited.extend(args.iter().skip(1));
+    let mut copy = home.spawn(&limited, "stopped-copy");
     wait_for_partial(&mut copy, part, 16 * MIB);
     stop(&copy);
     let out = copy.wait(Duration::from_secs(60));
@@ -221,6 +224,55 @@ fn a_stopped_copy_run_again_sends_only_the_rest() {
     home.invoke("r", "echo usable")
         .success()
         .stdout_is("usable\n");
+}
+
+/// The same with a session on another computer, where the CLI's end reaches the far side only
+/// through the client daemon: pushing with the CLI killed outright (no word to anyone),
+/// pulling with it told to end (SIGTERM, as `timeout` or a service manager does). Each time
+/// the far side ends, nothing is in place, the session takes the next command, and the copy
+/// run again sends only the rest.
+#[test]
+fn a_copy_to_another_computer_stopped_midway_ends_there_and_resumes() {
+    let (_sshd, remote, client) = setup();
+    client
+        .run(&["new", "tether-test", "--name", "rk"])
+        .success();
+    remote.note_session(&remote.session("rk"));
+    let base = client.scratch().join("copy-stopped");
+    let (into, back) = (base.join("into"), base.join("back"));
+    std::fs::create_dir_all(&into).unwrap();
+    std::fs::create_dir_all(&back).unwrap();
+    let src = base.join("big");
+    big_file(&src, 64, 0);
+    let to = format!("rk:{}", into.display());
+    let push = [src.to_str().unwrap(), &to];
+    let args = ["copy", push[0], push[1]];
+    let part = into.join(".big.tether-part");
+    let have = stop_midway(&client, &args, (&part, &base), |c| {
+        assert!(send_signal(c.pid(), "KILL"));
+    });
+    assert!((16 * MIB..64 * MIB).contains(&have), "{have}");
+    assert!(!into.join("big").exists(), "a partial file is in place");
+    client
+        .invoke("rk", "echo usable")
+        .success()
+        .stdout_is("usable\n");
+    rerun(&client, &push, have, &src, &into.join("big"));
+    let from = format!("rk:{}", into.join("big").display());
+    let pull = [from.as_str(), back.to_str().unwrap()];
+    let args = ["copy", pull[0], pull[1]];
+    let part = back.join(".big.tether-part");
+    let have = stop_midway(&client, &args, (&part, &base), |c| {
+        assert!(send_signal(c.pid(), "TERM"));
+    });
+    assert!((16 * MIB..64 * MIB).contains(&have), "{have}");
+    assert!(!back.join("big").exists(), "a partial file is in place");
+    client
+        .invoke("rk", "echo usable")
+        .success()
+        .stdout_is("usable\n");
+    rerun(&client, &pull, have, &src, &back.join("big"));
+    client.run(&["remove", "rk"]).success();
 }
 
 /// Partial files that do not hold the source's start are never finished: one from a source
