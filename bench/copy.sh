@@ -3,7 +3,8 @@
 # private sshd on 127.0.0.1 with the same cipher for every tool (issue 20):
 #   a. one file of BENCH_COPY_BYTES (default 1 GiB), to the other computer
 #   b. a tree of BENCH_COPY_FILES small files (default 20,000 of 1 KiB), to the other computer
-# BENCH_COPY_DIR (default /tmp) holds the data and destinations; BENCH_COPY_RUNS rounds.
+# BENCH_COPY_DIR (default /tmp) holds the data and destinations; BENCH_COPY_RUNS rounds;
+# BENCH_COPY_AGAINST another tether binary, compared in the same rounds.
 # tether copies into a warm session (its link is up); scp and rsync pay their ssh handshake.
 # Usage: bench/copy.sh   (needs sshd, ssh, scp; run as root, or as the user to log in as)
 set -euo pipefail
@@ -30,6 +31,11 @@ cleanup() {
   "$T" remove --all >/dev/null 2>&1
   "$T" daemon stop >/dev/null 2>&1
   TETHER_HOME=$TETHER_REMOTE_HOME "$T" daemon stop >/dev/null 2>&1
+  if [ -n "${O:-}" ]; then
+    old remove --all >/dev/null 2>&1
+    old daemon stop >/dev/null 2>&1
+    TETHER_HOME=$D/old-remote-home "$O" daemon stop >/dev/null 2>&1
+  fi
   sshd_stop
   rm -rf "$D" "$TETHER_HOME"
 }
@@ -54,6 +60,15 @@ PY
 
 "$T" new tether-ci --name S --json >/dev/null
 "$T" invoke -s S true
+# BENCH_COPY_AGAINST: another tether binary (an earlier build), run as one more tool with homes
+# of its own on both sides, so two builds are compared in the same rounds.
+O=${BENCH_COPY_AGAINST:-}
+old() { TETHER_HOME=$D/old-home TETHER_REMOTE_HOME=$D/old-remote-home TETHER_REMOTE_EXE=$O "$O" "$@"; }
+if [ -n "$O" ]; then
+  mkdir -p "$D/old-home" "$D/old-remote-home"
+  old new tether-ci --name S --json >/dev/null
+  old invoke -s S true
+fi
 secs() { python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / 1e9:.2f}')" "$1" "$2"; }
 run() {   # label, command…; prints seconds
   local t0 t1
@@ -71,10 +86,11 @@ echo "machine: $(nproc) cores, $(uname -srm); $(ssh -V 2>&1 | cut -d, -f1); ciph
 runs=${BENCH_COPY_RUNS:-1}
 tools=(tether-copy scp)
 command -v rsync >/dev/null && tools+=(rsync)
+[ -n "$O" ] && tools+=(tether-old)
 declare -A cmd
 measure() {   # title, then the three commands as strings
   local title=$1 r i k n tool
-  cmd[tether-copy]=$2 cmd[scp]=$3 cmd[rsync]=$4
+  cmd[tether-copy]=$2 cmd[scp]=$3 cmd[rsync]=$4 cmd[tether-old]=${2//\"\$T\"/old}
   echo "$title"
   local -A all=()
   n=${#tools[@]}
@@ -87,9 +103,9 @@ measure() {   # title, then the three commands as strings
     done
   done
   if ((runs > 1)); then
-    python3 - "${all[tether-copy]}" "${all[scp]}" "${all[rsync]:-}" <<'PY'
+    python3 - "${all[tether-copy]}" "${all[scp]}" "${all[rsync]:-}" "${all[tether-old]:-}" <<'PY'
 import statistics, sys
-names = ["tether-copy", "scp", "rsync"]
+names = ["tether-copy", "scp", "rsync", "tether-old"]
 med = {n: statistics.median(map(float, v.split())) for n, v in zip(names, sys.argv[1:]) if v.strip()}
 for n, m in med.items():
     print(f"median {n} {m:.2f} s ({m / med['tether-copy']:.2f}x tether's time)")

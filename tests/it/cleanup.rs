@@ -522,3 +522,40 @@ fn a_session_hosts_own_log_is_under_hosts_and_says_why_it_ended() {
         log.display()
     );
 }
+
+/// The bound socket of a session host, from the kernel's list of unix sockets.
+fn host_socket_path(instance_id: &str) -> Option<std::path::PathBuf> {
+    let name = format!("/hosts/{instance_id}.sock");
+    std::fs::read_to_string("/proc/net/unix")
+        .ok()?
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .find(|p| p.ends_with(&name))
+        .map(std::path::PathBuf::from)
+}
+
+/// A home whose path is too long for a socket keeps its sockets in a short directory under the
+/// temporary directory. When the daemon stops before its last session, that session's host,
+/// ending, removes the directory: nothing is left behind in /tmp.
+#[test]
+fn the_last_host_out_removes_the_short_socket_directory() {
+    let home = Home::long();
+    let s = home.new_session("last", &[]);
+    let instance = s["instance_id"].as_str().unwrap().to_string();
+    let host = host_pid(&s);
+    let sock = host_socket_path(&instance).expect("the host's socket is bound");
+    let run = sock
+        .parent()
+        .and_then(|h| h.parent())
+        .unwrap()
+        .to_path_buf();
+    assert!(
+        !run.starts_with(home.path()),
+        "{run:?} should be outside the long home"
+    );
+    home.run(&["daemon", "stop"]).success();
+    assert!(run.exists(), "the host still uses {run:?}");
+    assert!(send_signal(host, "TERM"));
+    wait_gone(host, "the session host");
+    assert!(!run.exists(), "{run:?} was left behind");
+}

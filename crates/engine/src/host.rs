@@ -279,6 +279,14 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
     crate::cleanup::settle(&host, ending).await;
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_dir_all(&fifo_dir);
+    if paths.run != paths.home && !paths.daemon_socket().exists() {
+        // The short socket directory under the temporary directory (a home whose path is too
+        // long for a socket): the last one out removes it, be it the daemon (which does the
+        // same when it stops) or, after the daemon, its last host. Not while a daemon runs: it
+        // may be starting a host, which makes the directory again only as it starts.
+        let _ = std::fs::remove_dir(paths.run.join("hosts"));
+        let _ = std::fs::remove_dir(&paths.run);
+    }
     if spec.temporary {
         let _ = std::fs::remove_file(paths.host_meta(&spec.instance_id));
     }
