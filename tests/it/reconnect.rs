@@ -151,7 +151,7 @@ fn a_link_that_goes_down_and_comes_back_resumes_the_stream_without_loss() {
         "--ssh-option",
         "ServerAliveCountMax=2",
         "--connect-timeout",
-        "2s",
+        "10s",
     ];
     let mut new = fast.to_vec();
     new.extend(["new", "tether-test", "--name", "n"]);
@@ -270,7 +270,7 @@ fn a_cli_killed_while_the_link_is_down_ends_its_commands_input_once_the_link_is_
             "--ssh-option",
             "ServerAliveCountMax=2",
             "--connect-timeout",
-            "2s",
+            "10s",
             "new",
             "tether-test",
             "--name",
