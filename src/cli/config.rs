@@ -68,7 +68,7 @@ pub async fn run(a: ConfigArgs) -> CliResult {
     let mut client = connect().await?;
     let configs = client.configs(ConfigQuery { name, remote }).await?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&configs).unwrap_or_else(|_| "[]".into())
         );
@@ -81,8 +81,8 @@ pub async fn run(a: ConfigArgs) -> CliResult {
         if let Some(e) = &c.error {
             return Err(CliError::new(ErrorKind::Usage, e.clone()));
         }
-        println!("# {} ({})", c.name, c.file);
-        print!("{}", c.text);
+        outln!("# {} ({})", c.name, c.file);
+        out!("{}", c.text);
         return Ok(0);
     }
     let mut rows = Rows::new(vec!["Name", "Engine", "File", "Error"]);

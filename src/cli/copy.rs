@@ -265,7 +265,7 @@ fn report(got: &tether_copy::Received, json: bool, watching: bool) {
             "bytes": got.bytes, "sent": got.bytes - got.resumed, "resumed": got.resumed,
             "problems": got.problems,
         });
-        println!("{v}");
+        outln!("{v}");
     } else if watching {
         summary(got);
     }

@@ -70,7 +70,7 @@ pub fn run(a: DaemonArgs) -> CliResult {
         Action::Start { quiet, .. } => {
             if is_running(&paths) {
                 if !quiet {
-                    println!(
+                    outln!(
                         "tether daemon is already running for {}",
                         paths.home.display()
                     );
@@ -80,7 +80,7 @@ pub fn run(a: DaemonArgs) -> CliResult {
             match tether_daemon::start_detached(&paths) {
                 Ok(tether_daemon::Started::New(pid)) => {
                     if !quiet {
-                        println!("tether daemon started (pid {pid})");
+                        outln!("tether daemon started (pid {pid})");
                     }
                     Ok(0)
                 }
@@ -102,7 +102,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 fn stop(paths: &Paths) -> CliResult {
     if !is_running(paths) {
-        println!("tether daemon is not running");
+        outln!("tether daemon is not running");
         return Ok(0);
     }
     let pid = tether_daemon::read_pid(paths);
@@ -121,7 +121,7 @@ fn stop(paths: &Paths) -> CliResult {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    println!("tether daemon stopped");
+    outln!("tether daemon stopped");
     Ok(0)
 }
 
@@ -140,11 +140,13 @@ fn restart(paths: &Paths) -> CliResult {
         Ok::<_, CliError>((retired, client.status().await?))
     })?;
     match retired {
-        Some(old) => println!(
+        Some(old) => outln!(
             "tether daemon restarted: pid {old} exited, pid {} (tether {}) adopted {} session(s)",
-            st.pid, st.version, st.sessions
+            st.pid,
+            st.version,
+            st.sessions
         ),
-        None => println!("tether daemon was not running; started pid {}", st.pid),
+        None => outln!("tether daemon was not running; started pid {}", st.pid),
     }
     Ok(0)
 }
@@ -173,7 +175,7 @@ fn is_zombie(pid: u32) -> bool {
 
 fn status(paths: &Paths, json: bool) -> CliResult {
     if !is_running(paths) {
-        println!(
+        outln!(
             "tether daemon is not running (home {})",
             paths.home.display()
         );
@@ -184,15 +186,18 @@ fn status(paths: &Paths, json: bool) -> CliResult {
         Ok::<_, CliError>(client.status().await?)
     })?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&st).map_err(std::io::Error::other)?
         );
         return Ok(0);
     }
-    println!(
+    outln!(
         "tether daemon running: pid {}, version {}, home {}, {} session(s)",
-        st.pid, st.version, st.home, st.sessions
+        st.pid,
+        st.version,
+        st.home,
+        st.sessions
     );
     for l in &st.links {
         // A native link is the daemon's own connection: no ssh process (pid 0).
@@ -200,9 +205,11 @@ fn status(paths: &Paths, json: bool) -> CliResult {
             0 => "native ssh in the daemon".to_string(),
             pid => format!("ssh pid {pid}"),
         };
-        println!(
+        outln!(
             "  connected to {}: {by}, tether {}, {} channel(s) open",
-            l.computer, l.version, l.channels
+            l.computer,
+            l.version,
+            l.channels
         );
     }
     Ok(0)
@@ -229,7 +236,7 @@ pub fn run_host() -> CliResult {
         };
         let line = e.to_string().replace('\n', " ");
         tracing::error!("{line}");
-        println!("failed {kind} {line}");
+        outln!("failed {kind} {line}");
         return Err(CliError::new(ErrorKind::Internal, line));
     }
     Ok(0)

@@ -104,17 +104,17 @@ pub async fn run(a: DoctorArgs) -> CliResult {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "ok": !failed, "checks": list }));
+        outln!("{}", serde_json::json!({ "ok": !failed, "checks": list }));
     } else {
         for c in &checks {
             match &c.fix {
-                Some(f) => println!(
+                Some(f) => outln!(
                     "{:<4}  {}: {} (fix: {f})",
                     c.level.label(),
                     c.name,
                     c.detail
                 ),
-                None => println!("{:<4}  {}: {}", c.level.label(), c.name, c.detail),
+                None => outln!("{:<4}  {}: {}", c.level.label(), c.name, c.detail),
             }
         }
     }

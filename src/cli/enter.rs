@@ -214,7 +214,7 @@ async fn prompt_loop(place: &Place) -> CliResult {
         keys.take_read(&mut q);
         if let Some(i) = q.iter().rposition(|&b| b == keys.intr) {
             q.drain(..=i);
-            print!("^C\r\n");
+            out!("^C\r\n");
             let _ = std::io::stdout().flush();
             known = Some(cwd);
             continue;

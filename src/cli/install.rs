@@ -76,7 +76,7 @@ pub fn run(a: InstallArgs) -> CliResult {
             format!("cannot write {}: {e}", unit.display()),
         )
     })?;
-    println!("wrote {}", unit.display());
+    outln!("wrote {}", unit.display());
     if a.no_enable {
         return Ok(0);
     }
@@ -99,9 +99,9 @@ pub fn run(a: InstallArgs) -> CliResult {
     }
     systemctl(scope, &["daemon-reload"]).map_err(not_here)?;
     systemctl(scope, &["enable", "--now", name]).map_err(not_here)?;
-    println!("enabled and started {name}");
+    outln!("enabled and started {name}");
     if !system && let Linger::No(user) = linger() {
-        println!(
+        outln!(
             "note: systemd may end your sessions when you log out; keep them with `loginctl enable-linger {user}`"
         );
     }

@@ -249,7 +249,7 @@ async fn receive(client: &mut Client, q: JobQuery, hide: bool, json: bool) -> Cl
 
 fn print_jobs(jobs: &[JobInfo], json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(jobs).unwrap_or_else(|_| "[]".into())
         );

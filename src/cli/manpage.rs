@@ -43,7 +43,7 @@ pub fn run(a: ManArgs) -> CliResult {
             let mut written = Vec::new();
             write_all(cmd, &dir, &mut written).map_err(|e| fail(&dir.display(), e))?;
             for p in written {
-                println!("{}", p.display());
+                outln!("{}", p.display());
             }
         }
     }

@@ -1,5 +1,17 @@
 //! Command-line definitions and dispatch. Each subcommand's behaviour is in its own file.
 
+/// `print!` for a command's output: see [`stream::out`] (a closed stdout ends the command with
+/// status 141 instead of a panic).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::stream::out(format_args!($($t)*)) };
+}
+
+/// `println!` for a command's output: see [`stream::out`].
+macro_rules! outln {
+    () => { $crate::cli::stream::out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::stream::out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod attach;
 mod bridge;
 mod completions;

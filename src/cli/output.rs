@@ -114,7 +114,7 @@ impl Rows {
     pub fn print(self) {
         let stdout = std::io::stdout();
         let tty = stdout.is_terminal().then(terminal_width).flatten();
-        print!("{}", self.render(tty, colour_on(&stdout)));
+        out!("{}", self.render(tty, colour_on(&stdout)));
     }
 }
 
@@ -125,7 +125,7 @@ fn terminal_width() -> Option<u16> {
 
 pub fn print_sessions(sessions: &[SessionInfo], json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(sessions).unwrap_or_else(|_| "[]".into())
         );

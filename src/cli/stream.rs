@@ -61,6 +61,20 @@ pub fn stdout_pipe() -> Option<std::os::fd::OwnedFd> {
     Some(file.into())
 }
 
+/// Writes to our stdout for [`out!`] and [`outln!`]. Its reader may have gone (`| head -1`,
+/// `| grep -q`), and std's `print!` would panic then: like a process that SIGPIPE ends, the
+/// command ends at once with status 141, saying nothing. Other errors are ignored, as `echo`
+/// ignores them.
+pub fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(141);
+    }
+}
+
 /// One line of `--json` output.
 pub fn json_line(value: serde_json::Value) {
     let mut line = value.to_string();

@@ -501,3 +501,35 @@ fn a_cli_started_with_its_standard_descriptors_closed_still_works() {
         .success()
         .stdout_is("still\n");
 }
+
+/// Every command that prints, into a pipe whose reader is gone (`| grep -q`, `| head -1` that
+/// already has its line): it ends as a process that SIGPIPE ends would, status 141, saying
+/// nothing, instead of panicking with a backtrace; and the work it did is done.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_with_141() {
+    let home = Home::new();
+    home.new_session("p", &[]);
+    let src = home.scratch().join("piped-src");
+    std::fs::write(&src, "x").unwrap();
+    let dest = home.scratch().join("piped-dest");
+    let to = format!("p:{}", dest.display());
+    let cases: [&[&str]; 6] = [
+        &["get", "--json"],
+        &["get"],
+        &["daemon", "status"],
+        &["job", "list", "--json"],
+        &["config", "list"],
+        &["copy", "--json", src.to_str().unwrap(), &to],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut c = home.command();
+        c.args(args).stdout(writer).stderr(std::process::Stdio::piped());
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "x");
+}
