@@ -79,7 +79,7 @@ pub async fn run(a: BridgeArgs) -> CliResult {
                         }
                         // Dropping the halves resets the channel: the client sees it end.
                         // (stderr reaches the client daemon's log through ssh.)
-                        Err(e) => eprintln!("tether bridge: cannot reach the daemon: {e}"),
+                        Err(e) => errln!("tether bridge: cannot reach the daemon: {e}"),
                     }
                 });
             }

@@ -234,7 +234,7 @@ fn pull(receiver: &tether_copy::Receiver, a: &CopyArgs, far: FarSide) -> CliResu
         Err(e) => return local_error(e, far),
     };
     for p in &got.problems {
-        eprintln!("tether: {p}");
+        errln!("tether: {p}");
     }
     report(&got, a.json, show_progress(a.json));
     Ok(match far {
@@ -282,7 +282,7 @@ fn summary(got: &tether_copy::Received) {
         0 => String::new(),
         n => format!(" ({} of it resumed)", indicatif::HumanBytes(n)),
     };
-    eprintln!(
+    errln!(
         "copied {} files, {} directories, {} links, {}{resumed}",
         got.files,
         got.dirs,
@@ -365,7 +365,7 @@ pub fn side(a: CopySideArgs) -> CliResult {
                 Err(e) => return fail(e),
             };
             for p in &got.problems {
-                eprintln!("tether: {p}");
+                errln!("tether: {p}");
             }
             Ok(i32::from(!got.problems.is_empty()))
         }

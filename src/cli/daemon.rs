@@ -155,10 +155,11 @@ fn restart(paths: &Paths) -> CliResult {
 /// automatic half of `daemon restart`, in `Client::connect_or_start`).
 pub fn announce_replacements() {
     tether_client::upgrade::on_replaced(|r| {
-        eprintln!(
+        errln!(
             "tether: replaced the running daemon (protocol {}, tether {}) by this release's; \
              its sessions were kept",
-            r.protocol, r.version
+            r.protocol,
+            r.version
         )
     });
 }

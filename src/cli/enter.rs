@@ -114,7 +114,7 @@ async fn open(a: &EnterArgs) -> Result<Place, CliError> {
             )
         })?;
     if found.availability == tether_client::Availability::Busy {
-        eprintln!("tether: session {} is busy; waiting for it…", found.name);
+        errln!("tether: session {} is busy; waiting for it…", found.name);
     }
     Ok(Place {
         word,
@@ -222,7 +222,7 @@ async fn prompt_loop(place: &Place) -> CliResult {
         match line::run(&place.word, &line, &mut keys, &mut q).await {
             Ok(cwd) => known = cwd,
             Err(e) => {
-                eprint!("tether: {}\r\n", e.message);
+                err!("tether: {}\r\n", e.message);
                 if matches!(e.kind, ErrorKind::NotFound) {
                     return Ok(e.kind.exit_code());
                 }

@@ -6,6 +6,17 @@ macro_rules! out {
     ($($t:tt)*) => { $crate::cli::stream::out(format_args!($($t)*)) };
 }
 
+/// `eprint!` for tether's own messages: see [`stream::err`] (a closed stderr loses the message,
+/// not the status).
+macro_rules! err {
+    ($($t:tt)*) => { $crate::cli::stream::err(format_args!($($t)*)) };
+}
+
+/// `eprintln!` for tether's own messages: see [`stream::err`].
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::stream::err(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 /// `println!` for a command's output: see [`stream::out`].
 macro_rules! outln {
     () => { $crate::cli::stream::out(format_args!("\n")) };
@@ -212,7 +223,7 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tether: {}", e.message);
+            errln!("tether: {}", e.message);
             e.kind.exit_code()
         }
     }

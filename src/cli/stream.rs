@@ -75,6 +75,14 @@ pub fn out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Writes to our stderr for [`err!`] and [`errln!`]. A stderr nobody reads any more
+/// (`2>&1 | head`) loses the message, but never the command's status: std's `eprint!` would
+/// panic there and turn every error's status into 101.
+pub fn err(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
 /// One line of `--json` output.
 pub fn json_line(value: serde_json::Value) {
     let mut line = value.to_string();

@@ -504,7 +504,8 @@ fn a_cli_started_with_its_standard_descriptors_closed_still_works() {
 
 /// Every command that prints, into a pipe whose reader is gone (`| grep -q`, `| head -1` that
 /// already has its line): it ends as a process that SIGPIPE ends would, status 141, saying
-/// nothing, instead of panicking with a backtrace; and the work it did is done.
+/// nothing, instead of panicking with a backtrace; and the work it did is done. Errors into a
+/// closed stderr keep their status.
 #[test]
 fn output_into_a_closed_pipe_ends_quietly_with_141() {
     let home = Home::new();
@@ -525,11 +526,20 @@ fn output_into_a_closed_pipe_ends_quietly_with_141() {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         let mut c = home.command();
-        c.args(args).stdout(writer).stderr(std::process::Stdio::piped());
+        c.args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped());
         let out = c.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "x");
+    // An error said into a closed stderr (`2>&1 | head`): the message is lost, the status is
+    // still the error's (3: no such session), not a panic's.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut c = home.command();
+    c.args(["invoke", "-s", "nosuch", "true"]).stderr(writer);
+    assert_eq!(c.output().unwrap().status.code(), Some(3));
 }

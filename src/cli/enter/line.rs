@@ -190,7 +190,7 @@ async fn relay(
                 let _ = out.flush();
                 inv.delivered();
             }
-            Ok(Event::Notice(n)) => eprint!("\r\ntether: {n}\r\n"),
+            Ok(Event::Notice(n)) => err!("\r\ntether: {n}\r\n"),
             // Never lent here: a terminal line's output is not spliced.
             Ok(Event::OutputClosed) => {}
             Ok(Event::Exit(e)) => {
