@@ -392,6 +392,7 @@ pub(super) async fn stream(
                     if let Some((pipe, _)) = &mut piped =>
                 {
                     use tokio::io::AsyncWriteExt;
+                    notices.clear();
                     if pipe.write_all(&data).await.is_err() {
                         return Ok(output_closed(&ctl, closed_note, label).await);
                     }

@@ -401,3 +401,40 @@ fn in_system_mode_a_copy_reads_and_writes_as_the_sessions_user() {
     assert!(out.err_lines().ends_with(&[line]), "{out}");
     assert!(!root_dir.join("mine.txt").exists());
 }
+
+/// Two copies at once from two CLIs into one session, to the same name: one runs while the
+/// other waits for the busy session, as `invoke` does; both succeed, and what is in place is
+/// one source whole, with no partial file left beside it.
+#[test]
+fn two_copies_at_once_to_one_name_take_turns_and_leave_one_whole_file() {
+    let home = Home::new();
+    home.new_session("two", &[]);
+    let base = home.scratch().join("copy-two");
+    let into = base.join("into");
+    std::fs::create_dir_all(&into).unwrap();
+    let (a, b) = (base.join("a"), base.join("b"));
+    std::fs::write(&a, vec![b'a'; 8 << 20]).unwrap();
+    std::fs::write(&b, vec![b'b'; 8 << 20]).unwrap();
+    let to = format!("two:{}", into.join("same").display());
+    // Held to 16 MiB a second, so that each copy lasts long enough for the other to find the
+    // session busy.
+    let copy = |src: &Path, tag: &str| {
+        home.spawn(
+            &["copy", "--bwlimit", "16M", src.to_str().unwrap(), &to],
+            tag,
+        )
+    };
+    let mut first = copy(&a, "copy-a");
+    let mut second = copy(&b, "copy-b");
+    first.wait(std::time::Duration::from_secs(120)).success();
+    second.wait(std::time::Duration::from_secs(120)).success();
+    let got = std::fs::read(into.join("same")).unwrap();
+    assert_eq!(got.len(), 8 << 20);
+    assert!(got.iter().all(|c| *c == got[0]), "a mix of both sources");
+    let names: Vec<String> = std::fs::read_dir(&into)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["same"]);
+}

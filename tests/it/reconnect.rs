@@ -137,26 +137,46 @@ fn chaos_of_transport_kills_and_disconnects_loses_and_repeats_nothing() {
     }
 }
 
-/// The link to the computer goes down for longer than the ssh keepalive and comes back: the
-/// client notices the dead connection, keeps retrying, and resumes with every line once.
-#[test]
-fn a_link_that_goes_down_and_comes_back_resumes_the_stream_without_loss() {
+/// A computer behind a network namespace whose link the test takes down (`ns.link(false)`):
+/// its namespace, sshd, far home and client (dropped in the reverse order), with session
+/// `name` made over a keepalive that declares a dead link in about 2 s.
+fn session_behind_a_namespace(
+    name: &str,
+) -> (
+    crate::common::netns::Netns,
+    crate::common::sshd::Sshd,
+    Home,
+    Home,
+) {
     let ns = crate::common::netns::Netns::create();
     let sshd = crate::common::sshd::Sshd::start_at(Some(&ns.name), &ns.inner);
     let remote = Home::new();
     let client = sshd.client_for(&remote);
-    let fast = [
-        "--ssh-option",
-        "ServerAliveInterval=1",
-        "--ssh-option",
-        "ServerAliveCountMax=2",
-        "--connect-timeout",
-        "10s",
-    ];
-    let mut new = fast.to_vec();
-    new.extend(["new", "tether-test", "--name", "n"]);
-    client.run(&new).success();
-    remote.note_session(&remote.session("n"));
+    client
+        .run(&[
+            "--ssh-option",
+            "ServerAliveInterval=1",
+            "--ssh-option",
+            "ServerAliveCountMax=2",
+            // Generous: a loaded machine's first connection is slow; the keepalive, not this,
+            // is what the tests exercise.
+            "--connect-timeout",
+            "10s",
+            "new",
+            "tether-test",
+            "--name",
+            name,
+        ])
+        .success();
+    remote.note_session(&remote.session(name));
+    (ns, sshd, remote, client)
+}
+
+/// The link to the computer goes down for longer than the ssh keepalive and comes back: the
+/// client notices the dead connection, keeps retrying, and resumes with every line once.
+#[test]
+fn a_link_that_goes_down_and_comes_back_resumes_the_stream_without_loss() {
+    let (ns, sshd, _remote, client) = session_behind_a_namespace("n");
     let cli = client.spawn(&["invoke", "-s", "n", &numbered(800)], "netns");
     wait_until(WAIT, "output streams", || lines_so_far(&cli) >= 50);
     ns.link(false);
@@ -259,25 +279,7 @@ fn wait_child(child: &mut std::process::Child, timeout: Duration) -> std::proces
 #[test]
 fn a_cli_killed_while_the_link_is_down_ends_its_commands_input_once_the_link_is_back() {
     use std::io::Write;
-    let ns = crate::common::netns::Netns::create();
-    let sshd = crate::common::sshd::Sshd::start_at(Some(&ns.name), &ns.inner);
-    let remote = Home::new();
-    let client = sshd.client_for(&remote);
-    client
-        .run(&[
-            "--ssh-option",
-            "ServerAliveInterval=1",
-            "--ssh-option",
-            "ServerAliveCountMax=2",
-            "--connect-timeout",
-            "10s",
-            "new",
-            "tether-test",
-            "--name",
-            "k",
-        ])
-        .success();
-    remote.note_session(&remote.session("k"));
+    let (ns, sshd, remote, client) = session_behind_a_namespace("k");
     let got = client.scratch().join("fed.txt");
     let err_path = client.scratch().join("fed.stderr");
     let script = format!("cat > '{0}'; echo ended >> '{0}'", got.display());
