@@ -27,6 +27,7 @@ mod enter_keys;
 mod enter_shells;
 mod entered;
 mod fanout;
+mod given;
 mod holders;
 mod hostile;
 mod invoke;

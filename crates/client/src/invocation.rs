@@ -35,6 +35,8 @@ pub(crate) enum Control {
     Resize(u16, u16),
     /// The lent stdout FIFO is ours no more ([`crate::lend`]).
     Returned,
+    /// Our stdin is the relay's now ([`crate::give`]): sent after every frame of it.
+    Given,
     /// Sent, then the sender is told so (the caller is about to exit).
     Abandon(tokio::sync::oneshot::Sender<()>),
 }
@@ -86,6 +88,9 @@ pub struct Invocation {
     done: bool,
     /// The host's own socket and the host protocol it speaks, when reached straight.
     pub(crate) host: Option<(std::path::PathBuf, u32)>,
+    /// The daemon's socket and the token of the relay that carries this invocation to another
+    /// computer, when it takes our stdin ([`crate::give`]).
+    pub(crate) relay: Option<(std::path::PathBuf, u64)>,
     lending: Option<Lending>,
     /// The host lent us its stdout FIFO and waits for `Returned`.
     owes: bool,
@@ -156,14 +161,20 @@ impl Invocation {
         (reader, writer, hello_pending): (Reader, Writer, bool),
         req: Request,
     ) -> Result<Invocation, ClientError> {
-        match Invocation::start_request(reader, writer, hello_pending, &req).await {
+        let started = match Invocation::start_request(reader, writer, hello_pending, &req).await {
             Err(e) if hello_pending && upgrades => {
                 let (reader, writer) = crate::upgrade::reconnect_after(paths, e).await?;
                 Invocation::start_request(reader, writer, true, &req).await
             }
             Err(e) if hello_pending => Err(crate::upgrade::explain(e)),
             other => other,
-        }
+        };
+        started.map(|mut inv| {
+            if let Some((path, _)) = &mut inv.relay {
+                *path = paths.daemon_socket();
+            }
+            inv
+        })
     }
 
     pub(crate) async fn start_on(
@@ -189,7 +200,14 @@ impl Invocation {
             true => Some(read_hello(&mut reader).await?),
             false => None,
         };
-        let (id, seq) = match reader.read::<Response>().await? {
+        let mut first = reader.read::<Response>().await?;
+        // A relay that would take our stdin says so first.
+        let mut relay = None;
+        if let Some(Response::Relayed { token }) = first {
+            relay = Some((std::path::PathBuf::new(), token));
+            first = reader.read::<Response>().await?;
+        }
+        let (id, seq) = match first {
             Some(Response::Started {
                 invocation, from, ..
             }) => (invocation, from),
@@ -210,6 +228,7 @@ impl Invocation {
             seq,
             done: false,
             host: version.map(|v| (std::path::PathBuf::new(), v)),
+            relay,
             lending: None,
             owes: false,
             stdin_stop: std::sync::Mutex::new(None),
@@ -218,8 +237,13 @@ impl Invocation {
 
     /// Forwards `input` (our stdin) to the command as its stdin, then ends it, on a thread of
     /// its own. Straight at a host that lends it (host protocol 9), once a megabyte went in
-    /// frames, the rest of a pipe or a file is spliced into the command's stdin FIFO instead.
+    /// frames, the rest of a pipe or a file is spliced into the command's stdin FIFO instead;
+    /// through a relay that takes it, the rest of a pipe is given to the relay to read.
     pub fn forward_stdin(&self, input: std::os::fd::OwnedFd) {
+        let give = self
+            .relay
+            .clone()
+            .filter(|(p, _)| !p.as_os_str().is_empty());
         let lend = match &self.host {
             Some((path, v))
                 if *v >= crate::lend_in::LENDING_STDIN && !path.as_os_str().is_empty() =>
@@ -235,7 +259,7 @@ impl Invocation {
         *self.stdin_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop_w);
         let _ = std::thread::Builder::new()
             .name("tether-stdin".into())
-            .spawn(move || crate::lend_in::forward(input, &tx, lend, &stop));
+            .spawn(move || crate::lend_in::forward(input, &tx, (lend, give), &stop));
     }
 
     /// Offers `out` (a pipe: our stdout) for the command's stdout to be spliced into, once it
@@ -399,6 +423,7 @@ async fn pump_control(
                 Some(Control::Cancel) => Request::Cancel,
                 Some(Control::Resize(rows, cols)) => Request::Resize { rows, cols },
                 Some(Control::Returned) => Request::Returned,
+                Some(Control::Given) => Request::StdinGiven,
                 Some(Control::Abandon(done)) => {
                     let _ = writer.send(&Request::Abandon).await;
                     let _ = done.send(());

@@ -6,6 +6,7 @@
 use crate::lend::{LEND_AFTER, gather, readable, splice_once};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use tether_transport::stdin_read::{STDIN_CHUNK, input_ready, read_fresh};
 
 /// Decodes the host's answer to a lend: its `Hello` reply, then `Ok`.
 fn answered_ok(bytes: &[u8]) -> bool {
@@ -139,41 +140,19 @@ fn poll_one(fd: &OwnedFd, events: libc::c_short) -> bool {
     }
 }
 
-/// Waits until `input` has bytes (or its end) to read; false once `stop`'s write end is
-/// closed (the invocation is over): then nothing more is read, so nothing is swallowed.
-fn input_ready(input: &impl AsRawFd, stop: &OwnedFd) -> bool {
-    let mut fds = [
-        libc::pollfd {
-            fd: input.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stop.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    loop {
-        // SAFETY: two valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if r > 0 {
-            return fds[1].revents == 0;
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return false;
-        }
-    }
-}
+/// A socket, and what to name there: a host's and an invocation, or the daemon's and a relay's
+/// token.
+pub(crate) type Place = (PathBuf, u64);
 
-/// What [`crate::Invocation::forward_stdin`]'s thread does: frames first; with `lend` (the
-/// host's socket and the invocation), once [`LEND_AFTER`] bytes went, a pipe or a file is
-/// spliced into the command's stdin FIFO instead; then the end of stdin. Stops without
+/// What [`crate::Invocation::forward_stdin`]'s thread does: frames first; once [`LEND_AFTER`]
+/// bytes went, with `lend` (the host's socket and the invocation) a pipe or a file is spliced
+/// into the command's stdin FIFO instead, or with `give` (the daemon's socket and the relay's
+/// token) a pipe is given to the relay ([`crate::give`]); then the end of stdin. Stops without
 /// reading further once `stop` says the invocation is over.
 pub(crate) fn forward(
     input: OwnedFd,
     tx: &tokio::sync::mpsc::Sender<crate::invocation::Control>,
-    mut lend: Option<(PathBuf, u64)>,
+    (mut lend, mut give): (Option<Place>, Option<Place>),
     stop: &OwnedFd,
 ) {
     use crate::invocation::Control;
@@ -189,6 +168,9 @@ pub(crate) fn forward(
     if !spliceable || !cfg!(target_os = "linux") {
         lend = None;
     }
+    if !tether_transport::stdin_read::is_pipe(&input) {
+        give = None;
+    }
     let file = std::fs::File::from(input);
     let mut sent = 0u64;
     loop {
@@ -201,6 +183,14 @@ pub(crate) fn forward(
             // Our write end closes first: the command sees end-of-file once the host's goes.
             drop(fifo);
             let _ = tx.blocking_send(Control::Eof);
+            return;
+        }
+        if sent >= LEND_AFTER
+            && let Some((daemon, token)) = give.take()
+            && crate::give::give_stdin(&daemon, token, &file)
+        {
+            // The relay reads it from here on, and ends the command's stdin at its end.
+            let _ = tx.blocking_send(Control::Given);
             return;
         }
         if !input_ready(&file, stop) {
@@ -220,27 +210,4 @@ pub(crate) fn forward(
         }
     }
     let _ = tx.blocking_send(Control::Eof);
-}
-
-/// Most bytes of stdin one frame carries. Larger frames (240 KiB, sized by `FIONREAD`) were
-/// tried for a copy's 1 MiB pipe: no gain beyond the noise (docs/PROFILES.md §6).
-const STDIN_CHUNK: usize = 64 * 1024;
-
-/// One read of up to `cap` bytes into a new buffer, which then travels as the frame's payload
-/// (no copy, and no zeroing before the read). A short read gives its spare memory back, so
-/// the stdin the daemon keeps for a replay holds little more than its bytes.
-fn read_fresh(fd: &impl AsRawFd, cap: usize) -> std::io::Result<Vec<u8>> {
-    let mut v = Vec::<u8>::with_capacity(cap);
-    // SAFETY: the kernel writes at most `cap` bytes into the vector's spare capacity, and the
-    // length covers only what it wrote.
-    let n = unsafe { libc::read(fd.as_raw_fd(), v.as_mut_ptr().cast(), cap) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `n` (≤ `cap`) bytes were just written.
-    unsafe { v.set_len(n as usize) };
-    if v.len() < cap / 2 {
-        v.shrink_to_fit();
-    }
-    Ok(v)
 }

@@ -15,6 +15,7 @@
 //! invocation gets a connection of its own ([`Client::invoke`]), so several can stream at once and
 //! a slow reader of one never stalls another.
 
+mod give;
 mod invocation;
 mod jobs;
 mod lend;

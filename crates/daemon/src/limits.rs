@@ -12,7 +12,7 @@ pub fn max_connections() -> usize {
 }
 
 /// How long a new connection may take to send its first frame (`TETHER_HELLO_TIMEOUT_MS`).
-fn hello_timeout() -> Duration {
+pub(crate) fn hello_timeout() -> Duration {
     tether_settings::get().hello_timeout
 }
 

@@ -5,6 +5,8 @@
 use crate::shell;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tether_proto::{OUTPUT_CHUNK, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -235,14 +237,25 @@ pub(crate) fn linger(mut f: OutFifo) {
 
 /// The running command's stdin, kept by the host rather than by one connection, so a client
 /// that comes back after a broken connection goes on feeding it (SPEC §3.13).
+///
+/// Taking stdin never waits: an invocation that waited for the command to read would read
+/// none of its output meanwhile, and a command that echoes its input (`cat`, `gzip -c`) would
+/// then wait for its output to be read while the invocation waits for it to read its input.
+/// So what the client sends is queued here, in order, up to [`StdinFeed::AT_MOST`] bytes; past
+/// that, the invocation reads no more from its client ([`StdinFeed::has_room`]) until the
+/// command takes some ([`StdinFeed::freed`]), while it goes on reading output.
 #[derive(Default)]
 pub(crate) struct StdinFeed {
     feed: std::sync::Mutex<Option<Feed>>,
+    /// Bumped whenever queued bytes were passed on.
+    freed: watch::Sender<u64>,
 }
 
 /// The open stdin of the running command.
 struct Feed {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes queued and not passed on yet (shared with what passes them on).
+    queued: Arc<AtomicUsize>,
     /// Bytes fed so far.
     received: u64,
     /// For stdin on a FIFO: the invocation, the FIFO, the bytes written into it so far
@@ -251,15 +264,50 @@ struct Feed {
     fifo: Option<(u64, PathBuf, watch::Receiver<u64>, Option<i32>)>,
 }
 
+/// What passes queued stdin on tells the queue each chunk it did.
+#[derive(Clone)]
+struct Passed {
+    queued: Arc<AtomicUsize>,
+    freed: watch::Sender<u64>,
+}
+
+impl Passed {
+    fn one(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.freed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
 impl StdinFeed {
+    /// Most bytes of stdin queued before the invocation stops reading its client.
+    pub const AT_MOST: usize = 1 << 20;
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Feed>> {
         self.feed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens stdin fed by `tx` (a terminal's keys).
-    pub fn open(&self, tx: mpsc::Sender<Vec<u8>>) {
+    fn passed(&self) -> Passed {
+        Passed {
+            queued: Arc::new(AtomicUsize::new(0)),
+            freed: self.freed.clone(),
+        }
+    }
+
+    /// Opens stdin fed by `keys` (a terminal's keys).
+    pub fn open(&self, keys: mpsc::Sender<Vec<u8>>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let passed = self.passed();
+        let queued = passed.queued.clone();
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                let n = data.len();
+                let _ = keys.send(data).await;
+                passed.one(n);
+            }
+        });
         *self.lock() = Some(Feed {
             tx,
+            queued,
             received: 0,
             fifo: None,
         });
@@ -268,23 +316,37 @@ impl StdinFeed {
     /// Opens stdin fed into invocation `id`'s FIFO ([`spawn_stdin_writer`]), whose client is
     /// process `client`.
     pub fn open_fifo(&self, id: u64, path: PathBuf, client: Option<i32>) {
-        let (tx, written) = spawn_stdin_writer(path.clone());
+        let passed = self.passed();
+        let queued = passed.queued.clone();
+        let (tx, written) = spawn_stdin_writer(path.clone(), passed);
         *self.lock() = Some(Feed {
             tx,
+            queued,
             received: 0,
             fifo: Some((id, path, written, client)),
         });
     }
 
-    /// Passes `data` on (waiting while the command does not read) and counts it.
-    pub async fn feed(&self, data: Vec<u8>) {
-        let tx = {
-            let mut g = self.lock();
-            let Some(f) = g.as_mut() else { return };
-            f.received += data.len() as u64;
-            f.tx.clone()
-        };
-        let _ = tx.send(data).await;
+    /// Queues `data` for the command (never waits) and counts it.
+    pub fn push(&self, data: Vec<u8>) {
+        let mut g = self.lock();
+        let Some(f) = g.as_mut() else { return };
+        f.received += data.len() as u64;
+        f.queued.fetch_add(data.len(), Ordering::AcqRel);
+        let _ = f.tx.send(data);
+    }
+
+    /// Whether more may be queued: stdin is closed, or less than [`StdinFeed::AT_MOST`] waits.
+    pub fn has_room(&self) -> bool {
+        self.lock()
+            .as_ref()
+            .is_none_or(|f| f.queued.load(Ordering::Acquire) < Self::AT_MOST)
+    }
+
+    /// Changes whenever queued bytes were passed on: a reason to look at
+    /// [`StdinFeed::has_room`] again.
+    pub fn freed(&self) -> watch::Receiver<u64> {
+        self.freed.subscribe()
     }
 
     /// End of stdin: the command reads end-of-file once it has read what was fed.
@@ -309,8 +371,11 @@ impl StdinFeed {
 /// Feeds the command's stdin FIFO. The write end is opened in blocking mode on the blocking
 /// pool: that open completes exactly when the shell opens the read end, so end-of-file (closing
 /// it) can never happen before the shell is there to see it.
-fn spawn_stdin_writer(path: PathBuf) -> (mpsc::Sender<Vec<u8>>, watch::Receiver<u64>) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+fn spawn_stdin_writer(
+    path: PathBuf,
+    passed: Passed,
+) -> (mpsc::UnboundedSender<Vec<u8>>, watch::Receiver<u64>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (written_tx, written) = watch::channel(0u64);
     tokio::spawn(async move {
         let opened = tokio::task::spawn_blocking(move || {
@@ -322,17 +387,28 @@ fn spawn_stdin_writer(path: PathBuf) -> (mpsc::Sender<Vec<u8>>, watch::Receiver<
             Ok::<_, std::io::Error>(file)
         })
         .await;
-        let Ok(Ok(file)) = opened else { return };
+        // Whatever happens to the FIFO, every chunk is taken off the queue, so the client is
+        // never blocked by a command that closed its stdin.
+        let swallow = async |rx: &mut mpsc::UnboundedReceiver<Vec<u8>>| {
+            while let Some(data) = rx.recv().await {
+                passed.one(data.len());
+            }
+        };
+        let Ok(Ok(file)) = opened else {
+            return swallow(&mut rx).await;
+        };
         let Ok(mut sender) = pipe::Sender::from_file(file) else {
-            return;
+            return swallow(&mut rx).await;
         };
         while let Some(data) = rx.recv().await {
+            let n = data.len();
             if sender.write_all(&data).await.is_err() {
-                // The command closed its stdin; keep consuming so the client is not blocked.
-                while rx.recv().await.is_some() {}
-                return;
+                // The command closed its stdin.
+                passed.one(n);
+                return swallow(&mut rx).await;
             }
-            written_tx.send_modify(|n| *n += data.len() as u64);
+            written_tx.send_modify(|w| *w += n as u64);
+            passed.one(n);
         }
     });
     (tx, written)

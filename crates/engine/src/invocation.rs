@@ -209,6 +209,9 @@ pub(crate) async fn run(
 
     let code: i32;
     let mut broken = None;
+    // Stdin is queued, never waited for; past the queue's bound the client is read no more
+    // until the command takes some, while output goes on ([`crate::fifos::StdinFeed`]).
+    let mut freed = host.stdin.freed();
     loop {
         let due = stopping.due();
         tokio::select! {
@@ -230,7 +233,8 @@ pub(crate) async fn run(
             // command that writes without pause.
             // After a detach the connection is still read, for the acknowledgement of what the
             // client did receive; stdin and Ctrl-C from it no longer apply.
-            req = req_rx.recv(), if requests_open => match req {
+            _ = freed.changed(), if !host.stdin.has_room() => {}
+            req = req_rx.recv(), if requests_open && host.stdin.has_room() => match req {
                 Some(Request::Ack(seq)) => host.outbox.ack(seq),
                 // Leaving for good, perhaps after we already saw its writes fail: the command
                 // is stopped, nothing is kept, and the session is its client's again.
@@ -243,9 +247,7 @@ pub(crate) async fn run(
                 }
                 Some(Request::Returned) => lent = false,
                 Some(_) if route.gone => {}
-                Some(Request::Stdin(data)) => {
-                    host.stdin.feed(data).await;
-                }
+                Some(Request::Stdin(data)) => host.stdin.push(data),
                 Some(Request::StdinEof) => host.stdin.close(),
                 Some(Request::Resize { rows, cols }) => {
                     if let Some((tty, _)) = &tty { tty.resize(rows, cols); }

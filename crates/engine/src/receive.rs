@@ -88,6 +88,8 @@ pub(crate) async fn receive(
         }
     }
     let mut changed = ob.subscribe();
+    // Stdin is queued, never waited for (see [`crate::fifos::StdinFeed`]).
+    let mut freed = host.stdin.freed();
     loop {
         changed.borrow_and_update();
         let (chunks, upto, exit) = match ob.read_from(next) {
@@ -149,7 +151,8 @@ pub(crate) async fn receive(
         }
         tokio::select! {
             _ = changed.changed() => {}
-            req = requests.rx.recv() => match req {
+            _ = freed.changed(), if !host.stdin.has_room() => {}
+            req = requests.rx.recv(), if host.stdin.has_room() => match req {
                 // A look's Ctrl-C (or leaving) ends only the look.
                 Some(Request::Cancel | Request::Abandon) | None if keep => return false,
                 Some(_) if keep => {}
@@ -161,7 +164,7 @@ pub(crate) async fn receive(
                     return false;
                 }
                 Some(Request::Ack(seq)) => ob.ack(seq),
-                Some(Request::Stdin(data)) => host.stdin.feed(data).await,
+                Some(Request::Stdin(data)) => host.stdin.push(data),
                 Some(Request::StdinEof) => host.stdin.close(),
                 Some(_) => {}
                 None => return detached(host),

@@ -226,6 +226,8 @@ pub(crate) fn requests() -> Vec<(&'static str, Request)> {
                 after: 1 << 20,
             },
         ),
+        ("GiveStdin", GiveStdin { token: 301 }),
+        ("StdinGiven", StdinGiven),
     ]
 }
 
@@ -328,6 +330,7 @@ pub(crate) fn responses() -> Vec<(&'static str, Response)> {
         ),
         ("Lent", Lent),
         ("Reclaim", Reclaim),
+        ("Relayed", Relayed { token: 302 }),
     ]
 }
 
@@ -377,6 +380,8 @@ fn request_name(r: &Request) -> &'static str {
         Lend { .. } => "Lend",
         Returned => "Returned",
         LendStdin { .. } => "LendStdin",
+        GiveStdin { .. } => "GiveStdin",
+        StdinGiven => "StdinGiven",
     }
 }
 
@@ -398,6 +403,7 @@ fn response_name(r: &Response) -> &'static str {
         Configs(_) => "Configs",
         Lent => "Lent",
         Reclaim => "Reclaim",
+        Relayed { .. } => "Relayed",
     }
 }
 

@@ -183,6 +183,17 @@ pub enum Request {
     /// host answers once those bytes are in the FIFO: `Ok` carrying the descriptor, or an
     /// `Error` (then stdin goes on in frames). The client's `StdinEof` still ends stdin.
     LendStdin { invocation: u64, after: u64 },
+    /// Client daemon only, on a connection of its own, with the descriptor attached to its
+    /// first bytes (SCM_RIGHTS, sent together with the `Hello`): the CLI behind the relay that
+    /// answered `Relayed { token }` gives the relay its stdin (a pipe), so the daemon reads it
+    /// straight into the link instead of the CLI copying it into frames. Only the process at
+    /// the other end of that invocation's connection may give (`SO_PEERCRED`). Answered with
+    /// `Ok` (then the CLI sends `StdinGiven` and reads its stdin no more) or an `Error` (then
+    /// stdin goes on in frames).
+    GiveStdin { token: u64 },
+    /// On the invocation's connection, after every `Stdin` frame the CLI sent before giving
+    /// its stdin (`GiveStdin`): from here on the relay reads it, up to its end.
+    StdinGiven,
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.
@@ -288,6 +299,12 @@ pub enum Response {
     /// Host protocol 8: the command is done; read what is left in the lent FIFO, then send
     /// `Returned` (the `Exit` follows it).
     Reclaim,
+    /// Client daemon only, before `Started`, to a CLI of the same release (its `Hello` agent)
+    /// that forwards stdin to another computer: this relay takes the CLI's stdin on a
+    /// connection of its own (`Request::GiveStdin` with this token).
+    Relayed {
+        token: u64,
+    },
 }
 
 /// Parameters of `tether new`.

@@ -14,6 +14,7 @@ pub mod mux;
 pub mod native;
 pub mod paths;
 pub mod ssh;
+pub mod stdin_read;
 pub mod unix;
 pub mod upgrade;
 

@@ -134,6 +134,54 @@ pub async fn recv_with_fd(
     }
 }
 
+/// The descriptor sent with a connection's first bytes, if any, without reading them
+/// (`MSG_PEEK`: the kernel gives us a copy, and the bytes stay for the reader that follows,
+/// which drops the original). Linux only; elsewhere always `None`, and a client that sends
+/// one is refused for want of it.
+pub async fn peek_fd(stream: &UnixStream) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        loop {
+            stream.readable().await?;
+            let res = stream.try_io(tokio::io::Interest::READABLE, || {
+                let mut buf = [0u8; 1];
+                let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let msg = recvmsg::<()>(
+                    stream.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_PEEK | MsgFlags::MSG_CMSG_CLOEXEC,
+                )
+                .map_err(std::io::Error::from)?;
+                let mut fds = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(v) = c {
+                            // SAFETY: the kernel just created these descriptors for us.
+                            fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                        }
+                    }
+                }
+                Ok(fds)
+            });
+            match res {
+                // Extra descriptors are closed as they drop.
+                Ok(mut fds) => return Ok((!fds.is_empty()).then(|| fds.swap_remove(0))),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        Ok(None)
+    }
+}
+
 /// Turns a received descriptor into a tokio stream.
 pub fn stream_from_fd(fd: std::os::fd::OwnedFd) -> std::io::Result<UnixStream> {
     let std_stream = std::os::unix::net::UnixStream::from(fd);

@@ -3,7 +3,7 @@
 //! One warm ssh link per computer ([`links`]) carries every request and invocation that goes
 //! there, each on a channel of its own ([`requests`]); a broken link is reconnected under a
 //! running invocation ([`relay`], with [`stdin_log`] keeping what the far side may need
-//! again); a presence channel on each link tells the far daemon this client is still there
+//! again, and [`given`] reading a stdin the CLI gave it); a presence channel on each link tells the far daemon this client is still there
 //! ([`presence`]); and jobs run their children through this daemon's own socket and keep their
 //! output ([`jobs`]).
 //!
@@ -12,6 +12,8 @@
 //! side of them is [`Reach`] (sessions on other computers, for the local role) and
 //! [`links::Links`] (the links themselves).
 
+mod far_writer;
+mod given;
 pub mod jobs;
 pub mod links;
 mod presence;
@@ -55,7 +57,14 @@ impl Afar for Reach {
         client_acks: bool,
         (reader, writer): (Reader, Writer),
     ) -> Boxed<'a, ()> {
-        Box::pin(relay::relay(daemon, rt, req, client_acks, reader, writer))
+        Box::pin(relay::relay(
+            daemon,
+            rt,
+            req,
+            client_acks,
+            (reader, None),
+            writer,
+        ))
     }
 
     fn refresh<'a>(

@@ -9,14 +9,15 @@
 //! computer stays away, the session is left Disconnected there and the user is told how to
 //! collect its output later.
 
+use super::far_writer::{FarWriter, ToFar};
 use super::requests;
 use super::stdin_log::StdinLog;
 use crate::state::{Daemon, Reader, Writer};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tether_proto::{ErrorInfo, ErrorKind, InvokeSpec, RemoteTarget, Request, Response};
-use tether_transport::mux::ChannelWriter;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Acknowledge at least this often (bytes), so the far host's kept output stays small.
 const ACK_EVERY: u64 = 256 * 1024;
@@ -60,36 +61,34 @@ async fn read_raw<R: AsyncRead + Unpin>(r: &mut R) -> Option<(Vec<u8>, Frame)> {
     Some((buf, frame))
 }
 
-async fn send(w: &mut ChannelWriter, req: &Request) -> bool {
-    match tether_proto::encode(req) {
-        Ok(b) => w.send(&b).await.is_ok(),
-        Err(_) => false,
+/// Queues an acknowledgement without waiting: acknowledgements are cumulative, so one that
+/// finds the queue full is left for the next. `Err` once the writer has stopped.
+fn ack(far: &FarWriter, upto: u64) -> Result<bool, ()> {
+    use tokio::sync::mpsc::error::TrySendError;
+    match far.tx.try_send(Request::Ack(upto).into()) {
+        Ok(()) => Ok(true),
+        Err(TrySendError::Full(_)) => Ok(false),
+        Err(TrySendError::Closed(_)) => Err(()),
     }
 }
 
 /// Relays `first` (an `Invoke` with `acked`, or a `Resume`) and everything after it. When
 /// `client_acks`, the client's own `Ack`s (sent once it has written output out) are passed on
 /// and the relay sends none: the far host then keeps what the client has not delivered.
+/// `given` is where a stdin the CLI gives arrives ([`super::given`]).
 pub async fn relay(
     daemon: &Daemon,
     rt: RemoteTarget,
     first: Request,
     client_acks: bool,
-    reader: Reader,
+    (reader, given): (Reader, Option<oneshot::Receiver<std::os::fd::OwnedFd>>),
     mut cli: Writer,
 ) {
     let c = rt.computer.clone();
-    // The CLI's frames (stdin, Ctrl-C) arrive on a task of their own: reading a frame is not
-    // cancel-safe.
+    // The CLI's frames (stdin, Ctrl-C), and the stdin it may give, arrive through a task of
+    // their own: reading a frame is not cancel-safe.
     let (cli_tx, mut cli_rx) = mpsc::channel::<Request>(16);
-    tokio::spawn(async move {
-        let mut reader = reader;
-        while let Ok(Some(r)) = reader.read::<Request>().await {
-            if cli_tx.send(r).await.is_err() {
-                return;
-            }
-        }
-    });
+    super::given::read_cli(reader, cli_tx, given);
     let mut session = match &first {
         Request::Resume { session, .. } => Some(session.clone()),
         _ => None,
@@ -109,7 +108,7 @@ pub async fn relay(
     let mut orphaned = false;
     loop {
         let opened = requests::open(daemon, &rt, &req, &[]).await;
-        let (far_r, mut far_w) = match opened {
+        let (far_r, far_w) = match opened {
             Ok(pair) => pair,
             Err(e) => {
                 let retry =
@@ -175,6 +174,11 @@ pub async fn relay(
                 }
             }
         });
+        // What goes to the far side is written by a task of its own, so that waiting for the
+        // link's credit never stops this loop from reading output (see [`super::far_writer`]);
+        // here it waits in `pending`, in order, while the writer's queue is full.
+        let far = FarWriter::spawn(far_w);
+        let mut pending: VecDeque<ToFar> = VecDeque::new();
         let mut acked = seq;
         let mut tick = tokio::time::interval(ACK_TICK);
         let end = loop {
@@ -212,13 +216,7 @@ pub async fn relay(
                                 };
                                 again.append(&mut held);
                                 resuming = false;
-                                let mut ok = true;
-                                for r in &again {
-                                    ok = ok && send(&mut far_w, r).await;
-                                }
-                                if !ok {
-                                    break End::Lost;
-                                }
+                                pending.extend(again.into_iter().map(ToFar::from));
                                 continue;
                             }
                             started = true;
@@ -238,7 +236,8 @@ pub async fn relay(
                         // was delivered, so a later `receive` starts after it.
                         if !client_acks {
                             let upto = if exit { seq + 1 } else { seq };
-                            send(&mut far_w, &Request::Ack(upto)).await;
+                            let last_ack = far.send(Request::Ack(upto).into());
+                            let _ = tokio::time::timeout(DRAIN_FOR, last_ack).await;
                         }
                         break End::Done;
                     }
@@ -246,41 +245,45 @@ pub async fn relay(
                         break End::CliGone;
                     }
                     if !client_acks && seq - acked >= ACK_EVERY {
-                        if !send(&mut far_w, &Request::Ack(seq)).await {
-                            break End::Lost;
+                        match ack(&far, seq) {
+                            Ok(true) => acked = seq,
+                            Ok(false) => {}
+                            Err(()) => break End::Lost,
                         }
-                        acked = seq;
                     }
                 }
-                req = cli_rx.recv(), if !resuming => match req {
+                // One frame of the CLI's at a time waits for the writer.
+                req = cli_rx.recv(), if !resuming && pending.is_empty() => match req {
                     Some(Request::Stdin(d)) => {
                         // The CLI's buffer goes on as it is, after a header of its own, and
                         // the log keeps the same buffer (no copy).
                         let d = bytes::Bytes::from(d);
                         stdin.push(d.clone());
-                        let header = tether_proto::stdin_frame_header(d.len());
-                        if far_w.send_vec(header).await.is_err()
-                            || far_w.send_bytes(d).await.is_err()
-                        {
-                            break End::Lost;
-                        }
+                        pending.push_back(ToFar::Stdin(d));
                     }
                     Some(r) => {
                         if matches!(r, Request::StdinEof) {
                             stdin.eof();
                         }
-                        if !send(&mut far_w, &r).await {
-                            break End::Lost;
-                        }
+                        pending.push_back(r.into());
                     }
                     None => break End::CliGone,
                 },
+                room = far.tx.reserve(), if !pending.is_empty() => match room {
+                    Ok(room) => {
+                        if let Some(m) = pending.pop_front() {
+                            room.send(m);
+                        }
+                    }
+                    Err(_) => break End::Lost,
+                },
                 _ = tick.tick(), if !client_acks => {
                     if seq > acked {
-                        if !send(&mut far_w, &Request::Ack(seq)).await {
-                            break End::Lost;
+                        match ack(&far, seq) {
+                            Ok(true) => acked = seq,
+                            Ok(false) => {}
+                            Err(()) => break End::Lost,
                         }
-                        acked = seq;
                     }
                 }
             }
@@ -288,9 +291,23 @@ pub async fn relay(
         if matches!(end, End::CliGone) {
             // Before the far reader goes: dropping it resets the channel, and the far end
             // drops whatever arrives after the reset.
-            cli_gone(cli_rx, &mut stdin, &mut far_w, &mut far_rx).await;
+            cli_gone((cli_rx, pending), &mut stdin, &far, &mut far_rx).await;
+            far.finish(DRAIN_FOR).await;
             far_task.abort();
             return;
+        }
+        if matches!(end, End::Done) {
+            // The last acknowledgement goes out before the reset.
+            far.finish(DRAIN_FOR).await;
+        } else {
+            // Stdin not written yet is replayed from the log; anything else waits for the
+            // link, as what the CLI sends during the outage does.
+            for m in pending {
+                if let ToFar::Req(r) = m {
+                    hold(&mut stdin, &mut held, *r);
+                }
+            }
+            far.finish(Duration::ZERO).await;
         }
         far_task.abort();
         match (end, &session) {
@@ -335,22 +352,31 @@ const DRAIN_FOR: Duration = Duration::from_secs(5);
 /// Meanwhile the far side's frames are read and dropped: a host blocked writing output reads
 /// no requests.
 async fn cli_gone(
-    mut cli_rx: mpsc::Receiver<Request>,
+    (mut cli_rx, pending): (mpsc::Receiver<Request>, VecDeque<ToFar>),
     stdin: &mut StdinLog,
-    far_w: &mut ChannelWriter,
+    far: &FarWriter,
     far_rx: &mut mpsc::Receiver<(Vec<u8>, Frame)>,
 ) {
     let last = async {
+        for m in pending {
+            if !far.send(m).await {
+                return;
+            }
+        }
         while let Some(r) = cli_rx.recv().await {
             if matches!(r, Request::StdinEof) {
                 stdin.eof();
             }
-            if !send(far_w, &r).await {
+            let m = match r {
+                Request::Stdin(d) => ToFar::Stdin(bytes::Bytes::from(d)),
+                r => r.into(),
+            };
+            if !far.send(m).await {
                 return;
             }
         }
         if !stdin.ended() {
-            send(far_w, &Request::StdinEof).await;
+            far.send(Request::StdinEof.into()).await;
         }
     };
     let dropped = async { while far_rx.recv().await.is_some() {} };
@@ -413,13 +439,14 @@ fn gap(c: &str, have: u64, from: u64) -> ErrorInfo {
 }
 
 /// Runs an invocation on another computer: in the session `spec.session` names there (an
-/// instance id), or in a temporary one when it is empty.
+/// instance id), or in a temporary one when it is empty. `giver` is the CLI's process when
+/// it may give this relay its stdin (a CLI of this release forwarding stdin).
 pub async fn invoke(
     daemon: &Daemon,
     rt: RemoteTarget,
     mut spec: InvokeSpec,
-    reader: Reader,
-    writer: Writer,
+    (reader, giver): (Reader, Option<i32>),
+    mut writer: Writer,
 ) {
     spec.remote = None;
     spec.env.clear();
@@ -429,12 +456,25 @@ pub async fn invoke(
     // acknowledges what it passed on.
     let client_acks = spec.acked;
     spec.acked = true;
+    let mut given = None;
+    let mut _place = None;
+    if let Some(pid) = giver.filter(|_| spec.stdin) {
+        let (place, rx) = daemon.gifts.register(pid);
+        if writer
+            .feed(&Response::Relayed { token: place.token })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        (_place, given) = (Some(place), Some(rx));
+    }
     relay(
         daemon,
         rt,
         Request::Invoke(spec),
         client_acks,
-        reader,
+        (reader, given),
         writer,
     )
     .await;

@@ -79,6 +79,13 @@ pub(crate) struct Caller {
     pub client: tether_proto::ClientId,
     /// The configuration a bridge is pinned to, if any.
     pub pin: Option<String>,
+    /// The process at the other end (`SO_PEERCRED`), where the system says.
+    pub pid: Option<i32>,
+    /// A CLI of this very release, which understands `Response::Relayed` and may give its
+    /// stdin to a relay.
+    pub gives: bool,
+    /// The descriptor that came with the connection's first bytes (`Request::GiveStdin`).
+    pub passed: std::sync::Mutex<Option<std::os::fd::OwnedFd>>,
 }
 
 /// Serves one connection: checks its peer, reads what a bridge says first and the hello, then
@@ -100,6 +107,16 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             return;
         }
     }
+    let pid = stream.peer_cred().ok().and_then(|c| c.pid());
+    // A CLI giving its stdin to a relay sends the pipe with its first bytes.
+    let passed = tokio::time::timeout(
+        crate::limits::hello_timeout(),
+        tether_transport::unix::peek_fd(&stream),
+    )
+    .await
+    .ok()
+    .and_then(|r| r.ok())
+    .flatten();
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
@@ -142,6 +159,9 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
         }
         _ => daemon.me.clone(),
     };
+    let ours = format!("tether-client/{}", env!("CARGO_PKG_VERSION"));
+    let gives = !bridged
+        && matches!(&first, Ok(Some(Request::Hello { agent, client: None, .. })) if *agent == ours);
     // The client's forwarded ssh agent, counted while this connection lasts.
     let _agent = forwarded
         .as_deref()
@@ -151,7 +171,13 @@ pub(crate) async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
     {
         return;
     }
-    let caller = Caller { client, pin };
+    let caller = Caller {
+        client,
+        pin,
+        pid,
+        gives,
+        passed: std::sync::Mutex::new(passed),
+    };
     loop {
         if writer.flush().await.is_err() {
             return;

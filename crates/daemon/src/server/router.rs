@@ -68,7 +68,10 @@ pub(super) async fn route(
                 }
             };
             match far {
-                Some(rt) => remote::relay::invoke(daemon, rt, spec, reader, writer).await,
+                Some(rt) => {
+                    let giver = caller.pid.filter(|_| caller.gives);
+                    remote::relay::invoke(daemon, rt, spec, (reader, giver), writer).await
+                }
                 None => local::sessions::invoke(daemon, spec, client, reader, writer).await,
             }
             return None;
@@ -97,6 +100,17 @@ pub(super) async fn route(
             return None;
         }
         Request::Goodbye => Ok(Response::Ok),
+        Request::GiveStdin { token } => {
+            let fd = caller
+                .passed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            daemon
+                .gifts
+                .give(token, caller.pid, fd)
+                .map(|()| Response::Ok)
+        }
         Request::Disconnect(list) => local::attach::disconnect(daemon, list, client).await,
         Request::Connect(list) => {
             let reply = local::attach::connect(daemon, list, client).await;

@@ -18,6 +18,7 @@
 //! needs them) and [`Here`] (this computer's sessions, as the remote role needs them) — and
 //! the router fills them in with each role's implementation when it builds the `Daemon`.
 
+pub mod gifts;
 pub mod jobs;
 pub mod pool;
 pub mod registry;
@@ -155,6 +156,8 @@ pub struct Daemon {
     pub(crate) system: Option<Role>,
     /// Spare hosts for temporary invocations from other computers ([`crate::local::pool`]).
     pub(crate) pool: pool::Pool,
+    /// Relays waiting for the stdin their CLI gives them ([`gifts`]).
+    pub gifts: gifts::Gifts,
 }
 
 impl Daemon {
@@ -189,6 +192,7 @@ impl Daemon {
             owner,
             system,
             pool: Default::default(),
+            gifts: Default::default(),
         }
     }
 

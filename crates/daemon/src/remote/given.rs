@@ -1,0 +1,141 @@
+//! A relay's side of the CLI: its frames, and the stdin it may give (`Request::GiveStdin`).
+//!
+//! For a command on another computer, stdin used to cross the CLI (read, framed, written to
+//! the daemon's socket) and then the relay (read, passed on). A CLI whose stdin is a pipe now
+//! gives the pipe to the relay once a megabyte went in frames: a thread here reads it straight
+//! into frames for the link, in the same channel and order as the CLI's own frames, so the
+//! relay's replay after a reconnection, its handling of a vanished CLI and its backpressure
+//! are the same for both. The CLI's going still ends it: the thread stops reading (without
+//! swallowing a chunk it cannot pass on) and the relay ends the command's stdin as before.
+
+use crate::state::Reader;
+use std::os::fd::OwnedFd;
+use tether_proto::Request;
+use tether_transport::stdin_read::{STDIN_CHUNK, input_gathered, is_pipe, read_fresh};
+use tokio::sync::{mpsc, oneshot};
+
+/// Reads the CLI's frames into `tx` on a task of its own (reading a frame is not
+/// cancel-safe). After `StdinGiven`, the given stdin goes into `tx` too, read by a thread;
+/// the CLI's own stdin frames after that are dropped (it promised to send none).
+pub(super) fn read_cli(
+    reader: Reader,
+    tx: mpsc::Sender<Request>,
+    given: Option<oneshot::Receiver<OwnedFd>>,
+) {
+    tokio::spawn(async move {
+        let mut reader = reader;
+        let mut given = given;
+        let mut gave = false;
+        // The write end of the reading thread's stop pipe: it stops once the CLI has gone.
+        let mut _stop = None;
+        while let Ok(Some(r)) = reader.read::<Request>().await {
+            match r {
+                Request::StdinGiven if !gave => {
+                    gave = true;
+                    let fd = given.take().and_then(|mut g| g.try_recv().ok());
+                    match fd.and_then(|fd| read_given(fd, tx.clone())) {
+                        Some(stop) => _stop = Some(stop),
+                        // Nothing given that we could read: no more stdin can come.
+                        None => {
+                            if tx.send(Request::StdinEof).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                Request::StdinGiven | Request::Stdin(_) | Request::StdinEof if gave => {}
+                r => {
+                    if tx.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Starts reading the pipe `fd` into `Stdin` frames on a thread, then `StdinEof` at its end.
+/// Returns the write end of its stop pipe: dropping it stops the thread before its next read.
+/// The thread also stops, without reading, once the relay no longer takes frames.
+fn read_given(fd: OwnedFd, tx: mpsc::Sender<Request>) -> Option<OwnedFd> {
+    if !is_pipe(&fd) {
+        return None;
+    }
+    let (stop, stop_w) = nix::unistd::pipe().ok()?;
+    // Room for a megabyte to gather while the link is busy: fewer, fuller frames.
+    tether_transport::widen_pipe(&fd);
+    std::thread::Builder::new()
+        .name("tether-given-stdin".into())
+        .spawn(move || {
+            loop {
+                if !input_gathered(&fd, &stop) || tx.is_closed() {
+                    return;
+                }
+                match read_fresh(&fd, STDIN_CHUNK) {
+                    Ok(data) if data.is_empty() => break,
+                    Ok(data) => {
+                        if tx.blocking_send(Request::Stdin(data)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.blocking_send(Request::StdinEof);
+        })
+        .ok()?;
+    Some(stop_w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn a_given_pipe_is_read_to_its_end_and_ended_once() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let _stop = read_given(r.into(), tx).expect("a pipe is read");
+        let writer = std::thread::spawn(move || w.write_all(&vec![7u8; 300_000]).unwrap());
+        let mut got = 0;
+        loop {
+            match rx.recv().await {
+                Some(Request::Stdin(d)) => {
+                    assert!(d.len() <= STDIN_CHUNK);
+                    got += d.len();
+                }
+                Some(Request::StdinEof) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(got, 300_000);
+        assert!(rx.recv().await.is_none(), "nothing after the end");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_reader_leaves_the_rest_in_the_pipe() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let keep = r.try_clone().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let stop = read_given(r.into(), tx).unwrap();
+        w.write_all(b"first").unwrap();
+        assert_eq!(rx.recv().await, Some(Request::Stdin(b"first".to_vec())));
+        drop(stop);
+        assert!(rx.recv().await.is_none(), "stopped without an end of stdin");
+        w.write_all(b"rest").unwrap();
+        drop(w);
+        let mut left = String::new();
+        std::io::Read::read_to_string(&mut &keep, &mut left).unwrap();
+        assert_eq!(left, "rest", "nothing swallowed");
+    }
+
+    #[test]
+    fn what_is_not_a_pipe_is_not_read() {
+        let (tx, _rx) = mpsc::channel(1);
+        let f: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        assert!(read_given(f, tx).is_none());
+    }
+}
