@@ -266,7 +266,6 @@ for hexed in sys.argv[2:]:
 /// and in order.
 #[test]
 fn a_given_stdin_goes_on_across_killed_transports_without_loss() {
-    use std::io::Read;
     let (_sshd, remote, client) = setup();
     client.run(&["new", "tether-test", "--name", "r"]).success();
     remote.note_session(&remote.session("r"));
@@ -290,28 +289,8 @@ fn a_given_stdin_goes_on_across_killed_transports_without_loss() {
         }
         true
     });
-    let mut stdout = cli.stdout.take().unwrap();
-    let echoed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let reader = {
-        let echoed = echoed.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 65536];
-            while let Ok(k) = stdout.read(&mut buf) {
-                if k == 0 {
-                    break;
-                }
-                echoed.lock().unwrap().extend_from_slice(&buf[..k]);
-            }
-        })
-    };
-    let lines = || {
-        echoed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count() as u32
-    };
+    let echoed = Gathered::start(cli.stdout.take().unwrap());
+    let lines = || echoed.lines() as u32;
     let daemon = client.running_daemon_pid();
     wait_until(LONG, "the daemon to hold the CLI's stdin", || {
         holds(daemon, &name)
@@ -325,12 +304,11 @@ fn a_given_stdin_goes_on_across_killed_transports_without_loss() {
     }
     assert!(writer.join().unwrap(), "tether stopped reading its stdin");
     let (status, _) = finished(cli);
-    reader.join().unwrap();
-    let got = String::from_utf8_lossy(&echoed.lock().unwrap()).to_string();
+    let n_lines = lines();
+    let got = String::from_utf8_lossy(&echoed.finish()).to_string();
     assert!(
         got == expected,
-        "stdin lost or repeated: {} lines of {}",
-        lines(),
+        "stdin lost or repeated: {n_lines} lines of {}",
         fast + slow
     );
     assert_eq!(status.code(), Some(7), "cat saw the end of its input");

@@ -220,28 +220,8 @@ fn standard_input_goes_on_across_killed_transports_without_loss() {
         }
         true
     });
-    let mut stdout = child.stdout.take().unwrap();
-    let echoed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let reader = {
-        let echoed = echoed.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(k) = stdout.read(&mut buf) {
-                if k == 0 {
-                    break;
-                }
-                echoed.lock().unwrap().extend_from_slice(&buf[..k]);
-            }
-        })
-    };
-    let lines = || {
-        echoed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-    };
+    let echoed = Gathered::start(child.stdout.take().unwrap());
+    let lines = || echoed.lines();
     for at in [50, 250] {
         wait_until(WAIT, "stdin echoes back", || lines() >= at);
         let ssh = link_pid(&client);
@@ -250,14 +230,13 @@ fn standard_input_goes_on_across_killed_transports_without_loss() {
     }
     assert!(writer.join().unwrap(), "tether stopped reading its stdin");
     let status = wait_child(&mut child, Duration::from_secs(60));
-    reader.join().unwrap();
+    let n_lines = lines();
     let mut err = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    let got = String::from_utf8_lossy(&echoed.lock().unwrap()).to_string();
+    let got = String::from_utf8_lossy(&echoed.finish()).to_string();
     assert!(
         got == expected(n),
-        "stdin lost or repeated ({} lines):\n{err}",
-        lines()
+        "stdin lost or repeated ({n_lines} lines):\n{err}"
     );
     assert_eq!(status.code(), Some(7), "cat saw end-of-file: {err}");
     assert!(err.contains("restored"), "{err}");

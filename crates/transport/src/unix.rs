@@ -91,19 +91,46 @@ pub async fn send_with_fd(
 pub async fn recv_with_fd(
     stream: &UnixStream,
 ) -> std::io::Result<(Vec<u8>, Option<std::os::fd::OwnedFd>)> {
+    recv_fd(stream, 8 * 1024, nix::sys::socket::MsgFlags::empty()).await
+}
+
+/// The descriptor sent with a connection's first bytes, if any, without reading them
+/// (`MSG_PEEK`: the kernel gives us a copy, and the bytes stay for the reader that follows,
+/// which drops the original). Linux only; elsewhere always `None`, and a client that sends
+/// one is refused for want of it.
+pub async fn peek_fd(stream: &UnixStream) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    #[cfg(target_os = "linux")]
+    {
+        let peek = nix::sys::socket::MsgFlags::MSG_PEEK;
+        Ok(recv_fd(stream, 1, peek).await?.1)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        Ok(None)
+    }
+}
+
+/// One recvmsg of up to `len` bytes, with `flags`: the bytes, and the first descriptor that
+/// came with them (extra ones are closed as they drop).
+async fn recv_fd(
+    stream: &UnixStream,
+    len: usize,
+    flags: nix::sys::socket::MsgFlags,
+) -> std::io::Result<(Vec<u8>, Option<std::os::fd::OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     loop {
         stream.readable().await?;
         let res = stream.try_io(tokio::io::Interest::READABLE, || {
-            let mut buf = vec![0u8; 8 * 1024];
+            let mut buf = vec![0u8; len];
             let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
             let mut iov = [std::io::IoSliceMut::new(&mut buf)];
             let msg = recvmsg::<()>(
                 stream.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
+                flags | MsgFlags::MSG_CMSG_CLOEXEC,
             )
             .map_err(std::io::Error::from)?;
             let n = msg.bytes;
@@ -121,64 +148,12 @@ pub async fn recv_with_fd(
         });
         match res {
             Ok((buf, mut fds)) => {
-                let first = if fds.is_empty() {
-                    None
-                } else {
-                    Some(fds.swap_remove(0))
-                };
+                let first = (!fds.is_empty()).then(|| fds.swap_remove(0));
                 return Ok((buf, first));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// The descriptor sent with a connection's first bytes, if any, without reading them
-/// (`MSG_PEEK`: the kernel gives us a copy, and the bytes stay for the reader that follows,
-/// which drops the original). Linux only; elsewhere always `None`, and a client that sends
-/// one is refused for want of it.
-pub async fn peek_fd(stream: &UnixStream) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
-    #[cfg(target_os = "linux")]
-    {
-        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        loop {
-            stream.readable().await?;
-            let res = stream.try_io(tokio::io::Interest::READABLE, || {
-                let mut buf = [0u8; 1];
-                let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-                let msg = recvmsg::<()>(
-                    stream.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::MSG_PEEK | MsgFlags::MSG_CMSG_CLOEXEC,
-                )
-                .map_err(std::io::Error::from)?;
-                let mut fds = Vec::new();
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::ScmRights(v) = c {
-                            // SAFETY: the kernel just created these descriptors for us.
-                            fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-                        }
-                    }
-                }
-                Ok(fds)
-            });
-            match res {
-                // Extra descriptors are closed as they drop.
-                Ok(mut fds) => return Ok((!fds.is_empty()).then(|| fds.swap_remove(0))),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = stream;
-        Ok(None)
     }
 }
 

@@ -276,3 +276,43 @@ impl Collector {
         std::mem::take(&mut *self.buf.lock().unwrap())
     }
 }
+
+/// What a stream read on a thread of its own has given so far ([`Gathered::start`]).
+pub struct Gathered {
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Gathered {
+    /// Reads `from` to its end on a thread.
+    pub fn start(mut from: impl std::io::Read + Send + 'static) -> Gathered {
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(k) = from.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..k]);
+            }
+        });
+        Gathered { bytes, thread }
+    }
+
+    /// Lines (newlines) read so far.
+    pub fn lines(&self) -> usize {
+        self.bytes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+    }
+
+    /// Everything, once the stream has ended.
+    pub fn finish(self) -> Vec<u8> {
+        self.thread.join().unwrap();
+        std::mem::take(&mut *self.bytes.lock().unwrap())
+    }
+}
