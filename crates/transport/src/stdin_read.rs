@@ -44,8 +44,8 @@ pub fn input_ready(input: &impl AsRawFd, stop: &OwnedFd) -> bool {
 /// splicing does, `client/src/lend.rs`).
 const GATHER: std::time::Duration = std::time::Duration::from_micros(100);
 
-/// As [`input_ready`], but when `input` was empty, waits [`GATHER`] once it is not, so that
-/// the next read takes more than one small write.
+/// As [`input_ready`], but when `input` was empty, waits a tenth of a millisecond once it is
+/// not, so that the next read takes more than one small write.
 pub fn input_gathered(input: &impl AsRawFd, stop: &OwnedFd) -> bool {
     let mut now = [libc::pollfd {
         fd: input.as_raw_fd(),
