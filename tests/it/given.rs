@@ -355,3 +355,110 @@ fn echo_through(client: &Home, session: &str, src: &std::path::Path, all: &[u8])
         "session {session}: the echo differs from the input"
     );
 }
+
+/// Writes 1 MiB chunks into `input` (256 MiB at most) on a thread, counting what went in;
+/// the thread returns whether a write failed (the pipe closed for it).
+fn pouring(
+    mut input: ChildStdin,
+) -> (
+    std::thread::JoinHandle<bool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = written.clone();
+    let writer = std::thread::spawn(move || {
+        let chunk = data(MIB);
+        for _ in 0..256 {
+            if input.write_all(&chunk).is_err() {
+                return true;
+            }
+            count.fetch_add(MIB, std::sync::atomic::Ordering::SeqCst);
+        }
+        false
+    });
+    (writer, written)
+}
+
+/// Waits until more than 4 MiB went in and nothing more has for a second: every buffer
+/// between the writer and the far command (which reads none of it) is full.
+fn stalled(written: &std::sync::atomic::AtomicUsize) {
+    let (mut last, mut same) = (0, 0);
+    wait_until(LONG, "the command's input to fill up", || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = written.load(std::sync::atomic::Ordering::SeqCst);
+        (last, same) = if now == last {
+            (now, same + 1)
+        } else {
+            (now, 0)
+        };
+        now > 4 * MIB && same >= 5
+    });
+}
+
+/// A command that reads no stdin and would write a marker after a minute, started in a new
+/// remote session `name` whose stdin we pour into until every buffer on the way is full; the
+/// CLI, the pouring thread and the marker's path.
+fn stuck(
+    client: &Home,
+    remote: &Home,
+    name: &str,
+) -> (Child, std::thread::JoinHandle<bool>, std::path::PathBuf) {
+    client
+        .run(&["new", "tether-test", "--name", name])
+        .success();
+    remote.note_session(&remote.session(name));
+    let never = client.scratch().join(format!("{name}.never"));
+    let script = format!("sleep 60; echo never > '{}'", never.display());
+    let (cli, input) = feeding(client, name, &script);
+    let (writer, written) = pouring(input);
+    stalled(&written);
+    (cli, writer, never)
+}
+
+/// The CLI has gone: its stdin's writer sees the pipe closed, the session takes the next
+/// command, and the stuck one never finished.
+fn stopped(
+    client: &Home,
+    name: &str,
+    writer: std::thread::JoinHandle<bool>,
+    never: &std::path::Path,
+) {
+    wait_until(LONG, "the writer to see the pipe closed", || {
+        writer.is_finished()
+    });
+    assert!(
+        writer.join().unwrap(),
+        "the writer never saw the pipe closed"
+    );
+    // Were the command left running, this would wait for it, and it would finish first.
+    client
+        .invoke(name, "echo usable")
+        .success()
+        .stdout_is("usable\n");
+    assert!(!never.exists(), "the command ran on");
+}
+
+/// Ctrl-C reaches a far command that reads no stdin while the link's window, the far host's
+/// queue and every pipe between are full of it: before, the `Cancel` waited behind that
+/// stdin, which the command would never read, so Ctrl-C did nothing.
+#[test]
+fn ctrl_c_reaches_a_far_command_whose_stdin_is_full() {
+    let (_sshd, remote, client) = setup();
+    let (cli, writer, never) = stuck(&client, &remote, "cc");
+    assert!(send_signal(cli.id(), "INT"), "SIGINT to the CLI");
+    let (status, _) = finished(cli);
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    stopped(&client, "cc", writer, &never);
+}
+
+/// A CLI told to end (SIGTERM) while its far command's stdin is full leaves, and the command
+/// is stopped as when its output is closed.
+#[test]
+fn a_cli_told_to_end_stops_a_far_command_whose_stdin_is_full() {
+    let (_sshd, remote, client) = setup();
+    let (cli, writer, never) = stuck(&client, &remote, "t");
+    assert!(send_signal(cli.id(), "TERM"), "SIGTERM to the CLI");
+    let (status, _) = finished(cli);
+    assert!(!status.success(), "{status:?}");
+    stopped(&client, "t", writer, &never);
+}

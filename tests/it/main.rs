@@ -30,6 +30,7 @@ mod fanout;
 mod given;
 mod holders;
 mod hostile;
+mod interrupt;
 mod invoke;
 mod jobs;
 mod jobs_restart;

@@ -75,7 +75,7 @@ fn a_pinned_key_reaches_one_configuration_and_nothing_else() {
 // A hostile holder of a pinned key: no tether CLI, raw requests over the bridge's link
 // ---------------------------------------------------------------------------------------------
 
-use crate::common::mux;
+use crate::common::mux::{self, block_on};
 
 use std::path::{Path, PathBuf};
 use tether_proto::{InvokeSpec, NewSession, Request, Response};
@@ -145,15 +145,6 @@ fn bridge_command(remote: &Home, configuration: Option<&str>) -> std::process::C
         c.env_remove(k);
     }
     c
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 /// Creates session `name` with the hostile environment and directory; returns its

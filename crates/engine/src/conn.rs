@@ -254,6 +254,19 @@ async fn from_daemon(
             }
             false
         }
+        HostRequest::Interrupt {
+            client,
+            invocation,
+            abandon,
+        } => {
+            let reply = host
+                .interrupt(&client, invocation, abandon)
+                .map(|()| Response::Ok);
+            writer
+                .send(&reply.unwrap_or_else(Response::Error))
+                .await
+                .is_ok()
+        }
         HostRequest::Close => {
             host.finish(State::Closed, "removed".into());
             let _ = writer.send(&Response::Ok).await;

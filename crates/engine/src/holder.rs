@@ -31,6 +31,40 @@ impl Host {
         }
     }
 
+    /// Ctrl-C (or, with `abandon`, its client leaving for good) for invocation `invocation`,
+    /// asked beside the invocation's own connection (`HostInterrupt`), where a `Cancel` may
+    /// wait behind stdin the command does not read. Only for the invocation running now, so
+    /// one that arrives late never stops the next command; the invocation acts on it as on the
+    /// same frame in band, and a second one changes nothing.
+    pub(crate) fn interrupt(
+        &self,
+        client: &ClientId,
+        invocation: u64,
+        abandon: bool,
+    ) -> Result<(), ErrorInfo> {
+        self.check_holder(client)?;
+        let running = {
+            let inner = self.lock_inner();
+            inner.busy && inner.next_inv.checked_sub(1) == Some(invocation)
+        };
+        if !running {
+            return Err(ErrorInfo::new(
+                ErrorKind::NotFound,
+                format!(
+                    "session {}: invocation {invocation} is not running",
+                    self.spec.name
+                ),
+            ));
+        }
+        let count = if abandon {
+            &self.remote_abandon
+        } else {
+            &self.remote_cancel
+        };
+        count.send_modify(|c| *c += 1);
+        Ok(())
+    }
+
     /// Whether `client` is coming back to a session it vanished from (killed, its link lost,
     /// restarted) rather than let go on purpose: it may then take the session back by using
     /// it, after the command it left behind has ended ([`Host::take_back`]). A session

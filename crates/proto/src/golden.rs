@@ -228,6 +228,22 @@ pub(crate) fn requests() -> Vec<(&'static str, Request)> {
         ),
         ("GiveStdin", GiveStdin { token: 301 }),
         ("StdinGiven", StdinGiven),
+        (
+            "Interrupt",
+            Interrupt {
+                session: "s9".into(),
+                invocation: 303,
+                abandon: true,
+            },
+        ),
+        (
+            "HostInterrupt",
+            HostInterrupt {
+                client: client(),
+                invocation: 304,
+                abandon: false,
+            },
+        ),
     ]
 }
 
@@ -382,6 +398,8 @@ fn request_name(r: &Request) -> &'static str {
         LendStdin { .. } => "LendStdin",
         GiveStdin { .. } => "GiveStdin",
         StdinGiven => "StdinGiven",
+        Interrupt { .. } => "Interrupt",
+        HostInterrupt { .. } => "HostInterrupt",
     }
 }
 

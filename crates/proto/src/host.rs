@@ -18,7 +18,7 @@
 use std::ops::RangeInclusive;
 
 /// The newest host protocol this release speaks.
-pub const HOST_PROTOCOL_VERSION: u32 = 9;
+pub const HOST_PROTOCOL_VERSION: u32 = 10;
 /// The oldest host protocol this release still speaks: callers greet hosts with it.
 pub const OLDEST_HOST_PROTOCOL: u32 = 6;
 
@@ -71,6 +71,14 @@ pub enum HostRequest {
         keep_stdin: bool,
         keep: bool,
     },
+    /// Host protocol 10: Ctrl-C (or, with `abandon`, leaving for good) for invocation
+    /// `invocation` of `client`, which holds the session, from beside the invocation's own
+    /// connection (see [`crate::Request::Interrupt`]).
+    Interrupt {
+        client: crate::ClientId,
+        invocation: u64,
+        abandon: bool,
+    },
 }
 
 impl From<HostRequest> for crate::Request {
@@ -101,6 +109,15 @@ impl From<HostRequest> for crate::Request {
                 client,
                 keep_stdin,
                 keep,
+            },
+            HostRequest::Interrupt {
+                client,
+                invocation,
+                abandon,
+            } => R::HostInterrupt {
+                client,
+                invocation,
+                abandon,
             },
         }
     }
@@ -152,6 +169,15 @@ impl TryFrom<crate::Request> for HostRequest {
                 keep_stdin,
                 keep,
             },
+            R::HostInterrupt {
+                client,
+                invocation,
+                abandon,
+            } => HostRequest::Interrupt {
+                client,
+                invocation,
+                abandon,
+            },
             other => return Err(other),
         })
     }
@@ -183,9 +209,14 @@ mod tests {
                 prefix: vec![],
                 from: Some(3),
                 acked: true,
-                client: c,
+                client: c.clone(),
                 keep_stdin: false,
                 keep: true,
+            },
+            HostRequest::Interrupt {
+                client: c,
+                invocation: 4,
+                abandon: true,
             },
         ] {
             let wire: crate::Request = r.clone().into();

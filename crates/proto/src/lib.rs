@@ -194,6 +194,26 @@ pub enum Request {
     /// On the invocation's connection, after every `Stdin` frame the CLI sent before giving
     /// its stdin (`GiveStdin`): from here on the relay reads it, up to its end.
     StdinGiven,
+    /// Client daemon to the daemon of the session's computer, on a connection of its own:
+    /// Ctrl-C for invocation `invocation` (its `Started` number) in session `session` (an
+    /// instance id), or with `abandon` the client leaving it for good. It goes beside the
+    /// invocation's own connection, where a `Cancel` waits behind every byte of stdin the
+    /// command has not read yet (a command that reads none would never hear it). The relay
+    /// still sends the `Cancel`/`Abandon` in band too: a second Ctrl-C changes nothing, and a
+    /// daemon without this request only answers with an error. Answered `Ok` or an `Error`.
+    Interrupt {
+        session: String,
+        invocation: u64,
+        abandon: bool,
+    },
+    /// Host only, host protocol 10, from its daemon: [`Request::Interrupt`] for the session's
+    /// holder `client`. Answered `Ok` when invocation `invocation` is the one running (and
+    /// stopped now), else an `Error`.
+    HostInterrupt {
+        client: ClientId,
+        invocation: u64,
+        abandon: bool,
+    },
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.

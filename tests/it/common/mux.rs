@@ -16,6 +16,16 @@ use tether_proto::{
 use tether_transport::mux::{ChannelReader, ChannelWriter, Mux};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
+/// Runs `f` on a runtime of its own (two workers), for a test that speaks to a bridge.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// How long any one exchange with the bridge may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -76,6 +86,11 @@ impl Bridge {
     /// A new channel, that is a new daemon connection, greeted with `Hello` as a client daemon
     /// of another computer would.
     pub async fn connect(&self) -> Conn {
+        self.connect_as("hostile-client-0001").await
+    }
+
+    /// As [`Bridge::connect`], speaking for the client daemon whose Id is `id`.
+    pub async fn connect_as(&self, id: &str) -> Conn {
         let ch = self.mux.open().expect("open a channel");
         let (reader, writer) = self.mux.split(ch);
         let mut conn = Conn { reader, writer };
@@ -83,7 +98,7 @@ impl Bridge {
             version: PROTOCOL_VERSION,
             agent: "hostile test client".into(),
             client: Some(ClientId {
-                id: "hostile-client-0001".into(),
+                id: id.into(),
                 label: "hostile".into(),
             }),
         })

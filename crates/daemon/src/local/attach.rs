@@ -175,6 +175,48 @@ async fn adopt(
     Ok((iid, true))
 }
 
+/// `Interrupt` (from a client daemon whose relay got a Ctrl-C): passed to the host of
+/// `session` on a connection of its own, beside the invocation's, where the `Cancel` may wait
+/// behind stdin. A temporary session is found by its host's record, as for `Resume`.
+pub async fn interrupt(
+    daemon: &Daemon,
+    session: &str,
+    (invocation, abandon): (u64, bool),
+    client: &ClientId,
+) -> Result<Response, ErrorInfo> {
+    let iid = match resolve(daemon, session).await {
+        Ok(Target::Local(info)) => info.instance_id,
+        Err(_) if tether_proto::is_instance_id(session) => {
+            tether_engine::HostMeta::load(&daemon.paths.host_meta(session))
+                .map_err(|_| not_running(session))?
+                .info
+                .instance_id
+        }
+        Ok(Target::Remote(_)) => {
+            return Err(ErrorInfo::new(
+                ErrorKind::Usage,
+                "interrupt names a session on this computer",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let req = HostRequest::Interrupt {
+        client: client.clone(),
+        invocation,
+        abandon,
+    };
+    hosts::interrupt(&daemon.paths, &iid, req)
+        .await
+        .map(|()| Response::Ok)
+}
+
+fn not_running(session: &str) -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorKind::NotFound,
+        format!("session {session} no longer exists"),
+    )
+}
+
 /// What a `Resume` asks for.
 pub struct Resuming {
     pub session: String,

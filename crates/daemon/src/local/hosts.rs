@@ -204,6 +204,39 @@ pub async fn ask_or_refused(
         .flatten()
 }
 
+/// Passes a `HostInterrupt` to a host that speaks it (host protocol 10); an older host, or
+/// one that does not answer, is an error (the in-band `Cancel` still reaches it).
+pub async fn interrupt(
+    paths: &Paths,
+    instance_id: &str,
+    req: HostRequest,
+) -> Result<(), ErrorInfo> {
+    let unanswered = || ErrorInfo::new(ErrorKind::Internal, "session host did not answer");
+    let fut = async {
+        let mut conn = connect(paths, instance_id)
+            .await
+            .map_err(|_| unanswered())?;
+        conn.writer.flush().await.map_err(|_| unanswered())?;
+        conn.expect_hello().await?;
+        if conn.protocol < 10 {
+            return Err(ErrorInfo::new(
+                ErrorKind::Usage,
+                "the session's host is of a release that takes Ctrl-C only in band",
+            ));
+        }
+        let req = tether_proto::Request::from(req);
+        conn.writer.send(&req).await.map_err(|_| unanswered())?;
+        match conn.reader.read::<Response>().await {
+            Ok(Some(Response::Ok)) => Ok(()),
+            Ok(Some(Response::Error(e))) => Err(e),
+            _ => Err(unanswered()),
+        }
+    };
+    tokio::time::timeout(HOST_INFO_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| Err(unanswered()))
+}
+
 /// Asks a host to end its shell and exit. A host that is already gone counts as closed.
 pub async fn close(paths: &Paths, instance_id: &str) -> Result<(), ErrorInfo> {
     let fut = async {

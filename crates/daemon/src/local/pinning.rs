@@ -132,7 +132,9 @@ pub async fn check(daemon: &Daemon, pin: &str, req: &mut Request) -> Result<(), 
             }
             ours(daemon, pin, &list.sessions).await
         }
-        Request::Resume { session, .. } => ours(daemon, pin, std::slice::from_ref(session)).await,
+        Request::Resume { session, .. } | Request::Interrupt { session, .. } => {
+            ours(daemon, pin, std::slice::from_ref(session)).await
+        }
         Request::SessionJob(j) => ours(daemon, pin, std::slice::from_ref(&j.session)).await,
         Request::DaemonStatus => Err(refused(pin, "daemon status")),
         Request::DaemonStop => Err(refused(pin, "stopping the daemon")),

@@ -16,10 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Reads the CLI's frames into `tx` on a task of its own (reading a frame is not
 /// cancel-safe). After `StdinGiven`, the given stdin goes into `tx` too, read by a thread;
-/// the CLI's own stdin frames after that are dropped (it promised to send none).
+/// the CLI's own stdin frames after that are dropped (it promised to send none). Ctrl-C and
+/// leaving go to `urgent` instead, which the relay always reads: they never wait behind
+/// stdin the command has not taken yet.
 pub(super) fn read_cli(
     reader: Reader,
-    tx: mpsc::Sender<Request>,
+    (tx, urgent): (mpsc::Sender<Request>, mpsc::Sender<Request>),
     given: Option<oneshot::Receiver<OwnedFd>>,
 ) {
     tokio::spawn(async move {
@@ -44,6 +46,11 @@ pub(super) fn read_cli(
                     }
                 }
                 Request::StdinGiven | Request::Stdin(_) | Request::StdinEof if gave => {}
+                Request::Cancel | Request::Abandon => {
+                    if urgent.send(r).await.is_err() {
+                        return;
+                    }
+                }
                 r => {
                     if tx.send(r).await.is_err() {
                         return;

@@ -20,6 +20,7 @@ mod presence;
 pub mod relay;
 pub mod requests;
 mod stdin_log;
+mod urgent;
 
 pub use requests::hello_from;
 

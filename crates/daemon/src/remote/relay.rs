@@ -12,7 +12,9 @@
 use super::far_writer::{FarWriter, ToFar};
 use super::requests;
 use super::stdin_log::StdinLog;
+use super::urgent::Urgent;
 use crate::state::{Daemon, Reader, Writer};
+use futures_util::stream::StreamExt;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tether_proto::{ErrorInfo, ErrorKind, InvokeSpec, RemoteTarget, Request, Response};
@@ -86,9 +88,12 @@ pub async fn relay(
 ) {
     let c = rt.computer.clone();
     // The CLI's frames (stdin, Ctrl-C), and the stdin it may give, arrive through a task of
-    // their own: reading a frame is not cancel-safe.
+    // their own: reading a frame is not cancel-safe. Ctrl-C and leaving come apart, never
+    // behind stdin ([`Urgent`]).
     let (cli_tx, mut cli_rx) = mpsc::channel::<Request>(16);
-    super::given::read_cli(reader, cli_tx, given);
+    let (urgent_tx, urgent_rx) = mpsc::channel::<Request>(4);
+    super::given::read_cli(reader, (cli_tx, urgent_tx), given);
+    let mut urgent = Urgent::new(urgent_rx, &rt, matches!(first, Request::Invoke(_)));
     let mut session = match &first {
         Request::Resume { session, .. } => Some(session.clone()),
         _ => None,
@@ -151,6 +156,10 @@ pub async fn relay(
                             None => orphaned = true,
                             Some(r) => hold(&mut stdin, &mut held, r),
                         },
+                        r = urgent.rx.recv(), if urgent.open => match r {
+                            None => urgent.open = false,
+                            Some(r) => hold(&mut stdin, &mut held, r),
+                        },
                     }
                 }
                 continue;
@@ -189,11 +198,12 @@ pub async fn relay(
                     let last = exit || matches!(frame, Frame::Other(Response::Error(_)));
                     match frame {
                         Frame::Other(Response::Started {
+                            invocation,
                             session: s,
                             from,
                             stdin_from,
-                            ..
                         }) => {
+                            urgent.started(&s, invocation);
                             session = Some(s);
                             if started {
                                 // A resumed stream starts where we asked, or nothing is lost
@@ -267,8 +277,19 @@ pub async fn relay(
                         }
                         pending.push_back(r.into());
                     }
-                    None => break End::CliGone,
+                    None => {
+                        // What it said last (leaving) was read before its end.
+                        while let Ok(r) = urgent.rx.try_recv() {
+                            urgent.take(daemon, r, &mut pending);
+                        }
+                        break End::CliGone;
+                    }
                 },
+                r = urgent.rx.recv(), if urgent.open => match r {
+                    Some(r) => urgent.take(daemon, r, &mut pending),
+                    None => urgent.open = false,
+                },
+                _ = urgent.calls.next(), if !urgent.calls.is_empty() => {}
                 room = far.tx.reserve(), if !pending.is_empty() => match room {
                     Ok(room) => {
                         if let Some(m) = pending.pop_front() {
@@ -291,7 +312,9 @@ pub async fn relay(
         if matches!(end, End::CliGone) {
             // Before the far reader goes: dropping it resets the channel, and the far end
             // drops whatever arrives after the reset.
-            cli_gone((cli_rx, pending), &mut stdin, &far, &mut far_rx).await;
+            let beside = urgent.finish();
+            let in_band = cli_gone((cli_rx, pending), &mut stdin, &far, &mut far_rx);
+            tokio::join!(beside, in_band);
             far.finish(DRAIN_FOR).await;
             far_task.abort();
             return;
@@ -341,7 +364,7 @@ pub async fn relay(
 }
 
 /// How long what a CLI sent before it went away may take to read.
-const DRAIN_FOR: Duration = Duration::from_secs(5);
+pub(super) const DRAIN_FOR: Duration = Duration::from_secs(5);
 
 /// The CLI went away (killed, or it left after an `Abandon` not passed on yet). What it sent
 /// before going still goes to the far side, in order; then, as nothing more of its stdin can
@@ -401,6 +424,8 @@ fn hold(stdin: &mut StdinLog, held: &mut Vec<Request>, r: Request) {
             held.retain(|h| !matches!(h, Request::Ack(_)));
             held.push(r);
         }
+        // A Ctrl-C pressed again changes nothing (and a hostile CLI's thousand take no room).
+        other if held.contains(&other) => {}
         other => held.push(other),
     }
 }

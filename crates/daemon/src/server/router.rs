@@ -95,6 +95,11 @@ pub(super) async fn route(
             local::attach::resume(daemon, how, client, reader, writer).await;
             return None;
         }
+        Request::Interrupt {
+            session,
+            invocation,
+            abandon,
+        } => local::attach::interrupt(daemon, &session, (invocation, abandon), client).await,
         Request::Presence => {
             local::presence::serve(daemon, client.clone(), reader, writer).await;
             return None;

@@ -13,7 +13,9 @@ pub fn check(req: &Request) -> Result<(), ErrorInfo> {
         Request::Disconnect(l) | Request::Connect(l) | Request::Receive(l) => {
             l.sessions.iter().map(String::as_str).collect()
         }
-        Request::Resume { session, .. } => vec![session.as_str()],
+        Request::Resume { session, .. } | Request::Interrupt { session, .. } => {
+            vec![session.as_str()]
+        }
         Request::SessionJob(j) => {
             if !tether_proto::is_instance_id(&j.job) {
                 return Err(ErrorInfo::new(
@@ -63,6 +65,11 @@ mod tests {
                 from: 0,
                 keep_stdin: false,
                 keep: false,
+            },
+            Request::Interrupt {
+                session: path.clone(),
+                invocation: 0,
+                abandon: false,
             },
         ] {
             let e = check(&req).unwrap_err();
