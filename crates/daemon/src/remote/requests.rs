@@ -15,10 +15,6 @@ use tether_transport::FrameReader;
 use tether_transport::mux::{ChannelReader, ChannelWriter};
 
 /// The first frame on every channel: this daemon speaks for its own client.
-pub(crate) fn hello(daemon: &Daemon) -> Request {
-    hello_from(&daemon.me)
-}
-
 pub fn hello_from(me: &tether_proto::ClientId) -> Request {
     Request::Hello {
         version: PROTOCOL_VERSION,
@@ -49,10 +45,20 @@ pub async fn open(
     req: &Request,
     extra: &[u8],
 ) -> Result<(FrameReader<ChannelReader>, ChannelWriter), ErrorInfo> {
+    open_with((&*daemon.links, &daemon.me), rt, req, extra).await
+}
+
+/// [`open`] with only what it needs of the daemon, for a task of its own.
+pub(crate) async fn open_with(
+    (links, me): (&dyn crate::state::Links, &tether_proto::ClientId),
+    rt: &RemoteTarget,
+    req: &Request,
+    extra: &[u8],
+) -> Result<(FrameReader<ChannelReader>, ChannelWriter), ErrorInfo> {
     let c = rt.computer.as_str();
-    let (mux, ch) = daemon.links.channel(rt).await?;
+    let (mux, ch) = links.channel(rt).await?;
     let (r, mut w) = mux.split(ch);
-    let mut bytes = tether_proto::encode(&hello(daemon)).map_err(|e| lost(c, e))?;
+    let mut bytes = tether_proto::encode(&hello_from(me)).map_err(|e| lost(c, e))?;
     bytes.extend(tether_proto::encode(req).map_err(|e| lost(c, e))?);
     bytes.extend_from_slice(extra);
     w.send(&bytes).await.map_err(|e| lost(c, e))?;
@@ -67,8 +73,17 @@ pub async fn open(
 
 /// One request, one reply.
 pub async fn call(daemon: &Daemon, rt: &RemoteTarget, req: Request) -> Result<Response, ErrorInfo> {
+    call_with((&*daemon.links, &daemon.me), rt, req).await
+}
+
+/// [`call`] with only what it needs of the daemon, for a task of its own.
+pub(crate) async fn call_with(
+    on_link: (&dyn crate::state::Links, &tether_proto::ClientId),
+    rt: &RemoteTarget,
+    req: Request,
+) -> Result<Response, ErrorInfo> {
     let c = rt.computer.as_str();
-    let (mut reader, _w) = open(daemon, rt, &req, &[]).await?;
+    let (mut reader, _w) = open_with(on_link, rt, &req, &[]).await?;
     match reader.read::<Response>().await {
         Ok(Some(Response::Error(e))) => Err(on(c, e)),
         Ok(Some(r)) => Ok(r),

@@ -4,12 +4,12 @@ use super::far_writer::ToFar;
 use super::relay::DRAIN_FOR;
 use super::requests;
 use crate::state::Daemon;
-use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tether_proto::{RemoteTarget, Request};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Ctrl-C and leaving (`Cancel`, `Abandon`), which the CLI's reader passes apart from its
 /// other frames so that they never wait behind stdin. Each goes in band, after the stdin
@@ -26,7 +26,9 @@ pub(super) struct Urgent<'a> {
     /// it (a resumed stream's says 0).
     numbered: bool,
     running: Option<(String, u64)>,
-    pub calls: FuturesUnordered<BoxFuture<'a, ()>>,
+    /// Each a task of its own: a call that is not polled while the relay reconnects must not
+    /// hold the link's lock.
+    pub calls: FuturesUnordered<JoinHandle<()>>,
 }
 
 /// How long an `Interrupt` may take; the in-band frame stays meanwhile.
@@ -52,7 +54,7 @@ impl<'a> Urgent<'a> {
 
     /// Sends `r` beside the invocation (two calls at most at a time) and queues it in band
     /// unless the same frame already waits there.
-    pub fn take(&mut self, daemon: &'a Daemon, r: Request, pending: &mut VecDeque<ToFar>) {
+    pub fn take(&mut self, daemon: &Daemon, r: Request, pending: &mut VecDeque<ToFar>) {
         if let Some((session, invocation)) = self.running.clone()
             && self.calls.len() < 2
         {
@@ -61,9 +63,9 @@ impl<'a> Urgent<'a> {
                 invocation,
                 abandon: matches!(r, Request::Abandon),
             };
-            let rt = self.rt;
-            self.calls.push(Box::pin(async move {
-                let call = requests::call(daemon, rt, req);
+            let (links, me, rt) = (daemon.links.clone(), daemon.me.clone(), self.rt.clone());
+            self.calls.push(tokio::spawn(async move {
+                let call = requests::call_with((&*links, &me), &rt, req);
                 if let Ok(Err(e)) = tokio::time::timeout(INTERRUPT_FOR, call).await {
                     tracing::debug!(computer = %rt.computer, "interrupt: {}", e.message);
                 }
