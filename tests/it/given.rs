@@ -450,3 +450,30 @@ fn ctrl_c_reaches_a_far_command_whose_stdin_is_full() {
     assert_eq!(status.code(), Some(130), "{status:?}");
     stopped(&client, "cc", writer, &never);
 }
+
+/// A far command that writes more than its session's output quota and reads none of a big
+/// stdin: its output is acknowledged as the CLI delivers it, and the host keeps only what is
+/// not (the quota). The acknowledgements used to travel only behind the stdin, which the
+/// command never reads, so the host stopped at the quota and everything hung.
+#[test]
+fn output_goes_on_past_the_quota_while_the_command_reads_no_stdin() {
+    let (_sshd, remote, client) = setup();
+    client
+        .run(&["new", "tether-test", "--name", "a", "--output-quota", "4M"])
+        .success();
+    remote.note_session(&remote.session("a"));
+    let (mut cli, input) = feeding(&client, "a", "sleep 2; head -c 67108864 /dev/zero");
+    let mut out = cli.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let (writer, _) = pouring(input);
+    let (status, _) = finished(cli);
+    assert!(status.success(), "{status:?}");
+    assert_eq!(reader.join().unwrap().unwrap(), 64 * MIB as u64);
+    wait_until(LONG, "the writer to see the pipe closed", || {
+        writer.is_finished()
+    });
+    assert!(
+        writer.join().unwrap(),
+        "the writer never saw the pipe closed"
+    );
+}

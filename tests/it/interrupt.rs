@@ -1,12 +1,12 @@
-//! `Interrupt`: Ctrl-C for a far command, sent by a client daemon beside the invocation's own
-//! connection (where a `Cancel` can wait behind stdin the command never reads). Spoken here as
-//! a hostile client daemon would, straight at `tether bridge`: it must stop only the command
-//! running now, only for the client that holds the session, and a session word that is a
-//! path gets nowhere.
+//! `Aside`: Ctrl-C (or an acknowledgement) for a far command, sent by a client daemon beside
+//! the invocation's own connection (where a `Cancel` can wait behind stdin the command never
+//! reads). Spoken here as a hostile client daemon would, straight at `tether bridge`: it must
+//! touch only the command running now, only for the client that holds the session, and a
+//! session word that is a path gets nowhere.
 
 use crate::common::mux::{self, Conn, block_on};
 use crate::common::*;
-use tether_proto::{ErrorKind, InvokeSpec, NewSession, Request, Response};
+use tether_proto::{Aside, ErrorKind, InvokeSpec, NewSession, Request, Response};
 
 /// Starts `script` in session `session` on a connection of its own; the connection, the far
 /// session's instance id and the invocation's number.
@@ -42,10 +42,10 @@ async fn ended(conn: &mut Conn) -> (String, i32) {
 }
 
 fn interrupt(session: &str, invocation: u64) -> Request {
-    Request::Interrupt {
+    Request::Aside {
         session: session.into(),
         invocation,
-        abandon: false,
+        what: Aside::Cancel,
     }
 }
 
@@ -88,6 +88,13 @@ fn an_interrupt_stops_only_the_running_command_of_the_sessions_holder() {
         let mut stranger = bridge.connect_as("another-client-0002").await;
         let theirs = stranger.request(&interrupt(&iid, m)).await;
         refused(theirs, ErrorKind::Busy, "another client");
+        let ack = Request::Aside {
+            session: iid.clone(),
+            invocation: m,
+            what: Aside::Ack(1 << 40),
+        };
+        let theirs = stranger.request(&ack).await;
+        refused(theirs, ErrorKind::Busy, "another client's acknowledgement");
         // A path never names a session; nor does a session that is not there.
         let path = control.request(&interrupt("../../0/hosts/x", m)).await;
         refused(path, ErrorKind::Usage, "a path");

@@ -254,14 +254,12 @@ async fn from_daemon(
             }
             false
         }
-        HostRequest::Interrupt {
+        HostRequest::Aside {
             client,
             invocation,
-            abandon,
+            what,
         } => {
-            let reply = host
-                .interrupt(&client, invocation, abandon)
-                .map(|()| Response::Ok);
+            let reply = host.aside(&client, invocation, what).map(|()| Response::Ok);
             writer
                 .send(&reply.unwrap_or_else(Response::Error))
                 .await

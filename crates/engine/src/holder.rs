@@ -8,7 +8,7 @@
 //! network loss) reattaches it simply by using it.
 
 use crate::session::Host;
-use tether_proto::{ClientId, ErrorInfo, ErrorKind, State};
+use tether_proto::{Aside, ClientId, ErrorInfo, ErrorKind, State};
 
 impl Host {
     /// Who a request speaks for: the named client, else this host's own daemon's.
@@ -31,16 +31,16 @@ impl Host {
         }
     }
 
-    /// Ctrl-C (or, with `abandon`, its client leaving for good) for invocation `invocation`,
-    /// asked beside the invocation's own connection (`HostInterrupt`), where a `Cancel` may
-    /// wait behind stdin the command does not read. Only for the invocation running now, so
-    /// one that arrives late never stops the next command; the invocation acts on it as on the
-    /// same frame in band, and a second one changes nothing.
-    pub(crate) fn interrupt(
+    /// Ctrl-C, its client leaving for good, or an acknowledgement for invocation
+    /// `invocation`, from beside the invocation's own connection (`HostAside`), where the
+    /// frame may wait behind stdin the command does not read. Only for the invocation running
+    /// now, so one that arrives late never stops the next command; the invocation acts on it
+    /// as on the same frame in band, and a second one changes nothing.
+    pub(crate) fn aside(
         &self,
         client: &ClientId,
         invocation: u64,
-        abandon: bool,
+        what: Aside,
     ) -> Result<(), ErrorInfo> {
         self.check_holder(client)?;
         let running = {
@@ -56,12 +56,13 @@ impl Host {
                 ),
             ));
         }
-        let count = if abandon {
-            &self.remote_abandon
-        } else {
-            &self.remote_cancel
-        };
-        count.send_modify(|c| *c += 1);
+        match what {
+            Aside::Cancel => self.remote_cancel.send_modify(|c| *c += 1),
+            Aside::Abandon => self.remote_abandon.send_modify(|c| *c += 1),
+            Aside::Ack(seq) => {
+                self.remote_ack.send_replace((invocation, seq));
+            }
+        }
         Ok(())
     }
 

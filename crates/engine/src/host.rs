@@ -199,6 +199,7 @@ async fn serve(paths: Paths, spec: HostSpec) -> Result<(), HostError> {
         detach: watch::channel(0).0,
         remote_cancel: watch::channel(0).0,
         remote_abandon: watch::channel(0).0,
+        remote_ack: watch::channel((0, 0)).0,
         pool_free: watch::channel(0).0,
         lends: Default::default(),
     });

@@ -189,6 +189,8 @@ pub(crate) async fn run(
     let mut requests_open = true;
     let mut remote_cancel = host.remote_cancel.subscribe();
     let mut remote_abandon = host.remote_abandon.subscribe();
+    let mut remote_ack = host.remote_ack.subscribe();
+    remote_ack.borrow_and_update();
     remote_abandon.borrow_and_update();
     let mut kept = host.outbox.subscribe();
     // The command's stdout is lent to the client ([`crate::lend`]): the host reads it not.
@@ -324,6 +326,12 @@ pub(crate) async fn run(
                 forget_command(host);
             }
             _ = remote_cancel.changed() => stop(stopping.cancel(Instant::now())),
+            _ = remote_ack.changed() => {
+                let (of, seq) = *remote_ack.borrow_and_update();
+                if of == id {
+                    host.outbox.ack(seq);
+                }
+            }
             _ = sleep_until(due), if due.is_some() => stop(stopping.tick(Instant::now())),
         }
     }

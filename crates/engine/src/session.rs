@@ -81,6 +81,9 @@ pub(crate) struct Host {
     /// Bumped when a receiving client abandons the running command (its output closed):
     /// stopped, nothing kept, the session usable again.
     pub remote_abandon: watch::Sender<u64>,
+    /// The newest acknowledgement that came beside an invocation's connection
+    /// (`HostAside`), with the invocation it is for: only that invocation applies it.
+    pub remote_ack: watch::Sender<(u64, u64)>,
     /// Bumped each time a pooled host is ready for another invocation; its daemon watches it
     /// (`HostPoolWatch`) to put the host back in its pool.
     pub pool_free: watch::Sender<u64>,

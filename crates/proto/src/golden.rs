@@ -229,19 +229,19 @@ pub(crate) fn requests() -> Vec<(&'static str, Request)> {
         ("GiveStdin", GiveStdin { token: 301 }),
         ("StdinGiven", StdinGiven),
         (
-            "Interrupt",
-            Interrupt {
+            "Aside",
+            Aside {
                 session: "s9".into(),
                 invocation: 303,
-                abandon: true,
+                what: crate::Aside::Cancel,
             },
         ),
         (
-            "HostInterrupt",
-            HostInterrupt {
+            "HostAside",
+            HostAside {
                 client: client(),
                 invocation: 304,
-                abandon: false,
+                what: crate::Aside::Ack(305),
             },
         ),
     ]
@@ -398,8 +398,8 @@ fn request_name(r: &Request) -> &'static str {
         LendStdin { .. } => "LendStdin",
         GiveStdin { .. } => "GiveStdin",
         StdinGiven => "StdinGiven",
-        Interrupt { .. } => "Interrupt",
-        HostInterrupt { .. } => "HostInterrupt",
+        Aside { .. } => "Aside",
+        HostAside { .. } => "HostAside",
     }
 }
 

@@ -71,13 +71,13 @@ pub enum HostRequest {
         keep_stdin: bool,
         keep: bool,
     },
-    /// Host protocol 10: Ctrl-C (or, with `abandon`, leaving for good) for invocation
-    /// `invocation` of `client`, which holds the session, from beside the invocation's own
-    /// connection (see [`crate::Request::Interrupt`]).
-    Interrupt {
+    /// Host protocol 10: Ctrl-C, leaving or an acknowledgement for invocation `invocation`
+    /// of `client`, which holds the session, from beside the invocation's own connection
+    /// (see [`crate::Request::Aside`]).
+    Aside {
         client: crate::ClientId,
         invocation: u64,
-        abandon: bool,
+        what: crate::Aside,
     },
 }
 
@@ -110,14 +110,14 @@ impl From<HostRequest> for crate::Request {
                 keep_stdin,
                 keep,
             },
-            HostRequest::Interrupt {
+            HostRequest::Aside {
                 client,
                 invocation,
-                abandon,
-            } => R::HostInterrupt {
+                what,
+            } => R::HostAside {
                 client,
                 invocation,
-                abandon,
+                what,
             },
         }
     }
@@ -169,14 +169,14 @@ impl TryFrom<crate::Request> for HostRequest {
                 keep_stdin,
                 keep,
             },
-            R::HostInterrupt {
+            R::HostAside {
                 client,
                 invocation,
-                abandon,
-            } => HostRequest::Interrupt {
+                what,
+            } => HostRequest::Aside {
                 client,
                 invocation,
-                abandon,
+                what,
             },
             other => return Err(other),
         })
@@ -213,10 +213,10 @@ mod tests {
                 keep_stdin: false,
                 keep: true,
             },
-            HostRequest::Interrupt {
+            HostRequest::Aside {
                 client: c,
                 invocation: 4,
-                abandon: true,
+                what: crate::Aside::Ack(5),
             },
         ] {
             let wire: crate::Request = r.clone().into();

@@ -195,25 +195,37 @@ pub enum Request {
     /// its stdin (`GiveStdin`): from here on the relay reads it, up to its end.
     StdinGiven,
     /// Client daemon to the daemon of the session's computer, on a connection of its own:
-    /// Ctrl-C for invocation `invocation` (its `Started` number) in session `session` (an
-    /// instance id), or with `abandon` the client leaving it for good. It goes beside the
-    /// invocation's own connection, where a `Cancel` waits behind every byte of stdin the
-    /// command has not read yet (a command that reads none would never hear it). The relay
-    /// still sends the `Cancel`/`Abandon` in band too: a second Ctrl-C changes nothing, and a
+    /// a frame of invocation `invocation` (its `Started` number) in session `session` (an
+    /// instance id) that must not wait behind stdin ([`Aside`]). On the invocation's own
+    /// connection it comes after every byte of stdin the command has not read yet, and a
+    /// command that reads none would never hear a Ctrl-C, nor would its output be
+    /// acknowledged (its host stops at the output quota). The relay still sends the frame in
+    /// band too: a second Ctrl-C changes nothing, acknowledgements are cumulative, and a
     /// daemon without this request only answers with an error. Answered `Ok` or an `Error`.
-    Interrupt {
+    Aside {
         session: String,
         invocation: u64,
-        abandon: bool,
+        what: Aside,
     },
-    /// Host only, host protocol 10, from its daemon: [`Request::Interrupt`] for the session's
-    /// holder `client`. Answered `Ok` when invocation `invocation` is the one running (and
-    /// stopped now), else an `Error`.
-    HostInterrupt {
+    /// Host only, host protocol 10, from its daemon: [`Request::Aside`] for the session's
+    /// holder `client`. Answered `Ok` when invocation `invocation` is the one running, else
+    /// an `Error`.
+    HostAside {
         client: ClientId,
         invocation: u64,
-        abandon: bool,
+        what: Aside,
     },
+}
+
+/// What goes beside an invocation's connection ([`Request::Aside`]).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aside {
+    /// As `Request::Cancel`.
+    Cancel,
+    /// As `Request::Abandon`.
+    Abandon,
+    /// As `Request::Ack`.
+    Ack(u64),
 }
 
 /// `config list` (no name) or `config show NAME`, here or on another computer.

@@ -175,13 +175,13 @@ async fn adopt(
     Ok((iid, true))
 }
 
-/// `Interrupt` (from a client daemon whose relay got a Ctrl-C): passed to the host of
-/// `session` on a connection of its own, beside the invocation's, where the `Cancel` may wait
-/// behind stdin. A temporary session is found by its host's record, as for `Resume`.
-pub async fn interrupt(
+/// `Aside` (from a client daemon's relay: a Ctrl-C, leaving, an acknowledgement): passed to
+/// the host of `session` on a connection of its own, beside the invocation's, where the frame
+/// may wait behind stdin. A temporary session is found by its host's record, as for `Resume`.
+pub async fn aside(
     daemon: &Daemon,
     session: &str,
-    (invocation, abandon): (u64, bool),
+    (invocation, what): (u64, tether_proto::Aside),
     client: &ClientId,
 ) -> Result<Response, ErrorInfo> {
     let iid = match resolve(daemon, session).await {
@@ -195,17 +195,17 @@ pub async fn interrupt(
         Ok(Target::Remote(_)) => {
             return Err(ErrorInfo::new(
                 ErrorKind::Usage,
-                "interrupt names a session on this computer",
+                "aside names a session on this computer",
             ));
         }
         Err(e) => return Err(e),
     };
-    let req = HostRequest::Interrupt {
+    let req = HostRequest::Aside {
         client: client.clone(),
         invocation,
-        abandon,
+        what,
     };
-    hosts::interrupt(&daemon.paths, &iid, req)
+    hosts::aside(&daemon.paths, &iid, req)
         .await
         .map(|()| Response::Ok)
 }

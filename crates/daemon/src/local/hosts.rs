@@ -204,13 +204,9 @@ pub async fn ask_or_refused(
         .flatten()
 }
 
-/// Passes a `HostInterrupt` to a host that speaks it (host protocol 10); an older host, or
+/// Passes a `HostAside` to a host that speaks it (host protocol 10); an older host, or
 /// one that does not answer, is an error (the in-band `Cancel` still reaches it).
-pub async fn interrupt(
-    paths: &Paths,
-    instance_id: &str,
-    req: HostRequest,
-) -> Result<(), ErrorInfo> {
+pub async fn aside(paths: &Paths, instance_id: &str, req: HostRequest) -> Result<(), ErrorInfo> {
     let unanswered = || ErrorInfo::new(ErrorKind::Internal, "session host did not answer");
     let fut = async {
         let mut conn = connect(paths, instance_id)
@@ -221,7 +217,7 @@ pub async fn interrupt(
         if conn.protocol < 10 {
             return Err(ErrorInfo::new(
                 ErrorKind::Usage,
-                "the session's host is of a release that takes Ctrl-C only in band",
+                "the session's host is of a release that takes frames only in band",
             ));
         }
         let req = tether_proto::Request::from(req);

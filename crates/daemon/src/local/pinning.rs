@@ -132,7 +132,7 @@ pub async fn check(daemon: &Daemon, pin: &str, req: &mut Request) -> Result<(), 
             }
             ours(daemon, pin, &list.sessions).await
         }
-        Request::Resume { session, .. } | Request::Interrupt { session, .. } => {
+        Request::Resume { session, .. } | Request::Aside { session, .. } => {
             ours(daemon, pin, std::slice::from_ref(session)).await
         }
         Request::SessionJob(j) => ours(daemon, pin, std::slice::from_ref(&j.session)).await,

@@ -289,7 +289,12 @@ pub async fn relay(
                     Some(r) => urgent.take(daemon, r, &mut pending),
                     None => urgent.open = false,
                 },
-                _ = urgent.calls.next(), if !urgent.calls.is_empty() => {}
+                ended = urgent.calls.next(), if !urgent.calls.is_empty() => {
+                    urgent.ended(matches!(ended, Some(Ok(true))));
+                    if !pending.is_empty() {
+                        urgent.flush(daemon);
+                    }
+                }
                 room = far.tx.reserve(), if !pending.is_empty() => match room {
                     Ok(room) => {
                         if let Some(m) = pending.pop_front() {
@@ -298,13 +303,18 @@ pub async fn relay(
                     }
                     Err(_) => break End::Lost,
                 },
-                _ = tick.tick(), if !client_acks => {
-                    if seq > acked {
+                _ = tick.tick() => {
+                    if !client_acks && seq > acked {
                         match ack(&far, seq) {
                             Ok(true) => acked = seq,
                             Ok(false) => {}
                             Err(()) => break End::Lost,
                         }
+                    }
+                    if !client_acks {
+                        urgent.acked(daemon, seq, !pending.is_empty());
+                    } else if !pending.is_empty() {
+                        urgent.flush(daemon);
                     }
                 }
             }

@@ -95,11 +95,11 @@ pub(super) async fn route(
             local::attach::resume(daemon, how, client, reader, writer).await;
             return None;
         }
-        Request::Interrupt {
+        Request::Aside {
             session,
             invocation,
-            abandon,
-        } => local::attach::interrupt(daemon, &session, (invocation, abandon), client).await,
+            what,
+        } => local::attach::aside(daemon, &session, (invocation, what), client).await,
         Request::Presence => {
             local::presence::serve(daemon, client.clone(), reader, writer).await;
             return None;

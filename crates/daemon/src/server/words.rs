@@ -13,7 +13,7 @@ pub fn check(req: &Request) -> Result<(), ErrorInfo> {
         Request::Disconnect(l) | Request::Connect(l) | Request::Receive(l) => {
             l.sessions.iter().map(String::as_str).collect()
         }
-        Request::Resume { session, .. } | Request::Interrupt { session, .. } => {
+        Request::Resume { session, .. } | Request::Aside { session, .. } => {
             vec![session.as_str()]
         }
         Request::SessionJob(j) => {
@@ -66,10 +66,10 @@ mod tests {
                 keep_stdin: false,
                 keep: false,
             },
-            Request::Interrupt {
+            Request::Aside {
                 session: path.clone(),
                 invocation: 0,
-                abandon: false,
+                what: tether_proto::Aside::Cancel,
             },
         ] {
             let e = check(&req).unwrap_err();
