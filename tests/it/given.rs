@@ -451,6 +451,18 @@ fn ctrl_c_reaches_a_far_command_whose_stdin_is_full() {
     stopped(&client, "cc", writer, &never);
 }
 
+/// A CLI told to end (SIGTERM) while its far command's stdin is full leaves, and the command
+/// is stopped as when its output is closed.
+#[test]
+fn a_cli_told_to_end_stops_a_far_command_whose_stdin_is_full() {
+    let (_sshd, remote, client) = setup();
+    let (cli, writer, never) = stuck(&client, &remote, "t");
+    assert!(send_signal(cli.id(), "TERM"), "SIGTERM to the CLI");
+    let (status, _) = finished(cli);
+    assert!(!status.success(), "{status:?}");
+    stopped(&client, "t", writer, &never);
+}
+
 /// A far command that writes more than its session's output quota and reads none of a big
 /// stdin: its output is acknowledged as the CLI delivers it, and the host keeps only what is
 /// not (the quota). The acknowledgements used to travel only behind the stdin, which the

@@ -16,10 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Reads the CLI's frames into `tx` on a task of its own (reading a frame is not
 /// cancel-safe). After `StdinGiven`, the given stdin goes into `tx` too, read by a thread;
-/// the CLI's own stdin frames after that are dropped (it promised to send none). Ctrl-C and
-/// acknowledgements go to `urgent` instead, which the relay always reads: they never wait
-/// behind stdin the command has not taken yet. Leaving (`Abandon`) keeps its place: overtaking
-/// the CLI's last frames, it left a copy's far side running (tests/it/copy/resume.rs).
+/// the CLI's own stdin frames after that are dropped (it promised to send none). Ctrl-C,
+/// leaving and acknowledgements go to `urgent` instead, which the relay always reads (and,
+/// once the CLI has gone, reads together with `tx`): they never wait behind stdin the command
+/// has not taken yet.
 pub(super) fn read_cli(
     reader: Reader,
     (tx, urgent): (mpsc::Sender<Request>, mpsc::Sender<Request>),
@@ -47,7 +47,7 @@ pub(super) fn read_cli(
                     }
                 }
                 Request::StdinGiven | Request::Stdin(_) | Request::StdinEof if gave => {}
-                Request::Cancel | Request::Ack(_) => {
+                Request::Cancel | Request::Abandon | Request::Ack(_) => {
                     if urgent.send(r).await.is_err() {
                         return;
                     }

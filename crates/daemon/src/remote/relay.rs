@@ -322,8 +322,13 @@ pub async fn relay(
         if matches!(end, End::CliGone) {
             // Before the far reader goes: dropping it resets the channel, and the far end
             // drops whatever arrives after the reset.
-            let beside = urgent.finish();
-            let in_band = cli_gone((cli_rx, pending), &mut stdin, &far, &mut far_rx);
+            let beside = super::urgent::finish(&mut urgent.calls);
+            let in_band = cli_gone(
+                (cli_rx, &mut urgent.rx, pending),
+                &mut stdin,
+                &far,
+                &mut far_rx,
+            );
             tokio::join!(beside, in_band);
             far.finish(DRAIN_FOR).await;
             far_task.abort();
@@ -385,7 +390,11 @@ pub(super) const DRAIN_FOR: Duration = Duration::from_secs(5);
 /// Meanwhile the far side's frames are read and dropped: a host blocked writing output reads
 /// no requests.
 async fn cli_gone(
-    (mut cli_rx, pending): (mpsc::Receiver<Request>, VecDeque<ToFar>),
+    (mut cli_rx, urgent, pending): (
+        mpsc::Receiver<Request>,
+        &mut mpsc::Receiver<Request>,
+        VecDeque<ToFar>,
+    ),
     stdin: &mut StdinLog,
     far: &FarWriter,
     far_rx: &mut mpsc::Receiver<(Vec<u8>, Frame)>,
@@ -396,7 +405,26 @@ async fn cli_gone(
                 return;
             }
         }
-        while let Some(r) = cli_rx.recv().await {
+        // With what it sent apart (Ctrl-C, acknowledgements, its leaving), read together: its
+        // reader waits to pass on either, and must never wait for the other.
+        let (mut frames, mut apart) = (true, true);
+        while frames || apart {
+            let r = tokio::select! {
+                r = cli_rx.recv(), if frames => r.ok_or(true),
+                r = urgent.recv(), if apart => r.ok_or(false),
+            };
+            // Whichever ended, the other is read to its end.
+            let r = match r {
+                Ok(r) => r,
+                Err(true) => {
+                    frames = false;
+                    continue;
+                }
+                Err(false) => {
+                    apart = false;
+                    continue;
+                }
+            };
             if matches!(r, Request::StdinEof) {
                 stdin.eof();
             }

@@ -11,17 +11,16 @@ use tether_proto::{Aside, RemoteTarget, Request};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Ctrl-C and acknowledgements (`Cancel`, `Ack`), which the CLI's reader passes apart from
-/// its other frames so that they never wait behind stdin (`Abandon` keeps its place, see
-/// [`super::given::read_cli`]). Each goes in band,
+/// Ctrl-C, leaving and acknowledgements (`Cancel`, `Abandon`, `Ack`), which the CLI's reader
+/// passes apart from its other frames so that they never wait behind stdin. Each goes in band,
 /// after the stdin before it, and also, once the invocation has started, beside it: `Aside`,
 /// on a connection of its own, which the far host acts on at once. Without that, a command
 /// that reads no stdin while the link's window is full of it would never hear Ctrl-C, and its
 /// output, never acknowledged, would stop at the host's output quota: the host reads no more
 /// of the invocation's connection until the command takes some stdin.
 ///
-/// Ctrl-C always goes beside (a second Ctrl-C changes nothing at the far host, so getting both
-/// is harmless). Acknowledgements, which come often, go beside only while
+/// Ctrl-C and leaving always go beside (a second Ctrl-C changes nothing at the far host, so
+/// getting both is harmless). Acknowledgements, which come often, go beside only while
 /// something waits to be written in band, one call at a time, the newest each time. A far
 /// daemon without `Aside` just refuses it.
 pub(super) struct Urgent<'a> {
@@ -143,10 +142,10 @@ impl<'a> Urgent<'a> {
             matches!(what, Aside::Ack(_))
         }));
     }
+}
 
-    /// Waits, at most [`DRAIN_FOR`], for the calls under way.
-    pub async fn finish(&mut self) {
-        let all = async { while self.calls.next().await.is_some() {} };
-        let _ = tokio::time::timeout(DRAIN_FOR, all).await;
-    }
+/// Waits, at most [`DRAIN_FOR`], for the calls under way.
+pub(super) async fn finish(calls: &mut FuturesUnordered<JoinHandle<bool>>) {
+    let all = async { while calls.next().await.is_some() {} };
+    let _ = tokio::time::timeout(DRAIN_FOR, all).await;
 }
