@@ -489,3 +489,43 @@ fn output_goes_on_past_the_quota_while_the_command_reads_no_stdin() {
         "the writer never saw the pipe closed"
     );
 }
+
+/// Stdin from a file is given too, once a megabyte of it went in frames: a command that reads
+/// none of it still hears Ctrl-C (the CLI no longer writes frames that a `Cancel` would wait
+/// behind), and one that reads it gets every byte, in order.
+#[test]
+fn a_file_on_stdin_is_given_too() {
+    let (_sshd, remote, client) = setup();
+    client.run(&["new", "tether-test", "--name", "f"]).success();
+    remote.note_session(&remote.session("f"));
+    let src = client.scratch().join("f.in");
+    let all = data(24 * MIB);
+    std::fs::write(&src, &all).unwrap();
+    let never = client.scratch().join("f.never");
+    let mut cli = client.command();
+    cli.args(["invoke", "-s", "f"])
+        .arg(format!("sleep 60; echo never > '{}'", never.display()))
+        .stdin(std::fs::File::open(&src).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let cli = cli.spawn().unwrap();
+    let daemon = client.running_daemon_pid();
+    let name = src.display().to_string();
+    wait_until(LONG, "the daemon to hold the CLI's stdin file", || {
+        holds(daemon, &name)
+    });
+    assert!(send_signal(cli.id(), "INT"), "SIGINT to the CLI");
+    let (status, _) = finished(cli);
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let got = client.scratch().join("f.out");
+    let mut cat = client.command();
+    cat.args(["invoke", "-s", "f"])
+        .arg(format!("cat > '{}'", got.display()))
+        .stdin(std::fs::File::open(&src).unwrap());
+    let status = cat.status().unwrap();
+    assert!(status.success(), "{status:?}");
+    let written = std::fs::read(&got).unwrap();
+    assert_eq!(written.len(), all.len());
+    assert!(written == all, "the far file differs from what was sent");
+    assert!(!never.exists(), "the command ran on past Ctrl-C");
+}

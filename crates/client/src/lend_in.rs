@@ -168,7 +168,7 @@ pub(crate) fn forward(
     if !spliceable || !cfg!(target_os = "linux") {
         lend = None;
     }
-    if !tether_transport::stdin_read::is_pipe(&input) {
+    if !tether_transport::stdin_read::givable(&input) {
         give = None;
     }
     let file = std::fs::File::from(input);

@@ -82,11 +82,25 @@ pub fn read_fresh(fd: &impl AsRawFd, cap: usize) -> std::io::Result<Vec<u8>> {
     Ok(v)
 }
 
-/// Whether `fd` is a pipe (or FIFO): what a CLI may give its daemon, which then reads it.
-pub fn is_pipe(fd: &impl std::os::fd::AsFd) -> bool {
+/// Whether `stop`'s write end is closed (the invocation is over), without waiting: a file is
+/// always ready to read, so [`input_gathered`] returns at once and never looks at `stop`.
+pub fn stopped(stop: &OwnedFd) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: stop.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd for the duration of the call; a timeout of 0 does not block.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) != 0 }
+}
+
+/// Whether `fd` is a pipe (or FIFO) or a regular file: what a CLI may give its daemon, which
+/// then reads it (a terminal or a device stays the CLI's).
+pub fn givable(fd: &impl std::os::fd::AsFd) -> bool {
     use nix::sys::stat::SFlag;
     nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| {
-        SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFIFO
+        let kind = SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT;
+        kind == SFlag::S_IFIFO || kind == SFlag::S_IFREG
     })
 }
 
@@ -99,12 +113,14 @@ mod tests {
     fn reads_what_is_there_and_stops_when_told() {
         let (r, mut w) = std::io::pipe().unwrap();
         let (stop, stop_w) = nix::unistd::pipe().unwrap();
-        assert!(is_pipe(&r));
+        assert!(givable(&r));
+        assert!(!stopped(&stop));
         w.write_all(b"abc").unwrap();
         assert!(input_ready(&r, &stop));
         assert!(input_gathered(&r, &stop));
         assert_eq!(read_fresh(&r, STDIN_CHUNK).unwrap(), b"abc");
         drop(stop_w);
+        assert!(stopped(&stop));
         w.write_all(b"d").unwrap();
         assert!(
             !input_ready(&r, &stop),
@@ -116,6 +132,8 @@ mod tests {
             "and the byte is still there"
         );
         let f = std::fs::File::open("/dev/null").unwrap();
-        assert!(!is_pipe(&f));
+        assert!(!givable(&f), "a device stays the CLI's");
+        let f = std::fs::File::open("Cargo.toml").unwrap();
+        assert!(givable(&f), "a file may be given");
     }
 }

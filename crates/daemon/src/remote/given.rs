@@ -1,17 +1,21 @@
 //! A relay's side of the CLI: its frames, and the stdin it may give (`Request::GiveStdin`).
 //!
 //! For a command on another computer, stdin used to cross the CLI (read, framed, written to
-//! the daemon's socket) and then the relay (read, passed on). A CLI whose stdin is a pipe now
-//! gives the pipe to the relay once a megabyte went in frames: a thread here reads it straight
-//! into frames for the link, in the same channel and order as the CLI's own frames, so the
+//! the daemon's socket) and then the relay (read, passed on). A CLI whose stdin is a pipe (or
+//! a file) now gives it to the relay once a megabyte went in frames: a thread here reads it
+//! straight into frames for the link, in the same channel and order as the CLI's own frames, so the
 //! relay's replay after a reconnection, its handling of a vanished CLI and its backpressure
 //! are the same for both. The CLI's going still ends it: the thread stops reading (without
 //! swallowing a chunk it cannot pass on) and the relay ends the command's stdin as before.
 
+use super::far_writer::{FarWriter, ToFar};
+use super::relay::DRAIN_FOR;
+use super::stdin_log::StdinLog;
 use crate::state::Reader;
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use tether_proto::Request;
-use tether_transport::stdin_read::{STDIN_CHUNK, input_gathered, is_pipe, read_fresh};
+use tether_transport::stdin_read::{STDIN_CHUNK, givable, input_gathered, read_fresh, stopped};
 use tokio::sync::{mpsc, oneshot};
 
 /// Reads the CLI's frames into `tx` on a task of its own (reading a frame is not
@@ -66,7 +70,7 @@ pub(super) fn read_cli(
 /// Returns the write end of its stop pipe: dropping it stops the thread before its next read.
 /// The thread also stops, without reading, once the relay no longer takes frames.
 fn read_given(fd: OwnedFd, tx: mpsc::Sender<Request>) -> Option<OwnedFd> {
-    if !is_pipe(&fd) {
+    if !givable(&fd) {
         return None;
     }
     let (stop, stop_w) = nix::unistd::pipe().ok()?;
@@ -76,7 +80,7 @@ fn read_given(fd: OwnedFd, tx: mpsc::Sender<Request>) -> Option<OwnedFd> {
         .name("tether-given-stdin".into())
         .spawn(move || {
             loop {
-                if !input_gathered(&fd, &stop) || tx.is_closed() {
+                if !input_gathered(&fd, &stop) || stopped(&stop) || tx.is_closed() {
                     return;
                 }
                 match read_fresh(&fd, STDIN_CHUNK) {
@@ -94,6 +98,76 @@ fn read_given(fd: OwnedFd, tx: mpsc::Sender<Request>) -> Option<OwnedFd> {
         })
         .ok()?;
     Some(stop_w)
+}
+
+/// The CLI went away (killed, or it left after an `Abandon` not passed on yet). What it sent
+/// before going still goes to the far side, in order; then, as nothing more of its stdin can
+/// come, the command reads the end of it, as it would from a CLI on its own computer: a `cat`
+/// or a copy's side fed by a killed CLI ends instead of holding the session until someone runs
+/// `receive`. Dropping the channel then lets the far command go on, Disconnected.
+///
+/// Meanwhile the far side's frames are read and dropped: a host blocked writing output reads
+/// no requests.
+pub(super) async fn cli_gone<T>(
+    (mut cli_rx, urgent, pending): (
+        mpsc::Receiver<Request>,
+        &mut mpsc::Receiver<Request>,
+        VecDeque<ToFar>,
+    ),
+    stdin: &mut StdinLog,
+    far: &FarWriter,
+    far_rx: &mut mpsc::Receiver<T>,
+) {
+    let last = async {
+        for m in pending {
+            if !far.send(m).await {
+                return;
+            }
+        }
+        // With what it sent apart (Ctrl-C, acknowledgements, its leaving), read together: its
+        // reader waits to pass on either, and must never wait for the other.
+        let (mut frames, mut apart) = (true, true);
+        while frames || apart {
+            let r = tokio::select! {
+                r = cli_rx.recv(), if frames => r.ok_or(true),
+                r = urgent.recv(), if apart => r.ok_or(false),
+            };
+            // Whichever ended, the other is read to its end.
+            let r = match r {
+                Ok(r) => r,
+                Err(true) => {
+                    frames = false;
+                    continue;
+                }
+                Err(false) => {
+                    apart = false;
+                    continue;
+                }
+            };
+            if matches!(r, Request::StdinEof) {
+                stdin.eof();
+            }
+            let m = match r {
+                Request::Stdin(d) => ToFar::Stdin(bytes::Bytes::from(d)),
+                r => r.into(),
+            };
+            if !far.send(m).await {
+                return;
+            }
+        }
+        if !stdin.ended() {
+            far.send(Request::StdinEof.into()).await;
+        }
+    };
+    let dropped = async { while far_rx.recv().await.is_some() {} };
+    let _ = tokio::time::timeout(DRAIN_FOR, async {
+        tokio::select! {
+            _ = last => {}
+            // The far side ended: nothing more can reach it.
+            _ = dropped => {}
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -140,8 +214,23 @@ mod tests {
         assert_eq!(left, "rest", "nothing swallowed");
     }
 
+    #[tokio::test]
+    async fn a_given_file_is_read_to_its_end() {
+        let path = std::env::temp_dir().join(format!("tether-given-{}", std::process::id()));
+        std::fs::write(&path, vec![3u8; 200_000]).unwrap();
+        let f: OwnedFd = std::fs::File::open(&path).unwrap().into();
+        std::fs::remove_file(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let _stop = read_given(f, tx).expect("a file is read");
+        let mut got = 0;
+        while let Some(Request::Stdin(d)) = rx.recv().await {
+            got += d.len();
+        }
+        assert_eq!(got, 200_000);
+    }
+
     #[test]
-    fn what_is_not_a_pipe_is_not_read() {
+    fn a_device_is_not_read() {
         let (tx, _rx) = mpsc::channel(1);
         let f: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
         assert!(read_given(f, tx).is_none());

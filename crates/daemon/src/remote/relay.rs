@@ -323,7 +323,7 @@ pub async fn relay(
             // Before the far reader goes: dropping it resets the channel, and the far end
             // drops whatever arrives after the reset.
             let beside = super::urgent::finish(&mut urgent.calls);
-            let in_band = cli_gone(
+            let in_band = super::given::cli_gone(
                 (cli_rx, &mut urgent.rx, pending),
                 &mut stdin,
                 &far,
@@ -380,76 +380,6 @@ pub async fn relay(
 
 /// How long what a CLI sent before it went away may take to read.
 pub(super) const DRAIN_FOR: Duration = Duration::from_secs(5);
-
-/// The CLI went away (killed, or it left after an `Abandon` not passed on yet). What it sent
-/// before going still goes to the far side, in order; then, as nothing more of its stdin can
-/// come, the command reads the end of it, as it would from a CLI on its own computer: a `cat`
-/// or a copy's side fed by a killed CLI ends instead of holding the session until someone runs
-/// `receive`. Dropping the channel then lets the far command go on, Disconnected.
-///
-/// Meanwhile the far side's frames are read and dropped: a host blocked writing output reads
-/// no requests.
-async fn cli_gone(
-    (mut cli_rx, urgent, pending): (
-        mpsc::Receiver<Request>,
-        &mut mpsc::Receiver<Request>,
-        VecDeque<ToFar>,
-    ),
-    stdin: &mut StdinLog,
-    far: &FarWriter,
-    far_rx: &mut mpsc::Receiver<(Vec<u8>, Frame)>,
-) {
-    let last = async {
-        for m in pending {
-            if !far.send(m).await {
-                return;
-            }
-        }
-        // With what it sent apart (Ctrl-C, acknowledgements, its leaving), read together: its
-        // reader waits to pass on either, and must never wait for the other.
-        let (mut frames, mut apart) = (true, true);
-        while frames || apart {
-            let r = tokio::select! {
-                r = cli_rx.recv(), if frames => r.ok_or(true),
-                r = urgent.recv(), if apart => r.ok_or(false),
-            };
-            // Whichever ended, the other is read to its end.
-            let r = match r {
-                Ok(r) => r,
-                Err(true) => {
-                    frames = false;
-                    continue;
-                }
-                Err(false) => {
-                    apart = false;
-                    continue;
-                }
-            };
-            if matches!(r, Request::StdinEof) {
-                stdin.eof();
-            }
-            let m = match r {
-                Request::Stdin(d) => ToFar::Stdin(bytes::Bytes::from(d)),
-                r => r.into(),
-            };
-            if !far.send(m).await {
-                return;
-            }
-        }
-        if !stdin.ended() {
-            far.send(Request::StdinEof.into()).await;
-        }
-    };
-    let dropped = async { while far_rx.recv().await.is_some() {} };
-    let _ = tokio::time::timeout(DRAIN_FOR, async {
-        tokio::select! {
-            _ = last => {}
-            // The far side ended: nothing more can reach it.
-            _ = dropped => {}
-        }
-    })
-    .await;
-}
 
 /// A frame from the CLI while the link is down: stdin goes to the log (it is replayed from
 /// the far command's count); anything else waits for the link.
