@@ -6,11 +6,13 @@
 # be no better than the ratio of CPU per byte; this script measures that bound (issue 20):
 #   out:  tether invoke -s S 'head -c N /dev/zero' | cat    vs  ssh h 'head -c N …' | cat
 #   in:   head -c N /dev/zero | tether invoke -s S 'cat >/dev/null'   vs  … | ssh h 'cat …'
+#   infile: tether invoke -s S 'cat >/dev/null' <FILE          vs  ssh h 'cat …' <FILE
 #   copy: tether copy FILE S:DIR                              vs  scp FILE h:DIR
 # Usage: bench/datapath.sh [MiB] (default 512)   Environment: BENCH_DP_RUNS (default 3),
 #   BENCH_CIPHER (default aes128-gcm@openssh.com, for every tool), BENCH_DP_AGAINST (another
 #   tether binary, say an earlier build: it takes the peer's place, with homes of its own, so
-#   two builds are compared interleaved), BENCH_DP_KINDS (a subset of "out in copy"). Needs
+#   two builds are compared interleaved), BENCH_DP_KINDS (a subset of "out in infile copy";
+#   default "out in copy"). Needs
 #   root for the cgroup (v2, or v1 cpuacct); without one it reports wall time only.
 set -euo pipefail
 mib=${1:-512}
@@ -103,6 +105,8 @@ for _ in $(seq "$runs"); do   # interleaved, so both see the same machine
            p="ssh -F $CFG tether-ci 'head -c $n /dev/zero' | cat" ;;
       in) t="head -c $n /dev/zero | $T invoke -s S 'cat >/dev/null'"
           p="head -c $n /dev/zero | ssh -F $CFG tether-ci 'cat >/dev/null'" ;;
+      infile) t="$T invoke -s S 'cat >/dev/null' <$D/big"
+              p="ssh -F $CFG tether-ci 'cat >/dev/null' <$D/big" ;;
       copy) t="$T copy $D/big S:$D/dst/"
             p="scp -q -F $CFG $D/big tether-ci:$D/dst/" ;;
     esac
@@ -126,12 +130,12 @@ for line in open(path):
     w[kind, side].append(int(wall))
     c[kind, side].append(int(cpu))
 med = statistics.median
-peer = {"out": "ssh", "in": "ssh", "copy": "scp"}
+peer = {"out": "ssh", "in": "ssh", "infile": "ssh", "copy": "scp"}
 if sys.argv[3]:
     peer = {k: "other build" for k in peer}
 print("| what | tether MB/s | peer MB/s | throughput tether/peer | tether CPU s/GiB | peer CPU s/GiB | CPU tether/peer |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for k in [k for k in ("out", "in", "copy") if (k, "tether") in w]:
+for k in [k for k in ("out", "in", "infile", "copy") if (k, "tether") in w]:
     wt, wp = med(w[k, "tether"]), med(w[k, "peer"])
     ct, cp = med(c[k, "tether"]), med(c[k, "peer"])
     mb = mib * 1048576 / 1e6

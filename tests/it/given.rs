@@ -15,11 +15,11 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::time::Duration;
 use tether_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response};
 
-const MIB: usize = 1 << 20;
-const LONG: Duration = Duration::from_secs(90);
+pub(crate) const MIB: usize = 1 << 20;
+pub(crate) const LONG: Duration = Duration::from_secs(90);
 
 /// `n` bytes that are not all alike, so a byte lost, doubled or moved shows.
-fn data(n: usize) -> Vec<u8> {
+pub(crate) fn data(n: usize) -> Vec<u8> {
     (0..n).map(|i| ((i * 7 + i / 4093) % 251) as u8).collect()
 }
 
@@ -53,7 +53,7 @@ fn feeding(client: &Home, name: &str, script: &str) -> (Child, ChildStdin) {
 }
 
 /// Waits for `cli` to exit within [`LONG`]; its stdout.
-fn finished(mut cli: Child) -> (std::process::ExitStatus, String) {
+pub(crate) fn finished(mut cli: Child) -> (std::process::ExitStatus, String) {
     let mut status = None;
     wait_until(LONG, "the CLI to exit", || {
         status = cli.try_wait().unwrap();
@@ -357,9 +357,9 @@ fn echo_through(client: &Home, session: &str, src: &std::path::Path, all: &[u8])
 }
 
 /// Writes 1 MiB chunks into `input` (256 MiB at most) on a thread, counting what went in;
-/// the thread returns whether a write failed (the pipe closed for it).
-fn pouring(
-    mut input: ChildStdin,
+/// the thread returns whether a write failed (the pipe or socket closed for it).
+pub(crate) fn pouring(
+    mut input: impl Write + Send + 'static,
 ) -> (
     std::thread::JoinHandle<bool>,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -381,7 +381,12 @@ fn pouring(
 
 /// Waits until more than 4 MiB went in and nothing more has for a second: every buffer
 /// between the writer and the far command (which reads none of it) is full.
-fn stalled(written: &std::sync::atomic::AtomicUsize) {
+pub(crate) fn stalled(written: &std::sync::atomic::AtomicUsize) {
+    stalled_past(written, 4 * MIB)
+}
+
+/// As [`stalled`], past `least` bytes.
+pub(crate) fn stalled_past(written: &std::sync::atomic::AtomicUsize, least: usize) {
     let (mut last, mut same) = (0, 0);
     wait_until(LONG, "the command's input to fill up", || {
         std::thread::sleep(Duration::from_millis(200));
@@ -391,7 +396,7 @@ fn stalled(written: &std::sync::atomic::AtomicUsize) {
         } else {
             (now, 0)
         };
-        now > 4 * MIB && same >= 5
+        now >= least && same >= 5
     });
 }
 
@@ -417,7 +422,7 @@ fn stuck(
 
 /// The CLI has gone: its stdin's writer sees the pipe closed, the session takes the next
 /// command, and the stuck one never finished.
-fn stopped(
+pub(crate) fn stopped(
     client: &Home,
     name: &str,
     writer: std::thread::JoinHandle<bool>,

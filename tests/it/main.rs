@@ -51,6 +51,7 @@ mod restricted;
 mod scale;
 mod sessions;
 mod spares;
+mod stdin_kinds;
 mod system;
 mod trust;
 mod trust_frames;

@@ -1,6 +1,6 @@
 //! Giving our stdin to the client daemon (`Request::GiveStdin`): for a command on another
 //! computer, the daemon's relay carries stdin onto the link. Once [`crate::lend::LEND_AFTER`]
-//! bytes went in frames, a CLI whose stdin is a pipe or a file hands it to the relay, which
+//! bytes went in frames, a CLI whose stdin is not a terminal hands it to the relay, which
 //! then reads it straight into the link: one process and two copies of every byte fewer on
 //! the way. Runs on the stdin thread ([`crate::lend_in::forward`]), so it blocks.
 

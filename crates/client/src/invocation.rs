@@ -237,8 +237,9 @@ impl Invocation {
 
     /// Forwards `input` (our stdin) to the command as its stdin, then ends it, on a thread of
     /// its own. Straight at a host that lends it (host protocol 9), once a megabyte went in
-    /// frames, the rest of a pipe or a file is spliced into the command's stdin FIFO instead;
-    /// through a relay that takes it, the rest of a pipe is given to the relay to read.
+    /// frames, the rest is spliced (or, from a device or a socket the kernel does not splice
+    /// from, copied) into the command's stdin FIFO instead; through a relay that takes it,
+    /// our stdin itself is given to the relay to read. A terminal is never forwarded.
     pub fn forward_stdin(&self, input: std::os::fd::OwnedFd) {
         let give = self
             .relay

@@ -1,7 +1,8 @@
 //! Lending the command's stdin FIFO (host protocol 9), the input side of [`crate::lend`]:
 //! [`crate::Invocation::forward_stdin`]'s thread sends a megabyte of our stdin in frames, then
 //! asks the host for a write end of the command's stdin FIFO (`LendStdin`) and splices the rest
-//! of a pipe or a file into it. Everything here runs on that thread, so it blocks.
+//! into it (copies, from what the kernel does not splice). Everything here runs on that
+//! thread, so it blocks.
 
 use crate::lend::{LEND_AFTER, gather, readable, splice_once};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -102,6 +103,10 @@ pub(crate) fn splice_in(input: &OwnedFd, fifo: &OwnedFd, stop: &OwnedFd) -> bool
             Ok(_) => {}
             Err(e) => match e.raw_os_error() {
                 Some(libc::EINTR) => {}
+                // Not something the kernel splices from (some devices): copied instead.
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+                    return copy_in(input, fifo, stop);
+                }
                 Some(libc::EAGAIN) => {
                     // Our stdin is empty or the FIFO is full: wait for the one that blocks.
                     let ready = if readable(input) {
@@ -117,6 +122,40 @@ pub(crate) fn splice_in(input: &OwnedFd, fifo: &OwnedFd, stop: &OwnedFd) -> bool
                 }
                 _ => return false,
             },
+        }
+    }
+}
+
+/// [`splice_in`] for an `input` the kernel does not splice from: read and written, a chunk
+/// at a time.
+fn copy_in(input: &OwnedFd, fifo: &OwnedFd, stop: &OwnedFd) -> bool {
+    loop {
+        if !input_ready(input, stop) {
+            return false;
+        }
+        let data = match read_fresh(input, STDIN_CHUNK) {
+            Ok(d) if d.is_empty() => return true,
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        };
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            // SAFETY: `rest` is valid for its length; `fifo` is open.
+            let n = unsafe { libc::write(fifo.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            if n >= 0 {
+                rest = &rest[n as usize..];
+                continue;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) => {
+                    if !poll_one(fifo, libc::POLLOUT) {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
         }
     }
 }
@@ -145,9 +184,9 @@ fn poll_one(fd: &OwnedFd, events: libc::c_short) -> bool {
 pub(crate) type Place = (PathBuf, u64);
 
 /// What [`crate::Invocation::forward_stdin`]'s thread does: frames first; once [`LEND_AFTER`]
-/// bytes went, with `lend` (the host's socket and the invocation) a pipe or a file is spliced
-/// into the command's stdin FIFO instead, or with `give` (the daemon's socket and the relay's
-/// token) a pipe is given to the relay ([`crate::give`]); then the end of stdin. Stops without
+/// bytes went, with `lend` (the host's socket and the invocation) the rest is spliced into the
+/// command's stdin FIFO instead, or with `give` (the daemon's socket and the relay's token)
+/// our stdin is given to the relay ([`crate::give`]); then the end of stdin. Stops without
 /// reading further once `stop` says the invocation is over.
 pub(crate) fn forward(
     input: OwnedFd,
@@ -156,16 +195,11 @@ pub(crate) fn forward(
     stop: &OwnedFd,
 ) {
     use crate::invocation::Control;
-    let spliceable = std::fs::File::from(match input.try_clone() {
-        Ok(fd) => fd,
-        Err(_) => return,
-    })
-    .metadata()
-    .is_ok_and(|m| {
-        use std::os::unix::fs::FileTypeExt;
-        m.file_type().is_fifo() || m.file_type().is_file()
-    });
-    if !spliceable || !cfg!(target_os = "linux") {
+    // Anything but a terminal (which is never forwarded) is lent or given: a pipe or a file
+    // spliced, anything else (a device, a socket) copied. Then our frames never hold up a
+    // Ctrl-C behind stdin the command does not read.
+    let lendable = tether_transport::stdin_read::givable(&input);
+    if !lendable || !cfg!(target_os = "linux") {
         lend = None;
     }
     if !tether_transport::stdin_read::givable(&input) {
@@ -210,4 +244,47 @@ pub(crate) fn forward(
         }
     }
     let _ = tx.blocking_send(Control::Eof);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn what_the_kernel_does_not_splice_is_copied_whole() {
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut fifo_r, fifo_w) = std::io::pipe().unwrap();
+        let (stop, _stop_w) = nix::unistd::pipe().unwrap();
+        let all: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = all.clone();
+        let writer = std::thread::spawn(move || {
+            ours.write_all(&sent).unwrap();
+            ours.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            fifo_r.read_to_end(&mut got).unwrap();
+            got
+        });
+        let (input, fifo): (OwnedFd, OwnedFd) = (theirs.into(), fifo_w.into());
+        assert!(copy_in(&input, &fifo, &stop), "copied to the end");
+        drop(fifo);
+        writer.join().unwrap();
+        assert!(reader.join().unwrap() == all, "every byte, in order");
+    }
+
+    #[test]
+    fn a_stopped_copy_reads_no_more() {
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (_fifo_r, fifo_w) = std::io::pipe().unwrap();
+        let (stop, stop_w) = nix::unistd::pipe().unwrap();
+        drop(stop_w);
+        ours.write_all(b"left").unwrap();
+        let (input, fifo): (OwnedFd, OwnedFd) = (theirs.into(), fifo_w.into());
+        assert!(!copy_in(&input, &fifo, &stop));
+        let mut left = [0u8; 4];
+        std::io::Read::read_exact(&mut &std::fs::File::from(input), &mut left).unwrap();
+        assert_eq!(&left, b"left", "nothing swallowed");
+    }
 }

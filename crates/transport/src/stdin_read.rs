@@ -94,14 +94,11 @@ pub fn stopped(stop: &OwnedFd) -> bool {
     unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) != 0 }
 }
 
-/// Whether `fd` is a pipe (or FIFO) or a regular file: what a CLI may give its daemon, which
-/// then reads it (a terminal or a device stays the CLI's).
+/// Whether a CLI may hand `fd` (its stdin) to another process that reads it for the command
+/// (its daemon's relay, or a local host's FIFO through it): anything open but a terminal,
+/// which stays the user's.
 pub fn givable(fd: &impl std::os::fd::AsFd) -> bool {
-    use nix::sys::stat::SFlag;
-    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| {
-        let kind = SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT;
-        kind == SFlag::S_IFIFO || kind == SFlag::S_IFREG
-    })
+    nix::sys::stat::fstat(fd.as_fd()).is_ok() && !nix::unistd::isatty(fd).unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -132,8 +129,14 @@ mod tests {
             "and the byte is still there"
         );
         let f = std::fs::File::open("/dev/null").unwrap();
-        assert!(!givable(&f), "a device stays the CLI's");
+        assert!(givable(&f), "a device may be given");
         let f = std::fs::File::open("Cargo.toml").unwrap();
         assert!(givable(&f), "a file may be given");
+        // SAFETY: plain libc call; the descriptor is owned right after.
+        let pty = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+        assert!(pty >= 0, "a pseudo-terminal");
+        // SAFETY: `pty` was just opened and is ours alone.
+        let pty = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pty) };
+        assert!(!givable(&pty), "a terminal stays the user's");
     }
 }

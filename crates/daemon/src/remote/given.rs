@@ -1,11 +1,11 @@
 //! A relay's side of the CLI: its frames, and the stdin it may give (`Request::GiveStdin`).
 //!
 //! For a command on another computer, stdin used to cross the CLI (read, framed, written to
-//! the daemon's socket) and then the relay (read, passed on). A CLI whose stdin is a pipe (or
-//! a file) now gives it to the relay once a megabyte went in frames: a thread here reads it
-//! straight into frames for the link, in the same channel and order as the CLI's own frames, so the
-//! relay's replay after a reconnection, its handling of a vanished CLI and its backpressure
-//! are the same for both. The CLI's going still ends it: the thread stops reading (without
+//! the daemon's socket) and then the relay (read, passed on). A CLI whose stdin is not a
+//! terminal now gives it to the relay once a megabyte went in frames: a thread here reads it
+//! straight into frames for the link, in the same channel and order as the CLI's own frames,
+//! so the relay's replay after a reconnection, its handling of a vanished CLI and its
+//! backpressure are the same for both. The CLI's going still ends it: the thread stops reading (without
 //! swallowing a chunk it cannot pass on) and the relay ends the command's stdin as before.
 
 use super::far_writer::{FarWriter, ToFar};
@@ -230,9 +230,21 @@ mod tests {
     }
 
     #[test]
-    fn a_device_is_not_read() {
+    fn a_terminal_is_not_read() {
         let (tx, _rx) = mpsc::channel(1);
+        // SAFETY: plain libc call; the descriptor is owned right after.
+        let pty = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+        assert!(pty >= 0, "a pseudo-terminal");
+        // SAFETY: `pty` was just opened and is ours alone.
+        let pty = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pty) };
+        assert!(read_given(pty, tx).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_device_is_read_to_its_end() {
+        let (tx, mut rx) = mpsc::channel(1);
         let f: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
-        assert!(read_given(f, tx).is_none());
+        let _stop = read_given(f, tx).expect("a device is read");
+        assert_eq!(rx.recv().await, Some(Request::StdinEof));
     }
 }
