@@ -101,6 +101,14 @@ pub fn givable(fd: &impl std::os::fd::AsFd) -> bool {
     nix::sys::stat::fstat(fd.as_fd()).is_ok() && !nix::unistd::isatty(fd).unwrap_or(true)
 }
 
+/// Whether `fd` is a pipe (or FIFO).
+pub fn is_fifo(fd: &impl std::os::fd::AsFd) -> bool {
+    use nix::sys::stat::SFlag;
+    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| {
+        SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFIFO
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +118,7 @@ mod tests {
     fn reads_what_is_there_and_stops_when_told() {
         let (r, mut w) = std::io::pipe().unwrap();
         let (stop, stop_w) = nix::unistd::pipe().unwrap();
-        assert!(givable(&r));
+        assert!(givable(&r) && is_fifo(&r));
         assert!(!stopped(&stop));
         w.write_all(b"abc").unwrap();
         assert!(input_ready(&r, &stop));

@@ -76,11 +76,15 @@ fn read_given(fd: OwnedFd, tx: mpsc::Sender<Request>) -> Option<OwnedFd> {
     let (stop, stop_w) = nix::unistd::pipe().ok()?;
     // Room for a megabyte to gather while the link is busy: fewer, fuller frames.
     tether_transport::widen_pipe(&fd);
+    // A pipe that runs dry is polled beside the stop pipe anyway; anything else is always
+    // ready to read, so the stop pipe is looked at before each read.
+    let always_ready = !tether_transport::stdin_read::is_fifo(&fd);
     std::thread::Builder::new()
         .name("tether-given-stdin".into())
         .spawn(move || {
             loop {
-                if !input_gathered(&fd, &stop) || stopped(&stop) || tx.is_closed() {
+                if !input_gathered(&fd, &stop) || (always_ready && stopped(&stop)) || tx.is_closed()
+                {
                     return;
                 }
                 match read_fresh(&fd, STDIN_CHUNK) {
