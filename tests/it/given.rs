@@ -6,7 +6,7 @@
 //! do: give a stdin of its own to a relay that is not its CLI's (the daemon checks the process
 //! at the other end, not the token).
 
-use crate::common::sshd::setup;
+use crate::common::sshd::{far_session, setup};
 use crate::common::system::decode_responses;
 use crate::common::*;
 use std::io::Write;
@@ -69,10 +69,7 @@ pub(crate) fn finished(mut cli: Child) -> (std::process::ExitStatus, String) {
 #[test]
 fn a_big_stdin_is_read_by_the_daemon_and_arrives_whole_and_in_order() {
     let (_sshd, remote, client) = setup();
-    client
-        .run(&["new", "tether-test", "--name", "in"])
-        .success();
-    remote.note_session(&remote.session("in"));
+    far_session(&client, &remote, "in", &[]);
     let got = client.scratch().join("in.bin");
     let script = format!("cat > '{}'", got.display());
     let (cli, mut input) = feeding(&client, "in", &script);
@@ -106,8 +103,7 @@ fn a_big_stdin_is_read_by_the_daemon_and_arrives_whole_and_in_order() {
 #[test]
 fn a_cli_killed_after_giving_its_stdin_ends_its_commands_input() {
     let (_sshd, remote, client) = setup();
-    client.run(&["new", "tether-test", "--name", "k"]).success();
-    remote.note_session(&remote.session("k"));
+    far_session(&client, &remote, "k", &[]);
     let got = client.scratch().join("k.bin");
     let done = client.scratch().join("k.done");
     let script = format!(
@@ -149,8 +145,7 @@ fn a_cli_killed_after_giving_its_stdin_ends_its_commands_input() {
 #[test]
 fn a_command_that_stops_reading_ends_the_given_pipe_for_its_writer() {
     let (_sshd, remote, client) = setup();
-    client.run(&["new", "tether-test", "--name", "h"]).success();
-    remote.note_session(&remote.session("h"));
+    far_session(&client, &remote, "h", &[]);
     let (cli, mut input) = feeding(&client, "h", "head -c 1500000 | wc -c");
     let writer = std::thread::spawn(move || {
         let chunk = data(MIB);
@@ -186,8 +181,7 @@ fn a_command_that_stops_reading_ends_the_given_pipe_for_its_writer() {
 #[test]
 fn another_process_cannot_give_a_relay_its_stdin() {
     let (_sshd, remote, client) = setup();
-    client.run(&["new", "tether-test", "--name", "g"]).success();
-    remote.note_session(&remote.session("g"));
+    far_session(&client, &remote, "g", &[]);
     let got = client.scratch().join("g.txt");
     let script = format!("cat > '{}'", got.display());
     let (cli, mut input) = feeding(&client, "g", &script);
@@ -267,8 +261,7 @@ for hexed in sys.argv[2:]:
 #[test]
 fn a_given_stdin_goes_on_across_killed_transports_without_loss() {
     let (_sshd, remote, client) = setup();
-    client.run(&["new", "tether-test", "--name", "r"]).success();
-    remote.note_session(&remote.session("r"));
+    far_session(&client, &remote, "r", &[]);
     let (mut cli, mut input) = feeding(&client, "r", "cat; exit 7");
     client.note_pid(cli.id());
     let name = pipe_name(&input);
@@ -321,8 +314,7 @@ fn a_given_stdin_goes_on_across_killed_transports_without_loss() {
 #[test]
 fn an_echoing_command_streams_a_big_input_both_ways() {
     let (_sshd, remote, client) = setup();
-    client.run(&["new", "tether-test", "--name", "e"]).success();
-    remote.note_session(&remote.session("e"));
+    far_session(&client, &remote, "e", &[]);
     client.run(&["new", "--name", "here"]).success();
     let all = data(16 * MIB);
     let src = client.scratch().join("src.bin");
@@ -408,10 +400,7 @@ fn stuck(
     remote: &Home,
     name: &str,
 ) -> (Child, std::thread::JoinHandle<bool>, std::path::PathBuf) {
-    client
-        .run(&["new", "tether-test", "--name", name])
-        .success();
-    remote.note_session(&remote.session(name));
+    far_session(client, remote, name, &[]);
     let never = client.scratch().join(format!("{name}.never"));
     let script = format!("sleep 60; echo never > '{}'", never.display());
     let (cli, input) = feeding(client, name, &script);
@@ -475,10 +464,7 @@ fn a_cli_told_to_end_stops_a_far_command_whose_stdin_is_full() {
 #[test]
 fn output_goes_on_past_the_quota_while_the_command_reads_no_stdin() {
     let (_sshd, remote, client) = setup();
-    client
-        .run(&["new", "tether-test", "--name", "a", "--output-quota", "4M"])
-        .success();
-    remote.note_session(&remote.session("a"));
+    far_session(&client, &remote, "a", &["--output-quota", "4M"]);
     let (mut cli, input) = feeding(&client, "a", "sleep 2; head -c 67108864 /dev/zero");
     let mut out = cli.stdout.take().unwrap();
     let reader = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
@@ -501,8 +487,7 @@ fn output_goes_on_past_the_quota_while_the_command_reads_no_stdin() {
 #[test]
 fn a_file_on_stdin_is_given_too() {
     let (_sshd, remote, client) = setup();
-    client.run(&["new", "tether-test", "--name", "f"]).success();
-    remote.note_session(&remote.session("f"));
+    far_session(&client, &remote, "f", &[]);
     let src = client.scratch().join("f.in");
     let all = data(24 * MIB);
     std::fs::write(&src, &all).unwrap();

@@ -5,7 +5,7 @@
 //! handing it over, did not even leave on the third Ctrl-C. What must hold: Ctrl-C works, and
 //! a command that reads its stdin gets every byte, in order.
 
-use crate::common::sshd::setup;
+use crate::common::sshd::{far_session, setup};
 use crate::common::*;
 use crate::given::{MIB, data, finished, pouring, stalled_past, stopped};
 use std::io::Write;
@@ -70,10 +70,7 @@ fn a_socket_on_stdin_in_a_local_session() {
 #[test]
 fn a_socket_on_stdin_in_a_remote_session() {
     let (_sshd, remote, client) = setup();
-    client
-        .run(&["new", "tether-test", "--name", "rs"])
-        .success();
-    remote.note_session(&remote.session("rs"));
+    far_session(&client, &remote, "rs", &[]);
     a_socket_arrives_whole(&client, "rs");
     ctrl_c_with_a_full_socket(&client, "rs");
 }
@@ -83,10 +80,7 @@ fn a_socket_on_stdin_in_a_remote_session() {
 #[test]
 fn a_device_on_stdin_is_read_as_far_as_the_command_wants() {
     let (_sshd, remote, client) = setup();
-    client
-        .run(&["new", "tether-test", "--name", "dv"])
-        .success();
-    remote.note_session(&remote.session("dv"));
+    far_session(&client, &remote, "dv", &[]);
     client.new_session("dl", &[]);
     for session in ["dl", "dv"] {
         let mut cli = client.command();

@@ -214,6 +214,15 @@ pub fn setup() -> (Sshd, super::Home, super::Home) {
     (sshd, remote, client)
 }
 
+/// Makes session `name` on the harness's computer (`tether-test`) from `client`, with `extra`
+/// arguments to `new`, and has `remote` stop it at the end of the test.
+pub fn far_session(client: &super::Home, remote: &super::Home, name: &str, extra: &[&str]) {
+    let mut args = vec!["new", "tether-test", "--name", name];
+    args.extend_from_slice(extra);
+    client.run(&args).success();
+    remote.note_session(&remote.session(name));
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
