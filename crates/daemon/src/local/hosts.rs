@@ -204,7 +204,10 @@ pub async fn ask_or_refused(
         .flatten()
 }
 
-/// Passes a `HostAside` to a host that speaks it (host protocol 10); an older host, or
+/// The first host protocol with `HostAside`.
+const ASIDE_SINCE: u32 = 10;
+
+/// Passes a `HostAside` to a host that speaks it ([`ASIDE_SINCE`]); an older host, or
 /// one that does not answer, is an error (the in-band `Cancel` still reaches it).
 pub async fn aside(paths: &Paths, instance_id: &str, req: HostRequest) -> Result<(), ErrorInfo> {
     let unanswered = || ErrorInfo::new(ErrorKind::Internal, "session host did not answer");
@@ -214,7 +217,7 @@ pub async fn aside(paths: &Paths, instance_id: &str, req: HostRequest) -> Result
             .map_err(|_| unanswered())?;
         conn.writer.flush().await.map_err(|_| unanswered())?;
         conn.expect_hello().await?;
-        if conn.protocol < 10 {
+        if conn.protocol < ASIDE_SINCE {
             return Err(ErrorInfo::new(
                 ErrorKind::Usage,
                 "the session's host is of a release that takes frames only in band",
